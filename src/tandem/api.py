@@ -1,0 +1,121 @@
+"""The Python front door: ``tandem.train``, ``tandem.load`` and the ``Model`` they return."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tandem.errors import DataError
+from tandem.inference.predictor import Predictor
+from tandem.registry import Registry
+from tandem.schema import categorical_strings
+
+
+class Model:
+    """A trained model: a verified bundle plus its ONNX Runtime predictor."""
+
+    def __init__(self, path: str | Path):
+        self.predictor = Predictor(path)
+        self.path = self.predictor.path
+        self.manifest = self.predictor.manifest
+
+    name = property(lambda self: self.manifest["name"], doc="Registry name.")
+    version = property(lambda self: self.manifest.get("version"), doc="Registry version (None outside one).")
+    task = property(lambda self: self.manifest["task"], doc="binary, multiclass or regression.")
+    target = property(lambda self: self.manifest["target"], doc="The target column.")
+    metric = property(lambda self: self.manifest["metric"], doc="The metric the study optimised.")
+    threshold = property(lambda self: self.manifest["threshold"], doc="Decision threshold on P(positive).")
+
+    @property
+    def labels(self) -> list:
+        """Class labels in the column order of :meth:`predict_proba`."""
+        return list(self.predictor._typed_labels) if self.predictor.labels else []
+
+    def predict(self, data: object) -> np.ndarray:
+        """Labels (classification) or values (regression) for every row of ``data``."""
+        return self.predictor.predict(data)
+
+    def predict_proba(self, data: object) -> np.ndarray:
+        """Class probabilities, one column per label of :attr:`labels`."""
+        return self.predictor.predict_proba(data)
+
+    def leaderboard(self) -> list[dict]:
+        """Every model the study tried: validation score, fit time, 1-row predict time, size."""
+        return [dict(r) for r in self.manifest["leaderboard"]]
+
+    def evaluate(self, data: object) -> dict:
+        """Metrics on labelled ``data`` (which must hold the target column), and per-class figures."""
+        from tandem.data.readers import read_table
+        from tandem.study import metrics as M
+
+        table = read_table(data, what="evaluation data")
+        if self.target not in table.column_names:
+            raise DataError(f"evaluation data has no target column '{self.target}'")
+        col = table.column(self.target)
+        keep = pc.is_valid(col)
+        table = table.filter(keep)
+        col = table.column(self.target)
+        if table.num_rows == 0:
+            raise DataError(f"evaluation data has no rows with a value in target column '{self.target}'")
+        out = self.predictor.run(self.predictor.encoder.encode_table(table, what="evaluation data"))
+        if self.task == "regression":
+            y = np.asarray(pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+            return {"metrics": M.all_metrics("regression", y, out["prediction"]), "rows": int(len(y))}
+        index = {label: i for i, label in enumerate(self.predictor.labels)}
+        strings = categorical_strings(col)
+        unknown = [(i, s) for i, s in enumerate(strings) if s not in index]
+        if unknown:
+            row, value = unknown[0]
+            raise DataError(f"evaluation data column '{self.target}' row {row + 1}: label '{value}' was not seen "
+                            f"in training (known: {', '.join(self.predictor.labels)})")
+        y = np.array([index[s] for s in strings], dtype=np.int64)
+        proba = out["probabilities"]
+        return {"metrics": M.all_metrics(self.task, y, proba, threshold=self.threshold),
+                "per_class": M.per_class(y, proba, self.predictor.labels, threshold=self.threshold),
+                "rows": int(len(y))}
+
+    def __repr__(self) -> str:
+        return f"Model({self.name}:{self.version}, task={self.task}, path={str(self.path)!r})"
+
+
+def train(data: object, target: str, *, time_limit: float = 60.0, metric: str | None = None,
+          name: str | None = None, task: str | None = None, seed: int = 0, search: str | None = None,
+          bagging: str = "auto", split: str | None = None, group: str | None = None,
+          time_column: str | None = None, ignore: list[str] | None = None, families: list[str] | None = None,
+          path: str | Path | None = None, home: str | Path | None = None,
+          progress: Callable[[str], None] | None = None) -> Model:
+    """Train within ``time_limit`` seconds on ``data`` (file path or frame) and return the saved model.
+
+    The bundle goes into the registry under ``name`` (default ``model``) as its next version, or
+    to the directory ``path`` when given.
+    """
+    from tandem.data.readers import read_table
+    from tandem.study.export import export
+    from tandem.study.runner import StudyConfig, run_study
+
+    started = time.monotonic()
+    table = read_table(data, what="training data")
+    config = StudyConfig(target=target, time_limit=float(time_limit), metric=metric, task=task, seed=seed,
+                         bagging=bagging, split=split, group_column=group, time_column=time_column,
+                         search=search, families=families, ignore=ignore)
+    result = run_study(table, config, progress=progress, started=started)
+    name = name or "model"
+    if path is not None:
+        export(result, Path(path), name=name, version=None, say=progress or (lambda _m: None))
+        return Model(path)
+    summary = {"task": result.task, "metric": result.metric,
+               "score": result.validation_metrics.get(result.metric)}
+    record = Registry(home).add(
+        name, lambda folder, version: export(result, folder, name=name, version=version,
+                                             say=progress or (lambda _m: None)), summary=summary)
+    return Model(record.path)
+
+
+def load(name_or_path: str | Path, *, home: str | Path | None = None) -> Model:
+    """Load a model by registry reference (``name``, ``name:3``, ``name@production``) or bundle path."""
+    return Model(Registry(home).resolve(name_or_path))

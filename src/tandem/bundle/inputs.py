@@ -1,0 +1,264 @@
+"""How raw input rows become a bundle's ONNX inputs.
+
+A bundle's graph takes two tensors: ``num`` (float32, one column per numeric, boolean or
+datetime-derived feature; NaN = missing) and ``cat`` (strings, one column per categorical
+feature; '' = missing). This module is the one place that turns tables, frames and dicts into
+those tensors, checking them against the schema; training and inference both use it, so a row
+is encoded the same way in both lives.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tandem.errors import SchemaError
+from tandem.schema import ColumnSpec, Schema, categorical_strings, category_key
+
+DATETIME_PARTS = ("days", "month", "weekday", "hour")
+_TRUE = {"true", "yes", "y", "t", "1"}
+_FALSE = {"false", "no", "n", "f", "0"}
+
+
+@dataclass
+class EncodedInputs:
+    """The ONNX inputs of a batch of rows."""
+
+    num: np.ndarray | None  # float32 [N, n_num]
+    cat: np.ndarray | None  # object (str) [N, n_cat]
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.num) if self.num is not None else len(self.cat)
+
+    def feeds(self) -> dict[str, np.ndarray]:
+        out = {}
+        if self.num is not None:
+            out["num"] = self.num
+        if self.cat is not None:
+            out["cat"] = self.cat
+        return out
+
+    def take(self, index: np.ndarray) -> EncodedInputs:
+        return EncodedInputs(None if self.num is None else self.num[index],
+                             None if self.cat is None else self.cat[index])
+
+
+class InputEncoder:
+    """Encode raw rows for one schema; cheap enough to call per request."""
+
+    def __init__(self, schema: Schema):
+        self.schema = schema
+        feats = schema.features
+        self.num_columns = [c for c in feats if c.kind in ("numeric", "boolean", "datetime")]
+        self.cat_columns = [c for c in feats if c.kind == "categorical"]
+        self.required = [c.name for c in feats]
+        self.num_feature_names: list[str] = []
+        for c in self.num_columns:
+            if c.kind == "datetime":
+                self.num_feature_names += [f"{c.name}.{p}" for p in DATETIME_PARTS]
+            else:
+                self.num_feature_names.append(c.name)
+        self.cat_feature_names = [c.name for c in self.cat_columns]
+        self._simple_num = all(c.kind == "numeric" for c in self.num_columns)
+
+    # -- tables --------------------------------------------------------------------------------
+    def encode_table(self, table: pa.Table | pa.RecordBatch, *, what: str = "input") -> EncodedInputs:
+        """Encode a table; columns are matched by name, extra columns ignored."""
+        missing = [n for n in self.required if n not in table.column_names]
+        if missing:
+            raise SchemaError(
+                f"{what} is missing column(s) {', '.join(repr(m) for m in missing)}; "
+                f"the model expects {', '.join(repr(n) for n in self.required)}")
+        n = table.num_rows
+        num = None
+        if self.num_feature_names:
+            num = np.empty((n, len(self.num_feature_names)), dtype=np.float32)
+            j = 0
+            for c in self.num_columns:
+                block = _numeric_block(table.column(c.name), c, what)
+                num[:, j: j + block.shape[1]] = block
+                j += block.shape[1]
+        cat = None
+        if self.cat_columns:
+            cat = np.empty((n, len(self.cat_columns)), dtype=object)
+            for j, c in enumerate(self.cat_columns):
+                cat[:, j] = categorical_strings(table.column(c.name))
+        return EncodedInputs(num, cat)
+
+    # -- one row as a dict (the latency-critical path) ------------------------------------------
+    def encode_row(self, row: dict, *, what: str = "input") -> EncodedInputs:
+        """Encode one row given as ``{column: value}``."""
+        try:
+            if self._simple_num:
+                num_values = [_to_float(row[c.name]) for c in self.num_columns]
+            else:
+                num_values = []
+                for c in self.num_columns:
+                    num_values.extend(_row_numeric(row[c.name], c))
+            cat_values = [_row_category(row[c.name]) for c in self.cat_columns]
+        except KeyError:
+            missing = [n for n in self.required if n not in row]
+            raise SchemaError(
+                f"{what} is missing column(s) {', '.join(repr(m) for m in missing)}; "
+                f"the model expects {', '.join(repr(n) for n in self.required)}") from None
+        except (TypeError, ValueError):
+            # slow path only to name the offending field
+            for c in self.num_columns:
+                try:
+                    _row_numeric(row[c.name], c)
+                except (TypeError, ValueError):
+                    raise SchemaError(
+                        f"{what} column '{c.name}': expected {_expected(c)}, got {row[c.name]!r}") from None
+            raise
+        num = np.array([num_values], dtype=np.float32) if self.num_columns else None
+        cat = np.array([cat_values], dtype=object) if self.cat_columns else None
+        return EncodedInputs(num, cat)
+
+
+def _expected(c: ColumnSpec) -> str:
+    return {"numeric": "a number", "boolean": "true/false or 1/0",
+            "datetime": "an ISO date or timestamp"}.get(c.kind, "a value")
+
+
+def _to_float(v: object) -> float:
+    if v is None:
+        return math.nan
+    if isinstance(v, str):
+        if v.strip() == "" or v.strip().lower() in ("nan", "na", "null"):
+            return math.nan
+        return float(v)
+    if isinstance(v, bool):
+        return float(v)
+    if isinstance(v, (int, float, np.number)):
+        return float(v)
+    raise TypeError(type(v).__name__)
+
+
+def _to_bool_float(v: object) -> float:
+    if v is None:
+        return math.nan
+    if isinstance(v, str):
+        s = v.strip().lower()
+        if s == "":
+            return math.nan
+        if s in _TRUE:
+            return 1.0
+        if s in _FALSE:
+            return 0.0
+        raise ValueError(v)
+    f = _to_float(v)
+    if f == f and f not in (0.0, 1.0):
+        raise ValueError(v)
+    return f
+
+
+def _row_numeric(v: object, c: ColumnSpec) -> list[float]:
+    if c.kind == "numeric":
+        return [_to_float(v)]
+    if c.kind == "boolean":
+        return [_to_bool_float(v)]
+    block = _datetime_block(pa.chunked_array([pa.array([v])]) if not isinstance(v, str)
+                            else pa.chunked_array([pa.array([v], pa.string())]), c, "input")
+    return block[0].tolist()
+
+
+def _row_category(v: object) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return ""
+    return category_key(v)
+
+
+def _first_bad_row(original: pa.ChunkedArray, converted_ok: np.ndarray) -> tuple[int, object]:
+    bad = int(np.flatnonzero(~converted_ok)[0])
+    return bad, original[bad].as_py()
+
+
+def _numeric_block(col: pa.ChunkedArray, c: ColumnSpec, what: str) -> np.ndarray:
+    if c.kind == "datetime":
+        return _datetime_block(col, c, what)
+    t = col.type
+    if c.kind == "boolean":
+        if pa.types.is_boolean(t):
+            return pc.cast(col, pa.float32()).to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, 1)
+        if pa.types.is_string(t) or pa.types.is_large_string(t):
+            values = col.to_pylist()
+            out = np.empty(len(values), dtype=np.float32)
+            for i, v in enumerate(values):
+                try:
+                    out[i] = _to_bool_float(v)
+                except ValueError:
+                    raise SchemaError(f"{what} column '{c.name}' row {i + 1}: expected {_expected(c)}, "
+                                      f"got {v!r}") from None
+            return out.reshape(-1, 1)
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_decimal(t):
+        arr = pc.cast(col, pa.float64())
+    elif pa.types.is_null(t):
+        return np.full((len(col), 1), np.nan, dtype=np.float32)
+    elif pa.types.is_string(t) or pa.types.is_large_string(t):
+        stripped = pc.utf8_trim_whitespace(col)
+        blank = pc.or_kleene(pc.equal(stripped, ""), pc.is_in(pc.utf8_lower(stripped),
+                                                              pa.array(["nan", "na", "null"])))
+        cleaned = pc.if_else(blank, None, stripped)
+        try:
+            arr = pc.cast(cleaned, pa.float64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            values = cleaned.to_pylist()
+            for i, v in enumerate(values):
+                if v is None:
+                    continue
+                try:
+                    float(v)
+                except ValueError:
+                    raise SchemaError(f"{what} column '{c.name}' row {i + 1}: expected {_expected(c)}, "
+                                      f"got {v!r}") from None
+            raise
+    else:
+        raise SchemaError(f"{what} column '{c.name}': expected {_expected(c)}, got values of type {t}")
+    out = _as_float(arr)
+    if c.kind == "boolean":
+        ok = np.isnan(out) | (out == 0) | (out == 1)
+        if not ok.all():
+            i, v = _first_bad_row(col, ok)
+            raise SchemaError(f"{what} column '{c.name}' row {i + 1}: expected {_expected(c)}, got {v!r}")
+    return out.reshape(-1, 1)
+
+
+def _as_float(arr: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Numbers as float32 with NaN for null (pyarrow turns nulls into NaN for float output)."""
+    return np.asarray(pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64).astype(np.float32)
+
+
+def _datetime_block(col: pa.ChunkedArray, c: ColumnSpec, what: str) -> np.ndarray:
+    t = col.type
+    try:
+        if pa.types.is_timestamp(t):
+            ts = col if t.tz is None else pc.cast(col, pa.timestamp(t.unit))
+        elif pa.types.is_date(t):
+            ts = pc.cast(col, pa.timestamp("s"))
+        elif pa.types.is_string(t) or pa.types.is_large_string(t):
+            cleaned = pc.if_else(pc.equal(pc.utf8_trim_whitespace(col), ""), None, col)
+            ts = pc.cast(cleaned, pa.timestamp("us"))
+        elif pa.types.is_null(t):
+            return np.full((len(col), len(DATETIME_PARTS)), np.nan, dtype=np.float32)
+        else:
+            raise SchemaError(f"{what} column '{c.name}': expected {_expected(c)}, got values of type {t}")
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        values = col.to_pylist()
+        for i, v in enumerate(values):
+            if v is None or str(v).strip() == "":
+                continue
+            try:
+                pc.cast(pa.array([str(v)]), pa.timestamp("us"))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                raise SchemaError(f"{what} column '{c.name}' row {i + 1}: expected {_expected(c)}, "
+                                  f"got {v!r}") from None
+        raise
+    ts = pc.cast(ts, pa.timestamp("s"))
+    seconds = _as_float(pc.cast(ts, pa.int64())).astype(np.float64)
+    parts = [seconds / 86400.0, _as_float(pc.month(ts)), _as_float(pc.day_of_week(ts)), _as_float(pc.hour(ts))]
+    return np.column_stack(parts).astype(np.float32)

@@ -1,0 +1,66 @@
+"""A small builder for ONNX graphs: unique names, constants, nodes, one model out."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 18
+ML_OPSET = 5  # ai.onnx.ml 5 has TreeEnsemble with double thresholds and set membership
+
+
+class GraphBuilder:
+    """Accumulate nodes and initializers; every name is made unique with a prefix."""
+
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self._used: set[str] = set()
+
+    def fresh(self, prefix: str) -> str:
+        i = 0
+        name = prefix
+        while name in self._used:
+            i += 1
+            name = f"{prefix}_{i}"
+        self._used.add(name)
+        return name
+
+    def const(self, value: np.ndarray, prefix: str = "const") -> str:
+        name = self.fresh(prefix)
+        self.initializers.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], *, domain: str = "", n_out: int = 1,
+           prefix: str | None = None, **attrs: object) -> str | list[str]:
+        outs = [self.fresh(prefix or op_type.lower()) for _ in range(n_out)]
+        self.nodes.append(helper.make_node(op_type, inputs, outs, domain=domain or None,
+                                           name=self.fresh(f"n_{op_type}"), **attrs))
+        return outs[0] if n_out == 1 else outs
+
+    def alias(self, source: str, name: str) -> str:
+        """Give ``source`` a fixed graph-output name."""
+        self._used.add(name)
+        self.nodes.append(helper.make_node("Identity", [source], [name], name=self.fresh("n_out")))
+        return name
+
+    def model(self, inputs: list[onnx.ValueInfoProto], outputs: list[onnx.ValueInfoProto],
+              doc: str = "") -> onnx.ModelProto:
+        graph = helper.make_graph(self.nodes, "tandem", inputs, outputs, self.initializers)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET),
+                                                        helper.make_opsetid("ai.onnx.ml", ML_OPSET)],
+                                  producer_name="tandem", doc_string=doc)
+        model.ir_version = 9
+        onnx.checker.check_model(model)
+        return model
+
+
+def tensor_info(name: str, elem_type: int, shape: list[int | str | None]) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, elem_type, shape)
+
+
+FLOAT = TensorProto.FLOAT
+DOUBLE = TensorProto.DOUBLE
+STRING = TensorProto.STRING
+INT64 = TensorProto.INT64

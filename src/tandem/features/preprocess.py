@@ -1,0 +1,160 @@
+"""The preprocessing graph built from a schema, in numpy (for training) and ONNX (for inference).
+
+Two views of the same encoded inputs (``num`` floats, ``cat`` strings):
+- **tree**: numbers as they are (NaN = missing) followed by one integer code per categorical
+  column (training vocabulary order; an unseen or missing category is -1, which tree learners
+  treat as missing, never as a shifted code);
+- **dense**: numbers with the median imputed, a missing-indicator where training saw missing
+  values, standardized; categoricals one-hot over their most frequent categories (unknown = all zero).
+Both implementations must agree to float32 rounding; the parity tests hold them to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from tandem.bundle.inputs import EncodedInputs
+from tandem.features.graph import GraphBuilder
+
+DENSE_MAX_CATEGORIES = 50
+
+
+@dataclass
+class Preprocessor:
+    """Fitted statistics of both views; JSON-able via :meth:`to_dict`."""
+
+    num_names: list[str]
+    cat_names: list[str]
+    vocabularies: list[list[str]]
+    medians: list[float]
+    means: list[float]
+    scales: list[float]
+    indicator_columns: list[int]
+
+    # -- fitting ------------------------------------------------------------------------------
+    @classmethod
+    def fit(cls, enc: EncodedInputs, num_names: list[str], cat_names: list[str],
+            vocabularies: list[list[str]]) -> Preprocessor:
+        medians, means, scales, indicators = [], [], [], []
+        if enc.num is not None:
+            num = enc.num.astype(np.float64)
+            for j in range(num.shape[1]):
+                col = num[:, j]
+                ok = ~np.isnan(col)
+                med = float(np.median(col[ok])) if ok.any() else 0.0
+                filled = np.where(ok, col, med)
+                mean = float(filled.mean())
+                std = float(filled.std())
+                medians.append(med)
+                means.append(mean)
+                scales.append(std if std > 1e-12 else 1.0)
+                if not ok.all():
+                    indicators.append(j)
+        return cls(num_names, cat_names, [list(v) for v in vocabularies], medians, means, scales, indicators)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Preprocessor:
+        return cls(**d)
+
+    # -- shapes -------------------------------------------------------------------------------
+    @property
+    def tree_feature_names(self) -> list[str]:
+        return list(self.num_names) + list(self.cat_names)
+
+    @property
+    def tree_categorical_indices(self) -> list[int]:
+        return list(range(len(self.num_names), len(self.num_names) + len(self.cat_names)))
+
+    def _dense_sizes(self) -> list[int]:
+        return [min(len(v), DENSE_MAX_CATEGORIES) for v in self.vocabularies]
+
+    @property
+    def dense_width(self) -> int:
+        return len(self.num_names) + len(self.indicator_columns) + sum(self._dense_sizes())
+
+    # -- numpy --------------------------------------------------------------------------------
+    def codes(self, enc: EncodedInputs) -> np.ndarray:
+        """Integer code per categorical column, -1 for unknown or missing."""
+        n = enc.n_rows
+        out = np.empty((n, len(self.cat_names)), dtype=np.int64)
+        for j, vocab in enumerate(self.vocabularies):
+            lookup = {v: i for i, v in enumerate(vocab)}
+            uniq, inverse = np.unique(enc.cat[:, j].astype(str), return_inverse=True)
+            mapped = np.array([lookup.get(u, -1) for u in uniq], dtype=np.int64)
+            out[:, j] = mapped[inverse.reshape(-1)]
+        return out
+
+    def tree_view(self, enc: EncodedInputs) -> np.ndarray:
+        parts = []
+        if self.num_names:
+            parts.append(enc.num.astype(np.float32))
+        if self.cat_names:
+            parts.append(self.codes(enc).astype(np.float32))
+        return np.concatenate(parts, axis=1)
+
+    def dense_view(self, enc: EncodedInputs) -> np.ndarray:
+        parts = []
+        if self.num_names:
+            num = enc.num.astype(np.float32)
+            isnan = np.isnan(num)
+            med = np.asarray(self.medians, dtype=np.float32)
+            filled = np.where(isnan, med, num)
+            scaled = (filled - np.asarray(self.means, dtype=np.float32)) / np.asarray(self.scales, dtype=np.float32)
+            parts.append(scaled.astype(np.float32))
+            if self.indicator_columns:
+                parts.append(isnan[:, self.indicator_columns].astype(np.float32))
+        if self.cat_names:
+            codes = self.codes(enc)
+            for j, size in enumerate(self._dense_sizes()):
+                parts.append((codes[:, j: j + 1] == np.arange(size)[None, :]).astype(np.float32))
+        return np.concatenate(parts, axis=1)
+
+    # -- ONNX ---------------------------------------------------------------------------------
+    def onnx_codes(self, g: GraphBuilder, cat: str) -> list[str]:
+        """One int64 [N] code tensor per categorical column."""
+        out = []
+        for j, vocab in enumerate(self.vocabularies):
+            col = g.op("Gather", [cat, g.const(np.array(j, dtype=np.int64), "col_index")], axis=1)
+            out.append(g.op("LabelEncoder", [col], domain="ai.onnx.ml", prefix=f"code_{j}",
+                            keys_strings=list(vocab) or [""], values_int64s=list(range(len(vocab))) or [-1],
+                            default_int64=-1))
+        return out
+
+    def onnx_tree_view(self, g: GraphBuilder, num: str | None, cat: str | None,
+                       codes: list[str] | None = None) -> str:
+        parts = []
+        if self.num_names:
+            parts.append(num)
+        if self.cat_names:
+            codes = codes if codes is not None else self.onnx_codes(g, cat)
+            axis1 = g.const(np.array([1], dtype=np.int64), "axis1")
+            for c in codes:
+                as_float = g.op("Cast", [c], to=1)
+                parts.append(g.op("Unsqueeze", [as_float, axis1]))
+        return parts[0] if len(parts) == 1 else g.op("Concat", parts, axis=1, prefix="tree_view")
+
+    def onnx_dense_view(self, g: GraphBuilder, num: str | None, cat: str | None,
+                        codes: list[str] | None = None) -> str:
+        parts = []
+        if self.num_names:
+            isnan = g.op("IsNaN", [num])
+            filled = g.op("Where", [isnan, g.const(np.asarray([self.medians], dtype=np.float32), "median"), num])
+            centred = g.op("Sub", [filled, g.const(np.asarray([self.means], dtype=np.float32), "mean")])
+            parts.append(g.op("Div", [centred, g.const(np.asarray([self.scales], dtype=np.float32), "scale")]))
+            if self.indicator_columns:
+                picked = g.op("Gather", [isnan, g.const(np.asarray(self.indicator_columns, dtype=np.int64), "ind")],
+                              axis=1)
+                parts.append(g.op("Cast", [picked], to=1))
+        if self.cat_names:
+            codes = codes if codes is not None else self.onnx_codes(g, cat)
+            axis1 = g.const(np.array([1], dtype=np.int64), "axis1")
+            for c, size in zip(codes, self._dense_sizes(), strict=True):
+                col = g.op("Unsqueeze", [c, axis1])
+                hot = g.op("Equal", [col, g.const(np.arange(size, dtype=np.int64).reshape(1, -1), "onehot_range")])
+                parts.append(g.op("Cast", [hot], to=1))
+        return parts[0] if len(parts) == 1 else g.op("Concat", parts, axis=1, prefix="dense_view")

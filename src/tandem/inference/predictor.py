@@ -1,0 +1,103 @@
+"""Predictor: a verified bundle in ONNX Runtime, answering one row or millions.
+
+Imports only numpy, pyarrow and onnxruntime (never the training stack), so a serving host
+needs nothing else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pyarrow as pa
+
+from tandem.bundle.format import read_manifest
+from tandem.bundle.inputs import EncodedInputs, InputEncoder
+from tandem.errors import DataError
+from tandem.schema import Schema
+
+
+def default_providers() -> list[str]:
+    """CUDA when ONNX Runtime has it, else CPU."""
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+class Predictor:
+    """Load a bundle (hashes verified) and predict with its ONNX graph."""
+
+    def __init__(self, bundle: str | Path, *, providers: list[str] | None = None, threads: int | None = None):
+        self.path = Path(bundle)
+        self.manifest = read_manifest(self.path, verify=True)
+        self.schema = Schema.from_dict(self.manifest["schema"])
+        self.encoder = InputEncoder(self.schema)
+        self.task: str = self.manifest["task"]
+        self.labels: list[str] | None = self.manifest.get("labels")
+        self.threshold: float = float(self.manifest.get("threshold", 0.5))
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or 1
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(self.path / "model.onnx"), opts,
+                                            providers=providers or default_providers())
+        self._outputs = [o.name for o in self.session.get_outputs()]
+        self._typed_labels = _typed_labels(self.labels, self.manifest.get("label_type", "string"))
+
+    # -- encoding -----------------------------------------------------------------------------
+    def encode(self, data: object) -> EncodedInputs:
+        """Encode a dict (one row), list of dicts, dict of columns, arrow table, pandas/polars frame or file."""
+        if isinstance(data, dict) and data and not isinstance(next(iter(data.values())), (list, tuple, np.ndarray)):
+            return self.encoder.encode_row(data)
+        return self.encoder.encode_table(self.as_table(data))
+
+    @staticmethod
+    def as_table(data: object) -> pa.Table:
+        if isinstance(data, pa.Table):
+            return data
+        if isinstance(data, pa.RecordBatch):
+            return pa.Table.from_batches([data])
+        if isinstance(data, list):
+            if not data or not all(isinstance(r, dict) for r in data):
+                raise DataError("input rows must be a non-empty list of {column: value} objects")
+            return pa.Table.from_pylist(data)
+        from tandem.data.readers import read_table
+        return read_table(data, what="prediction input")
+
+    def extra_columns(self, table: pa.Table) -> list[str]:
+        """Input columns the model does not use (tolerated, reported)."""
+        known = {c.name for c in self.schema.columns} | {self.schema.target}
+        return [c for c in table.column_names if c not in known]
+
+    # -- prediction ---------------------------------------------------------------------------
+    def run(self, enc: EncodedInputs) -> dict[str, np.ndarray]:
+        """Raw graph outputs for encoded inputs."""
+        return dict(zip(self._outputs, self.session.run(self._outputs, enc.feeds()), strict=True))
+
+    def predict_proba(self, data: object) -> np.ndarray:
+        """Class probabilities [N, C], columns in the order of ``labels``."""
+        if self.task == "regression":
+            raise DataError("predict_proba is for classification; this model does regression")
+        return self.run(self.encode(data))["probabilities"]
+
+    def predict(self, data: object) -> np.ndarray:
+        """Predicted labels (classification, with the tuned threshold) or values (regression)."""
+        out = self.run(self.encode(data))
+        return self.decode(out)
+
+    def decode(self, out: dict[str, np.ndarray]) -> np.ndarray:
+        if self.task == "regression":
+            return out["prediction"].reshape(-1)
+        return self._typed_labels[out["label"]]
+
+
+def _typed_labels(labels: list[str] | None, label_type: str) -> np.ndarray | None:
+    if labels is None:
+        return None
+    if label_type == "int":
+        return np.array([int(v) for v in labels])
+    if label_type == "float":
+        return np.array([float(v) for v in labels])
+    if label_type == "bool":
+        return np.array([v == "true" for v in labels])
+    return np.array(labels, dtype=object)

@@ -1,0 +1,75 @@
+"""The learner protocol: fit, predict, export to ONNX, save native files."""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+
+from tandem.features.graph import GraphBuilder
+
+
+class Learner(ABC):
+    """One model family. Outputs are [N, C] class probabilities, or [N, 1] for regression."""
+
+    family: str = ""
+    view: str = "dense"  # which preprocessing view it consumes: "tree" or "dense"
+
+    def __init__(self, params: dict, *, task: str, n_classes: int, seed: int,
+                 categorical: list[int] | None = None):
+        self.params = dict(params)
+        self.task = task
+        self.n_classes = n_classes
+        self.seed = seed
+        self.categorical = list(categorical or [])
+        self.fit_seconds = 0.0
+        self.stopped_by_deadline = False
+
+    @property
+    def n_outputs(self) -> int:
+        return 1 if self.task == "regression" else self.n_classes
+
+    def fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
+            *, deadline: float | None = None) -> Learner:
+        """Fit; with a validation set, stop early on it. Stop at ``deadline`` (time.monotonic()) at the latest."""
+        start = time.monotonic()
+        self._fit(X, y, X_val, y_val, deadline)
+        self.fit_seconds = time.monotonic() - start
+        return self
+
+    @abstractmethod
+    def _fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None, y_val: np.ndarray | None,
+             deadline: float | None) -> None: ...
+
+    @abstractmethod
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Native prediction: [N, C] probabilities or [N, 1] values."""
+
+    @abstractmethod
+    def refit_params(self, scale: float) -> dict:
+        """Parameters to refit on all rows without a validation set (``scale`` = rows ratio)."""
+
+    @abstractmethod
+    def to_onnx(self, g: GraphBuilder, x: str) -> str:
+        """Add this model to ``g`` reading float tensor ``x``; return the name of its float [N, C] output."""
+
+    @abstractmethod
+    def save(self, folder: Path) -> list[str]:
+        """Write native files (safe formats only) into ``folder``; return their names."""
+
+    def describe(self) -> dict:
+        """Learned sizes worth showing (trees, epochs, ...)."""
+        return {}
+
+
+def deadline_passed(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() >= deadline
+
+
+def probabilities_from_logit(g: GraphBuilder, logit: str) -> str:
+    """[N, 1] logit -> [N, 2] probabilities (1 - p, p)."""
+    p = g.op("Sigmoid", [logit])
+    q = g.op("Sub", [g.const(np.array([[1.0]], dtype=np.float32), "one"), p])
+    return g.op("Concat", [q, p], axis=1, prefix="proba")

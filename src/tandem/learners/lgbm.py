@@ -1,0 +1,115 @@
+"""LightGBM: gradient-boosted trees on the tree view (native missing values and categories)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+
+from tandem.features.graph import GraphBuilder
+from tandem.learners.base import Learner, deadline_passed, probabilities_from_logit
+from tandem.learners.lgbm_onnx import tree_ensemble
+
+_CONTROL = {"n_estimators", "early_stopping_rounds"}
+
+
+class LightGBMLearner(Learner):
+    family = "lightgbm"
+    view = "tree"
+
+    def __init__(self, params: dict, **kw: object):
+        super().__init__(params, **kw)
+        self.booster: lgb.Booster | None = None
+        self.best_iteration = 0
+
+    def _lgb_params(self) -> dict:
+        p = {k: v for k, v in self.params.items() if k not in _CONTROL}
+        if self.task == "binary":
+            p.update(objective="binary")
+        elif self.task == "multiclass":
+            p.update(objective="multiclass", num_class=self.n_classes)
+        else:
+            p.setdefault("objective", "regression")
+        p.update(seed=self.seed, verbosity=-1, num_threads=p.get("num_threads", 0), deterministic=True,
+                 force_row_wise=True)
+        return p
+
+    def _fit(self, X, y, X_val, y_val, deadline):
+        params = self._lgb_params()
+        n_rounds = int(self.params.get("n_estimators", 2000))
+        patience = int(self.params.get("early_stopping_rounds", 50))
+        cat = self.categorical or "auto"
+        train = lgb.Dataset(X, label=y, categorical_feature=cat, free_raw_data=False,
+                            params={"max_bin": params.get("max_bin", 255)})
+        callbacks = [self._stopper(patience if X_val is not None else None, deadline)]
+        valid_sets = []
+        if X_val is not None:
+            valid_sets = [lgb.Dataset(X_val, label=y_val, categorical_feature=cat, reference=train,
+                                      params={"max_bin": params.get("max_bin", 255)})]
+        self.booster = lgb.train(params, train, num_boost_round=n_rounds, valid_sets=valid_sets,
+                                 valid_names=["valid"] if valid_sets else None, callbacks=callbacks)
+        best = self.booster.best_iteration
+        self.best_iteration = int(best) if best and best > 0 else self.booster.current_iteration()
+
+    def _stopper(self, patience: int | None, deadline: float | None):
+        state = {"best": np.inf, "best_iter": 0, "best_list": []}
+
+        def callback(env: lgb.callback.CallbackEnv) -> None:
+            if env.evaluation_result_list:
+                _, _, score, higher_better = env.evaluation_result_list[0][:4]
+                value = -score if higher_better else score
+                if value < state["best"]:
+                    state.update(best=value, best_iter=env.iteration, best_list=env.evaluation_result_list)
+                elif patience is not None and env.iteration - state["best_iter"] >= patience:
+                    raise lgb.callback.EarlyStopException(state["best_iter"], state["best_list"])
+            if deadline_passed(deadline):
+                self.stopped_by_deadline = True
+                if env.evaluation_result_list:
+                    raise lgb.callback.EarlyStopException(state["best_iter"], state["best_list"])
+                raise lgb.callback.EarlyStopException(env.iteration, [])
+
+        callback.order = 30
+        return callback
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        raw = self.booster.predict(X, num_iteration=self.best_iteration)
+        if self.task == "binary":
+            return np.column_stack([1.0 - raw, raw])
+        if self.task == "multiclass":
+            return np.asarray(raw)
+        return np.asarray(raw).reshape(-1, 1)
+
+    def refit_params(self, scale: float) -> dict:
+        return {**self.params, "n_estimators": max(1, int(round(self.best_iteration * scale)))}
+
+    def to_onnx(self, g: GraphBuilder, x: str) -> str:
+        dump = self.booster.dump_model(num_iteration=self.best_iteration)
+        n_targets = self.n_classes if self.task == "multiclass" else 1
+        raw = tree_ensemble(g, g.op("Cast", [x], to=11), dump, n_targets)
+        if self.task == "binary":
+            return g.op("Cast", [probabilities_from_logit_double(g, raw)], to=1)
+        if self.task == "multiclass":
+            return g.op("Cast", [g.op("Softmax", [raw], axis=1)], to=1)
+        return g.op("Cast", [raw], to=1)
+
+    def save(self, folder: Path) -> list[str]:
+        name = "lightgbm.txt"
+        self.booster.save_model(str(folder / name), num_iteration=self.best_iteration)
+        return [name]
+
+    @classmethod
+    def load_booster(cls, path: Path) -> lgb.Booster:
+        return lgb.Booster(model_file=str(path))
+
+    def describe(self) -> dict:
+        return {"trees": self.best_iteration * (self.n_classes if self.task == "multiclass" else 1)}
+
+
+def probabilities_from_logit_double(g: GraphBuilder, logit: str) -> str:
+    p = g.op("Sigmoid", [logit])
+    q = g.op("Sub", [g.const(np.array([[1.0]], dtype=np.float64), "one_d"), p])
+    return g.op("Concat", [q, p], axis=1, prefix="proba")
+
+
+__all__ = ["LightGBMLearner", "probabilities_from_logit"]

@@ -1,0 +1,55 @@
+"""Linear models (logistic regression / ridge) on the dense view (scaled numbers, one-hot categories)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import save_file
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression, Ridge
+
+from tandem.features.graph import GraphBuilder
+from tandem.learners.base import Learner, probabilities_from_logit
+
+
+class LinearLearner(Learner):
+    family = "linear"
+    view = "dense"
+
+    def _fit(self, X, y, X_val, y_val, deadline):
+        if self.task == "regression":
+            self.model = Ridge(alpha=float(self.params.get("alpha", 1.0)), random_state=self.seed)
+        else:
+            self.model = LogisticRegression(C=float(self.params.get("C", 1.0)),
+                                            max_iter=int(self.params.get("max_iter", 500)),
+                                            random_state=self.seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            self.model.fit(X, y)
+        self.coef = np.atleast_2d(self.model.coef_).astype(np.float32)
+        self.intercept = np.atleast_1d(self.model.intercept_).astype(np.float32)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        if self.task == "regression":
+            return self.model.predict(X).reshape(-1, 1)
+        return self.model.predict_proba(X)
+
+    def refit_params(self, scale: float) -> dict:
+        return dict(self.params)
+
+    def to_onnx(self, g: GraphBuilder, x: str) -> str:
+        z = g.op("Gemm", [x, g.const(self.coef, "coef"), g.const(self.intercept, "intercept")], transB=1)
+        if self.task == "regression":
+            return z
+        if self.task == "binary":
+            return probabilities_from_logit(g, z)
+        return g.op("Softmax", [z], axis=1)
+
+    def save(self, folder: Path) -> list[str]:
+        save_file({"coef": self.coef, "intercept": self.intercept}, str(folder / "linear.safetensors"))
+        return ["linear.safetensors"]
+
+    def describe(self) -> dict:
+        return {"coefficients": int(self.coef.size)}

@@ -1,0 +1,360 @@
+"""The time-budgeted training loop.
+
+Portfolio configurations are tried best-first on a seeded split (a holdout fold, or every fold
+of a k-fold split when the budget allows it: bagging), the best members are blended by greedy
+ensemble selection on their out-of-fold predictions, and the chosen members are refit on all
+training rows. The deadline is checked throughout and a time reserve is kept for the refit and
+the export, so the whole call ends within a few percent of ``time_limit``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tandem.bundle.inputs import EncodedInputs, InputEncoder
+from tandem.data.infer import check_target, infer_schema, infer_task
+from tandem.data.splits import make_folds
+from tandem.errors import ConfigError, DataError
+from tandem.features.preprocess import Preprocessor
+from tandem.learners import Learner, learner_class, load_portfolio
+from tandem.schema import Schema, categorical_strings
+from tandem.study import metrics as M
+from tandem.study.ensemble import blend, greedy_ensemble
+
+Progress = Callable[[str], None]
+MIN_ROWS = 10
+
+
+@dataclass
+class StudyConfig:
+    """What to learn and how much time to spend."""
+
+    target: str
+    time_limit: float = 60.0
+    metric: str | None = None
+    task: str | None = None
+    seed: int = 0
+    folds: int = 5
+    bagging: str = "auto"  # "auto": k-fold when the budget allows; "yes"; "no" (holdout fold only)
+    split: str | None = None  # stratified (classification) / random (regression) / group / time
+    group_column: str | None = None
+    time_column: str | None = None
+    search: str | None = None  # None or "optuna"
+    families: list[str] | None = None
+    ignore: list[str] | None = None
+
+
+@dataclass
+class Candidate:
+    """One portfolio configuration as evaluated."""
+
+    name: str
+    family: str
+    params: dict
+    fold_models: list[Learner] = field(default_factory=list)
+    oof: np.ndarray | None = None
+    fit_seconds: list[float] = field(default_factory=list)
+    val_score: float = float("nan")
+    train_score: float = float("nan")
+    overfit: bool = False
+    stopped_by_deadline: bool = False
+
+
+@dataclass
+class StudyResult:
+    """Everything the export needs."""
+
+    config: StudyConfig
+    schema: Schema
+    encoder: InputEncoder
+    preprocessor: Preprocessor
+    task: str
+    labels: list[str] | None
+    label_type: str
+    metric: str
+    members: list[tuple[Candidate, Learner, float]]  # candidate, final learner, weight
+    candidates: list[Candidate]
+    refit: bool
+    bagged: bool
+    threshold: float
+    validation_metrics: dict
+    warnings: list[str]
+    notes: list[str]
+    holdout: EncodedInputs  # validation rows, for the parity check
+    started: float
+    deadline: float
+    n_rows: int
+    fingerprint: str
+    train_inputs: EncodedInputs
+
+    def native_predict(self, enc: EncodedInputs) -> np.ndarray:
+        """The ensemble's prediction in the learners' own runtimes (the parity reference)."""
+        views = {}
+        out = 0.0
+        for _, learner, weight in self.members:
+            if learner.view not in views:
+                views[learner.view] = (self.preprocessor.tree_view(enc) if learner.view == "tree"
+                                       else self.preprocessor.dense_view(enc))
+            out = out + weight * learner.predict(views[learner.view])
+        return np.asarray(out)
+
+
+def _label_type(col: pa.ChunkedArray) -> str:
+    t = col.type
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_integer(t):
+        return "int"
+    if pa.types.is_floating(t):
+        return "float"
+    return "string"
+
+
+class _Clock:
+    def __init__(self, time_limit: float, started: float):
+        self.started = started
+        self.deadline = started + time_limit
+        self.time_limit = time_limit
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+
+def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None = None,
+              started: float | None = None) -> StudyResult:
+    """Train within ``config.time_limit`` seconds and return the fitted ensemble."""
+    say = progress or (lambda _msg: None)
+    if config.time_limit <= 0:
+        raise ConfigError(f"time limit must be positive, got {config.time_limit}")
+    clock = _Clock(config.time_limit, started if started is not None else time.monotonic())
+    warnings: list[str] = []
+    notes: list[str] = []
+
+    target_col = check_target(table, config.target)
+    task, labels = infer_task(target_col, config.target, config.task)
+    metric = M.check_metric(config.metric, task)
+    keep = pc.is_valid(target_col)
+    if pa.types.is_floating(target_col.type):
+        keep = pc.and_(keep, pc.invert(pc.is_nan(target_col)))
+    n_dropped = len(target_col) - int(pc.sum(keep).as_py() or 0)
+    if n_dropped:
+        table = table.filter(keep)
+        target_col = table.column(config.target)
+        notes.append(f"{n_dropped} rows with a missing target were dropped")
+    n = table.num_rows
+    if n < MIN_ROWS:
+        raise DataError(f"too few rows to train and validate: {n} rows with a target, need at least {MIN_ROWS}")
+
+    say("reading the schema")
+    schema = infer_schema(table, config.target, ignore=config.ignore)
+    schema.task, schema.labels = task, labels
+    notes += schema.notes
+    encoder = InputEncoder(schema)
+    enc = encoder.encode_table(table, what="training data")
+    if task == "regression":
+        y = np.asarray(pc.cast(target_col, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+    else:
+        index = {label: i for i, label in enumerate(labels)}
+        y = np.array([index[v] for v in categorical_strings(target_col)], dtype=np.int64)
+    label_type = _label_type(target_col)
+
+    vocabularies = [c.categories or [] for c in encoder.cat_columns]
+    pre = Preprocessor.fit(enc, encoder.num_feature_names, encoder.cat_feature_names, vocabularies)
+    views = {"tree": pre.tree_view(enc), "dense": pre.dense_view(enc)}
+
+    folds = _folds(table, y, task, config)
+    n_folds = len(folds)
+    portfolio = [c for c in load_portfolio() if config.families is None or c["family"] in config.families]
+    if not portfolio:
+        raise ConfigError(f"no portfolio configuration for families {config.families}: "
+                          "expected some of lightgbm, linear, mlp")
+
+    # Time plan: search, then refit of the ensemble members, then export.
+    reserve_fraction = 0.25
+    export_seconds = 0.6 + 2e-6 * n
+    n_classes = len(labels) if labels else 1
+    candidates: list[Candidate] = []
+    bagged = config.bagging == "yes"
+    active_folds = list(range(n_folds)) if bagged else [0]
+    cat_idx = pre.tree_categorical_indices
+
+    def search_left() -> float:
+        best = sorted((c for c in candidates if c.oof is not None), key=lambda c: _loss(metric, y, c, active_folds,
+                                                                                           folds))[:3]
+        refit_est = sum(1.3 * float(np.mean(c.fit_seconds)) for c in best)
+        reserve = max(reserve_fraction * clock.time_limit, refit_est + export_seconds)
+        return clock.left() - reserve
+
+    def evaluate(cfg: dict, name: str) -> Candidate | None:
+        cls = learner_class(cfg["family"])
+        cand = Candidate(name=name, family=cfg["family"], params=cfg["params"])
+        X = views[cls.view]
+        oof = np.full((n, 1 if task == "regression" else n_classes), np.nan)
+        for f in active_folds:
+            tr, va = folds[f]
+            left = search_left()
+            if left <= 0 and candidates:
+                return None
+            learner = cls(cfg["params"], task=task, n_classes=n_classes, seed=config.seed + f,
+                          categorical=cat_idx if cls.view == "tree" else None)
+            budget = max(left, 0.2 * clock.time_limit) if not candidates else left
+            learner.fit(X[tr], y[tr], X[va], y[va], deadline=time.monotonic() + budget)
+            cand.fit_seconds.append(learner.fit_seconds)
+            cand.stopped_by_deadline |= learner.stopped_by_deadline
+            cand.fold_models.append(learner)
+            oof[va] = learner.predict(X[va])
+        cand.oof = oof
+        rows = _rows(active_folds, folds)
+        cand.val_score = M.score(metric, y[rows], oof[rows])
+        tr0 = folds[0][0]
+        sample = tr0 if len(tr0) <= 5000 else np.random.default_rng(config.seed).choice(tr0, 5000, replace=False)
+        cand.train_score = M.score(metric, y[sample], cand.fold_models[0].predict(X[sample]))
+        cand.overfit = _overfits(metric, cand.train_score, cand.val_score)
+        return cand
+
+    for i, cfg in enumerate(portfolio):
+        if search_left() <= 0 and candidates:
+            break
+        if candidates and not _worth_trying(cfg, candidates, search_left(), len(active_folds)):
+            continue
+        say(f"training {cfg['name']} ({len(active_folds)} fold{'s' if len(active_folds) > 1 else ''})")
+        cand = evaluate(cfg, cfg["name"])
+        if cand is None:
+            continue
+        candidates.append(cand)
+        if i == 0 and config.bagging == "auto" and n_folds > 1:
+            per_fit = float(np.mean(cand.fit_seconds))
+            if per_fit * n_folds * 3 <= 0.55 * max(search_left(), 0):
+                bagged = True
+                active_folds = list(range(n_folds))
+                say(f"bagging over {n_folds} folds")
+                candidates[0] = evaluate(cfg, cfg["name"]) or cand
+                if candidates[0] is not cand and len(candidates[0].fold_models) < n_folds:
+                    candidates[0] = cand
+    if config.search == "optuna" and search_left() > 1:
+        from tandem.study.search import optuna_search
+        candidates += optuna_search(candidates, metric, y, evaluate, search_left, config.seed, say)
+    elif config.search not in (None, "optuna"):
+        raise ConfigError(f"search '{config.search}' is not known: expected 'optuna' or none")
+
+    # keep only candidates evaluated on the final scheme
+    usable = [c for c in candidates if len(c.fold_models) == len(active_folds)]
+    rows = _rows(active_folds, folds)
+    for c in usable:
+        if c.overfit:
+            warnings.append(f"{c.name} overfits: {metric} {c.train_score:.4f} on training rows vs "
+                            f"{c.val_score:.4f} on validation")
+    ens_metric = metric if (task == "regression" or metric in M.THRESHOLD_FREE) else "log_loss"
+    say("ensembling")
+    weights = greedy_ensemble({c.name: c.oof[rows] for c in usable}, y[rows], ens_metric)
+    blended = blend({c.name: c.oof[rows] for c in usable}, weights)
+    threshold = 0.5
+    if task == "binary":
+        threshold = M.best_threshold(metric, y[rows], blended)
+    val_metrics = M.all_metrics(task, y[rows], blended, threshold=threshold)
+
+    # refit on all rows, best-weighted first, while the clock allows
+    by_name = {c.name: c for c in usable}
+    members: list[tuple[Candidate, Learner, float]] = []
+    refit_all = True
+    scale = n / float(np.mean([len(folds[f][0]) for f in active_folds]))
+    for name, w in sorted(weights.items(), key=lambda kv: -kv[1]):
+        cand = by_name[name]
+        est = 1.3 * scale * float(np.mean(cand.fit_seconds))
+        fitted = cand.fold_models[0]
+        if clock.left() - export_seconds > est:
+            say(f"refitting {name} on all rows")
+            cls = learner_class(cand.family)
+            learner = cls(fitted.refit_params(scale), task=task, n_classes=n_classes, seed=config.seed,
+                          categorical=cat_idx if cls.view == "tree" else None)
+            learner.fit(views[cls.view], y, deadline=clock.deadline - export_seconds)
+            if learner.stopped_by_deadline:
+                learner, refit_all = fitted, False
+        else:
+            learner, refit_all = fitted, False
+        members.append((cand, learner, w))
+    if not refit_all:
+        notes.append("not every ensemble member could be refit on all rows in the time limit; "
+                     "those keep their first-fold model")
+    holdout = enc.take(folds[0][1][:2000])
+    return StudyResult(
+        config=config, schema=schema, encoder=encoder, preprocessor=pre, task=task, labels=labels,
+        label_type=label_type, metric=metric, members=members, candidates=candidates, refit=refit_all,
+        bagged=bagged and n_folds > 1, threshold=threshold, validation_metrics=val_metrics, warnings=warnings,
+        notes=notes, holdout=holdout, started=clock.started, deadline=clock.deadline, n_rows=n,
+        fingerprint=_fingerprint(enc, y), train_inputs=enc)
+
+
+def _rows(active: list[int], folds: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    return np.sort(np.concatenate([folds[f][1] for f in active]))
+
+
+def _loss(metric: str, y: np.ndarray, c: Candidate, active: list[int], folds) -> float:
+    if len(c.fold_models) != len(active):
+        return float("inf")
+    rows = _rows(active, folds)
+    return M.loss(metric, y[rows], c.oof[rows])
+
+
+def _worth_trying(cfg: dict, candidates: list[Candidate], left: float, n_fits: int) -> bool:
+    same = [c for c in candidates if c.family == cfg["family"]]
+    ref = same or candidates
+    per_fit = max(float(np.mean(c.fit_seconds)) for c in ref)
+    return per_fit * n_fits <= left
+
+
+def _overfits(metric: str, train: float, val: float) -> bool:
+    if train != train or val != val:
+        return False
+    if metric in M.LOWER_IS_BETTER:
+        return val > 1.5 * train + 0.05 * abs(val)
+    if metric == "r2":
+        return train - val > 0.1
+    return train - val > 0.05
+
+
+def _folds(table: pa.Table, y: np.ndarray, task: str, config: StudyConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+    n = len(y)
+    kind = config.split or ("stratified" if task != "regression" else "random")
+    k = config.folds
+    groups = order = None
+    if kind == "group":
+        if not config.group_column or config.group_column not in table.column_names:
+            raise ConfigError(f"a group split needs --group naming a column; got {config.group_column!r}")
+        groups = categorical_strings(table.column(config.group_column))
+    if kind == "time":
+        if not config.time_column or config.time_column not in table.column_names:
+            raise ConfigError(f"a time split needs --time-column naming a column; got {config.time_column!r}")
+        col = table.column(config.time_column)
+        if pa.types.is_string(col.type):
+            col = pc.cast(col, pa.timestamp("us"))
+        order = pc.cast(col, pa.int64()) if not pa.types.is_integer(col.type) else col
+        order = np.asarray(order.to_numpy(zero_copy_only=False), dtype=np.float64)
+    if kind == "stratified":
+        smallest = int(np.bincount(y).min())
+        if smallest < 2:
+            raise DataError(f"too few rows for the split: a class has {smallest} row; "
+                            "each class needs at least 2 rows")
+        k = min(k, smallest)
+    k = max(2, min(k, n // 2))
+    folds = make_folds(n, k, seed=config.seed, y=y, groups=groups, order=order, kind=kind)
+    # fold 0 is the holdout when the budget allows no bagging: for time, the latest rows
+    return folds[::-1] if kind == "time" else folds
+
+
+def _fingerprint(enc: EncodedInputs, y: np.ndarray) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    if enc.num is not None:
+        h.update(np.ascontiguousarray(enc.num).tobytes())
+    if enc.cat is not None:
+        for row in enc.cat[:: max(1, len(enc.cat) // 100000)]:
+            h.update("\x1f".join(row).encode())
+    h.update(np.ascontiguousarray(y).tobytes())
+    return h.hexdigest()
