@@ -67,8 +67,12 @@ class InputEncoder:
         self._simple_num = all(c.kind == "numeric" for c in self.num_columns)
 
     # -- tables --------------------------------------------------------------------------------
-    def encode_table(self, table: pa.Table | pa.RecordBatch, *, what: str = "input") -> EncodedInputs:
-        """Encode a table; columns are matched by name, extra columns ignored."""
+    def encode_table(self, table: pa.Table | pa.RecordBatch, *, what: str = "input",
+                     row_offset: int = 0) -> EncodedInputs:
+        """Encode a table; columns are matched by name, extra columns ignored.
+
+        ``row_offset`` is added to row numbers in error messages (for streamed batches).
+        """
         missing = [n for n in self.required if n not in table.column_names]
         if missing:
             raise SchemaError(
@@ -80,7 +84,7 @@ class InputEncoder:
             num = np.empty((n, len(self.num_feature_names)), dtype=np.float32)
             j = 0
             for c in self.num_columns:
-                block = _numeric_block(table.column(c.name), c, what)
+                block = _numeric_block(table.column(c.name), c, what, row_offset)
                 num[:, j: j + block.shape[1]] = block
                 j += block.shape[1]
         cat = None
@@ -178,9 +182,9 @@ def _first_bad_row(original: pa.ChunkedArray, converted_ok: np.ndarray) -> tuple
     return bad, original[bad].as_py()
 
 
-def _numeric_block(col: pa.ChunkedArray, c: ColumnSpec, what: str) -> np.ndarray:
+def _numeric_block(col: pa.ChunkedArray, c: ColumnSpec, what: str, row_offset: int = 0) -> np.ndarray:
     if c.kind == "datetime":
-        return _datetime_block(col, c, what)
+        return _datetime_block(col, c, what, row_offset)
     t = col.type
     if c.kind == "boolean":
         if pa.types.is_boolean(t):
@@ -192,7 +196,7 @@ def _numeric_block(col: pa.ChunkedArray, c: ColumnSpec, what: str) -> np.ndarray
                 try:
                     out[i] = _to_bool_float(v)
                 except ValueError:
-                    raise SchemaError(f"{what} column '{c.name}' row {i + 1}: expected {_expected(c)}, "
+                    raise SchemaError(f"{what} column '{c.name}' row {i + 1 + row_offset}: expected {_expected(c)}, "
                                       f"got {v!r}") from None
             return out.reshape(-1, 1)
     if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_decimal(t):
@@ -214,7 +218,7 @@ def _numeric_block(col: pa.ChunkedArray, c: ColumnSpec, what: str) -> np.ndarray
                 try:
                     float(v)
                 except ValueError:
-                    raise SchemaError(f"{what} column '{c.name}' row {i + 1}: expected {_expected(c)}, "
+                    raise SchemaError(f"{what} column '{c.name}' row {i + 1 + row_offset}: expected {_expected(c)}, "
                                       f"got {v!r}") from None
             raise
     else:
@@ -224,7 +228,7 @@ def _numeric_block(col: pa.ChunkedArray, c: ColumnSpec, what: str) -> np.ndarray
         ok = np.isnan(out) | (out == 0) | (out == 1)
         if not ok.all():
             i, v = _first_bad_row(col, ok)
-            raise SchemaError(f"{what} column '{c.name}' row {i + 1}: expected {_expected(c)}, got {v!r}")
+            raise SchemaError(f"{what} column '{c.name}' row {i + 1 + row_offset}: expected {_expected(c)}, got {v!r}")
     return out.reshape(-1, 1)
 
 
@@ -233,7 +237,7 @@ def _as_float(arr: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return np.asarray(pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64).astype(np.float32)
 
 
-def _datetime_block(col: pa.ChunkedArray, c: ColumnSpec, what: str) -> np.ndarray:
+def _datetime_block(col: pa.ChunkedArray, c: ColumnSpec, what: str, row_offset: int = 0) -> np.ndarray:
     t = col.type
     try:
         if pa.types.is_timestamp(t):
@@ -255,7 +259,7 @@ def _datetime_block(col: pa.ChunkedArray, c: ColumnSpec, what: str) -> np.ndarra
             try:
                 pc.cast(pa.array([str(v)]), pa.timestamp("us"))
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                raise SchemaError(f"{what} column '{c.name}' row {i + 1}: expected {_expected(c)}, "
+                raise SchemaError(f"{what} column '{c.name}' row {i + 1 + row_offset}: expected {_expected(c)}, "
                                   f"got {v!r}") from None
         raise
     ts = pc.cast(ts, pa.timestamp("s"))

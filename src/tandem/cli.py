@@ -1,0 +1,256 @@
+"""The ``tandem`` command line: train, predict, evaluate, models, quickstart.
+
+A user's mistake prints one line on stderr and exits non-zero; a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tandem.errors import ConfigError, TandemError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Train a model within a time budget, ship it as a verified ONNX bundle, predict fast.")
+models_app = typer.Typer(no_args_is_help=True, help="The model registry: list, show, alias, delete.")
+app.add_typer(models_app, name="models")
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+OUTPUT_FORMATS = (".csv", ".parquet")
+
+
+class _BudgetBar:
+    """A progress bar that fills with the time budget and shows the study's current step."""
+
+    def __init__(self, time_limit: float):
+        self.time_limit = time_limit
+        self.progress = Progress(TextColumn("{task.description:<44}"), BarColumn(), TimeElapsedColumn(),
+                                 console=err, transient=True)
+        self.task = self.progress.add_task("starting", total=time_limit)
+        self._stop = threading.Event()
+        self._start = time.monotonic()
+
+    def say(self, message: str) -> None:
+        self.progress.update(self.task, description=message[:44])
+
+    def _tick(self) -> None:
+        while not self._stop.wait(0.2):
+            self.progress.update(self.task, completed=min(time.monotonic() - self._start, self.time_limit))
+
+    def __enter__(self) -> _BudgetBar:
+        self.progress.start()
+        self._thread = threading.Thread(target=self._tick, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.progress.stop()
+
+
+def _rows_table(rows: list[dict], title: str, columns: list[str] | None = None) -> Table:
+    table = Table(title=title, title_justify="left")
+    cols = columns or list(dict.fromkeys(k for r in rows for k in r))
+    for c in cols:
+        table.add_column(c, overflow="fold")
+    for r in rows:
+        table.add_row(*[_fmt(r.get(c)) for c in cols])
+    return table
+
+
+def _fmt(v: object) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 1e5 else f"{v:.4g}"
+    return str(v)
+
+
+def _leaderboard_columns(rows: list[dict], metric: str) -> list[str]:
+    wanted = ["model", "family", f"val_{metric}", f"train_{metric}", "fit_seconds", "predict_1row_us",
+              "onnx_bytes", "ensemble_weight", "overfits"]
+    present = {k for r in rows for k in r}
+    return [c for c in wanted if c in present]
+
+
+def _leaderboard_rows(rows: list[dict], metric: str) -> list[dict]:
+    short = {f"val_{metric}": "val", f"train_{metric}": "train", "fit_seconds": "fit s",
+             "predict_1row_us": "1-row µs", "onnx_bytes": "onnx bytes", "ensemble_weight": "weight"}
+    cols = _leaderboard_columns(rows, metric)
+    return [{short.get(c, c): r.get(c) for c in cols} for r in rows]
+
+
+def _print_model(model, *, console: Console = out) -> None:
+    m = model.manifest
+    console.print(f"[bold]{m['name']}:{m.get('version')}[/bold]  task={m['task']}  target={m['target']}  "
+                  f"metric={m['metric']}  threshold={m['threshold']:.4f}")
+    console.print(f"bundle: {model.path}")
+    lb = m["leaderboard"]
+    console.print(_rows_table(_leaderboard_rows(lb, m["metric"]), f"Leaderboard (scores: {m['metric']})"))
+    console.print(_rows_table([m["metrics"]["validation"]],
+                              f"Validation metrics of the ensemble ({m['metrics']['validation_scheme']})"))
+    ens = ", ".join(f"{e['model']} x{e['weight']:.2f}" for e in m["ensemble"])
+    console.print(f"ensemble: {ens}; ONNX vs native max abs diff {m['parity']['max_abs_diff']:.2e}; "
+                  f"1-row predict p50 {m['latency']['predict_1row_us_p50']} µs")
+    for w in m.get("warnings", []):
+        console.print(f"[yellow]warning:[/yellow] {w}")
+    for n in m.get("notes", []):
+        console.print(f"note: {n}")
+
+
+@app.command()
+def train(
+    data: Path = typer.Argument(..., help="Training data: CSV/TSV, Parquet, JSON lines or Arrow file."),
+    target: str = typer.Option(..., "--target", "-t", help="The column to predict."),
+    time_limit: float = typer.Option(60.0, "--time-limit", help="Seconds to spend, all in."),
+    metric: str | None = typer.Option(None, help="accuracy, balanced_accuracy, f1, roc_auc, pr_auc, log_loss, "
+                                                 "rmse, mae or r2 (default: roc_auc / log_loss / rmse)."),
+    name: str | None = typer.Option(None, help="Registry name (default: the data file's stem)."),
+    task: str | None = typer.Option(None, help="binary, multiclass or regression (default: inferred)."),
+    seed: int = typer.Option(0, help="Seed of every random choice."),
+    search: str | None = typer.Option(None, help="'optuna' to spend spare budget tuning the best family."),
+    bagging: str = typer.Option("auto", help="auto, yes or no: k-fold bagging of every configuration."),
+    split: str | None = typer.Option(None, help="stratified, random, group or time."),
+    group: str | None = typer.Option(None, help="Group column for --split group."),
+    time_column: str | None = typer.Option(None, help="Time column for --split time."),
+    ignore: str | None = typer.Option(None, help="Comma-separated columns to leave out."),
+    out_dir: Path | None = typer.Option(None, "--out", help="Write the bundle here instead of the registry."),
+) -> None:
+    """Train within the time limit and save the bundle."""
+    from tandem.api import train as train_model
+
+    with _BudgetBar(time_limit) as bar:
+        model = train_model(str(data), target, time_limit=time_limit, metric=metric,
+                            name=name or _default_name(data), task=task, seed=seed, search=search, bagging=bagging,
+                            split=split, group=group, time_column=time_column,
+                            ignore=[c.strip() for c in ignore.split(",")] if ignore else None,
+                            path=out_dir, progress=bar.say)
+    _print_model(model)
+
+
+def _default_name(data: Path) -> str:
+    import re
+    stem = re.sub(r"[^A-Za-z0-9._-]", "-", data.stem).strip("-._") or "model"
+    return stem[:64]
+
+
+@app.command()
+def predict(
+    model: str = typer.Argument(..., help="Registry reference (name, name:3, name@production) or bundle path."),
+    input_path: Path = typer.Argument(..., metavar="INPUT", help="Rows to score (CSV, Parquet, JSON lines, Arrow)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Where to write predictions (.csv or .parquet)."),
+    batch_rows: int = typer.Option(65536, help="Rows per chunk: memory stays bounded whatever the input size."),
+) -> None:
+    """Score a file in chunks; the output appears only when complete."""
+    from tandem.batch import predict_file
+    from tandem.registry import Registry
+
+    bundle = Registry().resolve(model)
+    rows, notes = predict_file(bundle, input_path, output, batch_rows=batch_rows, console=err)
+    for n in notes:
+        err.print(f"note: {n}")
+    err.print(f"wrote {rows} predictions to {output}")
+
+
+@app.command()
+def evaluate(
+    model: str = typer.Argument(..., help="Registry reference or bundle path."),
+    data: Path = typer.Argument(..., help="Labelled data holding the target column."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object: metrics and per_class."),
+) -> None:
+    """Metrics of a model on labelled data."""
+    from tandem.api import load
+
+    m = load(model)
+    result = m.evaluate(str(data))
+    if as_json:
+        sys.stdout.write(json.dumps(result) + "\n")
+        return
+    out.print(_rows_table([result["metrics"]], f"{m.name}:{m.version} on {data} ({result['rows']} rows)"))
+    if "per_class" in result:
+        out.print(_rows_table([{"label": k, **v} for k, v in result["per_class"].items()], "Per class"))
+
+
+@models_app.command("list")
+def models_list(name: str | None = typer.Argument(None, help="Only this model name.")) -> None:
+    """Every version in the registry."""
+    from tandem.registry import Registry
+
+    records = Registry().list(name)
+    rows = [{"model": r.name, "version": r.version, "aliases": ",".join(r.aliases), "created": r.created_at,
+             "task": r.summary.get("task"), "metric": r.summary.get("metric"), "score": r.summary.get("score")}
+            for r in records]
+    if not rows:
+        out.print("no models yet: train one with `tandem train DATA --target COLUMN`")
+        return
+    out.print(_rows_table(rows, "Models"))
+
+
+@models_app.command("show")
+def models_show(ref: str = typer.Argument(..., help="name, name:VERSION or name@ALIAS.")) -> None:
+    """A model's summary and leaderboard (the bundle is verified)."""
+    from tandem.api import load
+
+    _print_model(load(ref))
+
+
+@models_app.command("alias")
+def models_alias(ref: str = typer.Argument(..., help="NAME:VERSION"), alias: str = typer.Argument(...)) -> None:
+    """Point ALIAS (production, staging, ...) at NAME:VERSION."""
+    from tandem.registry import Registry, parse_ref
+
+    name, version, _ = parse_ref(ref)
+    if version is None:
+        raise ConfigError(f"'{ref}': expected NAME:VERSION, e.g. {name}:1")
+    record = Registry().set_alias(name, version, alias)
+    out.print(f"{record.name}@{alias} -> version {record.version}")
+
+
+@models_app.command("delete")
+def models_delete(ref: str = typer.Argument(..., help="name:VERSION, or name for every version.")) -> None:
+    """Delete a version (or every version of a name) and its bundle."""
+    from tandem.registry import Registry
+
+    for r in Registry().delete(ref):
+        out.print(f"deleted {r.name}:{r.version}")
+
+
+@app.command()
+def quickstart(time_limit: float = typer.Option(20.0, "--time-limit", help="Training budget in seconds.")) -> None:
+    """Train on scikit-learn's breast-cancer data, reload and verify the bundle, score held-out rows."""
+    from tandem.quickstart import run_quickstart
+
+    run_quickstart(time_limit=time_limit, console=out, progress_console=err, bar=_BudgetBar)
+
+
+def main() -> None:
+    """Entry point: one line on stderr and a non-zero exit for a user's mistake."""
+    try:
+        app(standalone_mode=False)
+    except TandemError as exc:
+        err.print(f"tandem: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err.print("tandem: aborted")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.TyperException as exc:
+        err.print(f"tandem: error: {exc.format_message()}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("tandem: interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
