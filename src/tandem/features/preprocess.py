@@ -2,7 +2,7 @@
 
 Two views of the same encoded inputs (``num`` floats, ``cat`` strings):
 - **tree**: numbers as they are (NaN = missing) followed by one integer code per categorical
-  column (training vocabulary order; an unseen or missing category is -1, which tree learners
+  column (training vocabulary order; an unseen or missing category is NaN, which tree learners
   treat as missing, never as a shifted code);
 - **dense**: numbers with the median imputed, a missing-indicator where training saw missing
   values, standardized; categoricals one-hot over their most frequent categories (unknown = all zero).
@@ -94,7 +94,9 @@ class Preprocessor:
         if self.num_names:
             parts.append(enc.num.astype(np.float32))
         if self.cat_names:
-            parts.append(self.codes(enc).astype(np.float32))
+            codes = self.codes(enc).astype(np.float32)
+            codes[codes < 0] = np.nan
+            parts.append(codes)
         return np.concatenate(parts, axis=1)
 
     def dense_view(self, enc: EncodedInputs) -> np.ndarray:
@@ -133,8 +135,10 @@ class Preprocessor:
         if self.cat_names:
             codes = codes if codes is not None else self.onnx_codes(g, cat)
             axis1 = g.const(np.array([1], dtype=np.int64), "axis1")
+            nan = g.const(np.array(np.nan, dtype=np.float32), "nan")
+            zero = g.const(np.array(0, dtype=np.int64), "zero")
             for c in codes:
-                as_float = g.op("Cast", [c], to=1)
+                as_float = g.op("Where", [g.op("Less", [c, zero]), nan, g.op("Cast", [c], to=1)])
                 parts.append(g.op("Unsqueeze", [as_float, axis1]))
         return parts[0] if len(parts) == 1 else g.op("Concat", parts, axis=1, prefix="tree_view")
 

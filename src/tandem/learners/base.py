@@ -59,6 +59,16 @@ class Learner(ABC):
     def save(self, folder: Path) -> list[str]:
         """Write native files (safe formats only) into ``folder``; return their names."""
 
+    @classmethod
+    def load(cls, folder: Path, *, task: str, n_classes: int) -> Learner:
+        """Restore a fitted learner from the native files :meth:`save` wrote (no pickle)."""
+        learner = cls({}, task=task, n_classes=n_classes, seed=0)
+        learner._load(folder)
+        return learner
+
+    @abstractmethod
+    def _load(self, folder: Path) -> None: ...
+
     def describe(self) -> dict:
         """Learned sizes worth showing (trees, epochs, ...)."""
         return {}

@@ -98,9 +98,9 @@ class LightGBMLearner(Learner):
         self.booster.save_model(str(folder / name), num_iteration=self.best_iteration)
         return [name]
 
-    @classmethod
-    def load_booster(cls, path: Path) -> lgb.Booster:
-        return lgb.Booster(model_file=str(path))
+    def _load(self, folder: Path) -> None:
+        self.booster = lgb.Booster(model_file=str(folder / "lightgbm.txt"))
+        self.best_iteration = self.booster.current_iteration()
 
     def describe(self) -> dict:
         return {"trees": self.best_iteration * (self.n_classes if self.task == "multiclass" else 1)}

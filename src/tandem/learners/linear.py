@@ -6,7 +6,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import save_file
+from safetensors.numpy import load_file, save_file
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, Ridge
 
@@ -28,13 +28,23 @@ class LinearLearner(Learner):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             self.model.fit(X, y)
-        self.coef = np.atleast_2d(self.model.coef_).astype(np.float32)
-        self.intercept = np.atleast_1d(self.model.intercept_).astype(np.float32)
+        self.coef = np.ascontiguousarray(np.atleast_2d(self.model.coef_), dtype=np.float32)
+        self.intercept = np.ascontiguousarray(np.atleast_1d(self.model.intercept_), dtype=np.float32)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
+        z = X.astype(np.float64) @ self.coef.T.astype(np.float64) + self.intercept.astype(np.float64)
         if self.task == "regression":
-            return self.model.predict(X).reshape(-1, 1)
-        return self.model.predict_proba(X)
+            return z.reshape(-1, 1)
+        if self.task == "binary":
+            p = 1.0 / (1.0 + np.exp(-z[:, 0]))
+            return np.column_stack([1.0 - p, p])
+        z = z - z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def _load(self, folder: Path) -> None:
+        arrays = load_file(str(folder / "linear.safetensors"))
+        self.coef, self.intercept = arrays["coef"], arrays["intercept"]
 
     def refit_params(self, scale: float) -> dict:
         return dict(self.params)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tandem.features.graph import GraphBuilder
@@ -113,9 +113,21 @@ class MLPLearner(Learner):
 
     def save(self, folder: Path) -> list[str]:
         save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, str(folder / "mlp.safetensors"))
-        meta = {"hidden": self.params.get("hidden", [256, 128]), "y_mean": self.y_mean, "y_std": self.y_std}
+        meta = {"hidden": self.params.get("hidden", [256, 128]), "y_mean": self.y_mean, "y_std": self.y_std,
+                "epochs": self.best_epoch}
         (folder / "mlp.json").write_text(json.dumps(meta))
         return ["mlp.safetensors", "mlp.json"]
+
+    def _load(self, folder: Path) -> None:
+        meta = json.loads((folder / "mlp.json").read_text())
+        state = load_file(str(folder / "mlp.safetensors"))
+        self.params["hidden"] = meta["hidden"]
+        self.y_mean, self.y_std = meta["y_mean"], meta["y_std"]
+        first = state["0.weight"]
+        self.net = self._build(first.shape[1])
+        self.net.load_state_dict(state)
+        self.net.eval()
+        self.best_epoch = meta.get("epochs", 0)
 
     def describe(self) -> dict:
         return {"epochs": self.best_epoch, "parameters": int(sum(p.numel() for p in self.net.parameters()))}

@@ -133,10 +133,9 @@ def export(result: StudyResult, target: Path, *, name: str, version: int | None,
             "overfits": cand.overfit, "stopped_by_time_limit": cand.stopped_by_deadline,
             **cand.fold_models[0].describe(),
         }
-        if time.monotonic() < result.deadline - 0.3:
-            single = build_graph(result, [(cand.fold_models[0], 1.0)], 0.5)
-            row["predict_1row_us"] = round(_single_row_seconds(_session(single), holdout, 20) * 1e6, 1)
-            row["onnx_bytes"] = single.ByteSize()
+        single = build_graph(result, [(cand.fold_models[0], 1.0)], 0.5)
+        row["predict_1row_us"] = round(_single_row_seconds(_session(single), holdout, 20) * 1e6, 1)
+        row["onnx_bytes"] = single.ByteSize()
         leaderboard.append(row)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     wall = time.monotonic() - result.started
@@ -157,7 +156,7 @@ def export(result: StudyResult, target: Path, *, name: str, version: int | None,
         "metrics": {"validation": result.validation_metrics,
                     "validation_scheme": f"{len(result.candidates[0].fold_models)}-fold out-of-fold"
                     if result.bagged else "holdout fold"},
-        "ensemble": [{"model": c.name, "family": c.family, "weight": round(w, 6), "native": f"native/{c.name}",
+        "ensemble": [{"model": c.name, "family": c.family, "weight": w, "native": f"native/{c.name}",
                       "refit_on_all_rows": learner is not c.fold_models[0], **learner.describe()}
                      for c, learner, w in result.members],
         "leaderboard": leaderboard,

@@ -177,7 +177,7 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
 
     # Time plan: search, then refit of the ensemble members, then export.
     reserve_fraction = 0.25
-    export_seconds = 0.6 + 2e-6 * n
+    export_seconds = 0.8 + 2e-6 * n + 0.03 * len(portfolio)
     n_classes = len(labels) if labels else 1
     candidates: list[Candidate] = []
     bagged = config.bagging == "yes"
@@ -231,12 +231,13 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
         if i == 0 and config.bagging == "auto" and n_folds > 1:
             per_fit = float(np.mean(cand.fit_seconds))
             if per_fit * n_folds * 3 <= 0.55 * max(search_left(), 0):
-                bagged = True
-                active_folds = list(range(n_folds))
                 say(f"bagging over {n_folds} folds")
-                candidates[0] = evaluate(cfg, cfg["name"]) or cand
-                if candidates[0] is not cand and len(candidates[0].fold_models) < n_folds:
-                    candidates[0] = cand
+                active_folds = list(range(n_folds))
+                full = evaluate(cfg, cfg["name"])
+                if full is not None and len(full.fold_models) == n_folds:
+                    candidates[0], bagged = full, True
+                else:  # the budget ran out after all: stay with the holdout fold
+                    active_folds = [0]
     if config.search == "optuna" and search_left() > 1:
         from tandem.study.search import optuna_search
         candidates += optuna_search(candidates, metric, y, evaluate, search_left, config.seed, say)

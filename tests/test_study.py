@@ -1,0 +1,142 @@
+"""End-to-end study: schema inference, every learner family, ONNX vs native parity, categories."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import tandem
+from tandem.features.preprocess import Preprocessor
+from tandem.inference import Predictor
+from tandem.study.native import native_predict
+
+from helpers import mixed_frame
+
+PARITY = 1e-5
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    return tmp_path_factory.mktemp("home")
+
+
+def _holdout(task: str):
+    frame = mixed_frame(800, task=task, seed=1)
+    test = frame.iloc[600:].copy()
+    test.loc[test.index[:5], "city"] = "atlantis"  # never seen in training
+    test.loc[test.index[5:10], "income"] = np.nan
+    return frame.iloc[:600], test
+
+
+@pytest.mark.parametrize("family", ["lightgbm", "linear", "mlp"])
+def test_parity_per_family_binary(family, home):
+    train, test = _holdout("binary")
+    model = tandem.train(train, "churn", time_limit=4, families=[family], name=f"parity-{family}", home=home)
+    assert {m["family"] for m in model.manifest["ensemble"]} == {family}
+    onnx_proba = model.predict_proba(test.drop(columns=["churn"]))
+    native = native_predict(model.path, test.drop(columns=["churn"]))
+    assert onnx_proba.shape == (200, 2)
+    assert np.max(np.abs(onnx_proba - native)) <= PARITY
+    assert model.manifest["parity"]["max_abs_diff"] <= PARITY
+    acc = np.mean(model.predict(test) == test["churn"].to_numpy())
+    print(family, acc)
+    assert acc > 0.7, acc
+
+
+@pytest.mark.parametrize("task", ["multiclass", "regression"])
+def test_parity_all_families(task, home):
+    train, test = _holdout(task)
+    model = tandem.train(train, "churn", time_limit=6, name=f"parity-{task}", home=home, bagging="no")
+    assert model.task == task
+    out = model.predictor.run(model.predictor.encode(test))
+    key = "prediction" if task == "regression" else "probabilities"
+    native = native_predict(model.path, test)
+    assert np.max(np.abs(out[key] - native)) <= PARITY
+    if task == "multiclass":
+        assert model.labels == ["high", "low", "mid"]
+        assert np.allclose(out["probabilities"].sum(axis=1), 1.0, atol=1e-5)
+        assert set(model.predict(test)) <= {"high", "low", "mid"}
+    else:
+        r2 = model.evaluate(test)["metrics"]["r2"]
+        assert r2 > 0.6, r2
+
+
+def test_schema_inference_and_unknown_categories(home):
+    train, test = _holdout("binary")
+    model = tandem.train(train, "churn", time_limit=3, families=["lightgbm"], name="schema", home=home)
+    kinds = {c["name"]: c["kind"] for c in model.manifest["schema"]["columns"]}
+    assert kinds == {"customer_id": "id", "age": "numeric", "income": "numeric", "city": "categorical",
+                     "member": "boolean", "signup": "datetime"}
+    assert any("customer_id" in n and "id-like" in n for n in model.manifest["notes"])
+    city = next(c for c in model.manifest["schema"]["columns"] if c["name"] == "city")
+    assert city["categories"][0] == "paris" and "atlantis" not in city["categories"]
+    pre = Preprocessor.from_dict(model.manifest["preprocessing"])
+    rows = test.drop(columns=["churn"]).iloc[:2].copy()
+    rows["city"] = ["atlantis", "el-dorado"]
+    enc = model.predictor.encode(rows)
+    assert pre.codes(enc).tolist() == [[-1], [-1]]  # unseen -> unknown, never a shifted code
+    same = rows.copy()
+    same["city"] = ["el-dorado", "atlantis"]
+    a, b = model.predict_proba(rows), model.predict_proba(same)
+    assert np.allclose(a, b)  # rows differ only by which unseen city they name
+    known = rows.copy()
+    known["city"] = ["paris", "paris"]
+    assert not np.allclose(model.predict_proba(known), a)
+
+
+def test_inputs_accepted_in_every_shape(home):
+    train, test = _holdout("binary")
+    model = tandem.train(train, "churn", time_limit=3, families=["linear"], name="shapes", home=home)
+    x = test.drop(columns=["churn"]).iloc[:3]
+    ref = model.predict_proba(x)
+    records = x.astype(object).where(x.notna(), None).to_dict(orient="records")
+    assert np.allclose(model.predict_proba(records), ref, atol=1e-6)
+    assert np.allclose(model.predict_proba(records[0]), ref[:1], atol=1e-6)
+    reordered = x[list(reversed(x.columns))]
+    assert np.allclose(model.predict_proba(reordered), ref)
+    import polars as pl
+    assert np.allclose(model.predict_proba(pl.from_pandas(x)), ref, atol=1e-6)
+    reloaded = tandem.load("shapes", home=home)
+    assert np.array_equal(reloaded.predict(x), model.predict(x))
+    assert reloaded.version == 1 and reloaded.name == "shapes"
+
+
+def test_bundle_contents_and_leaderboard(home):
+    train, _ = _holdout("binary")
+    model = tandem.train(train, "churn", time_limit=6, name="contents", home=home, metric="f1",
+                         families=["lightgbm", "linear"])
+    files = set(model.manifest["files"])
+    assert {"model.onnx", "profile.json", "report.html", "native/preprocessing.json"} <= files
+    assert all(f"{m['native']}/" in " ".join(files) + "/" for m in model.manifest["ensemble"])
+    lb = model.leaderboard()
+    assert len(lb) >= 2
+    for row in lb:
+        assert 0 <= row["val_f1"] <= 1 and row["fit_seconds"] >= 0
+        assert row["predict_1row_us"] > 0 and row["onnx_bytes"] > 0
+    assert abs(sum(m["weight"] for m in model.manifest["ensemble"]) - 1) < 1e-9
+    assert 0 < model.threshold < 1
+    assert model.manifest["lineage"]["seed"] == 0 and len(model.manifest["lineage"]["data_fingerprint"]) == 64
+    profile = json.loads((model.path / "profile.json").read_text())
+    assert profile["rows"] == 600 and profile["columns"]["city"]["frequencies"]["paris"] > 100
+
+
+def test_predictor_never_imports_training_stack(home):
+    train, test = _holdout("binary")
+    model = tandem.train(train, "churn", time_limit=4, name="isolated", home=home)
+    row = test.drop(columns=["churn"]).iloc[0].to_dict()
+    code = f"""
+import json, sys
+from tandem.inference import Predictor
+p = Predictor({str(model.path)!r})
+print(json.dumps(p.predict_proba(json.loads({json.dumps(json.dumps(row, default=str))})).tolist()))
+heavy = [m for m in ("torch", "lightgbm", "sklearn", "optuna", "onnx", "scipy") if m in sys.modules]
+print(json.dumps(heavy))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    proba_line, heavy_line = out.stdout.strip().splitlines()
+    assert json.loads(heavy_line) == []
+    assert np.allclose(json.loads(proba_line), Predictor(model.path).predict_proba(row), atol=1e-6)
