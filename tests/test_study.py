@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 
 import tandem
+from helpers import mixed_frame
 from tandem.features.preprocess import Preprocessor
 from tandem.inference import Predictor
 from tandem.study.native import native_predict
-
-from helpers import mixed_frame
 
 PARITY = 1e-5
 
