@@ -139,3 +139,14 @@ print(json.dumps(heavy))
     proba_line, heavy_line = out.stdout.strip().splitlines()
     assert json.loads(heavy_line) == []
     assert np.allclose(json.loads(proba_line), Predictor(model.path).predict_proba(row), atol=1e-6)
+
+
+def test_optuna_search_adds_trials_of_the_best_family(home):
+    train, test = _holdout("binary")
+    model = tandem.train(train, "churn", time_limit=5, name="optuna", home=home, search="optuna",
+                         families=["linear"], bagging="no")
+    trials = [r for r in model.leaderboard() if "_optuna_" in r["model"]]
+    assert trials, model.leaderboard()
+    assert len({r["family"] for r in trials}) == 1
+    assert model.manifest["lineage"]["search"] == "optuna"
+    assert model.predict_proba(test).shape == (200, 2)

@@ -1,0 +1,67 @@
+"""Shared helpers for the CLI and bad-input tests: generated data, a real ``tandem`` subprocess, file snapshots."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+FEATURES = ["x1", "x2", "color"]
+TARGETS = {"binary": "income", "multiclass": "tier", "regression": "price"}
+
+
+def _make_frame(n: int = 300, *, seed: int = 0, task: str = "binary", target: bool = True) -> pd.DataFrame:
+    """Two numeric columns, one categorical column and a learnable target (yes/no, low/mid/high or a float)."""
+    rng = np.random.default_rng(seed)
+    x1 = rng.normal(size=n).round(4)
+    x2 = rng.normal(size=n).round(4)
+    color = rng.choice(["red", "green", "blue"], n)
+    score = x1 + 0.5 * x2 + (color == "red") + rng.normal(scale=0.4, size=n)
+    df = pd.DataFrame({"x1": x1, "x2": x2, "color": color})
+    if target:
+        if task == "binary":
+            df["income"] = np.where(score > 0.3, "yes", "no")
+        elif task == "multiclass":
+            df["tier"] = np.select([score < -0.2, score < 0.9], ["low", "mid"], "high")
+        else:
+            df["price"] = (10 + 3 * x1 - 2 * x2 + 4 * (color == "red") + rng.normal(scale=0.3, size=n)).round(3)
+    return df
+
+
+def _run_cli(args: list[str], *, home: Path, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``python -m tandem.cli ARGS`` as a user would, with TANDEM_HOME=home."""
+    env = dict(os.environ, TANDEM_HOME=str(home), COLUMNS="160", NO_COLOR="1", PYTHONWARNINGS="ignore")
+    env.pop("FORCE_COLOR", None)
+    return subprocess.run([sys.executable, "-m", "tandem.cli", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    """relative path -> sha256 of every file under ``root`` (hidden temp files included)."""
+    out = {}
+    for path in sorted(Path(root).rglob("*")):
+        if path.is_file():
+            out[path.relative_to(root).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="session")
+def make_frame() -> Callable[..., pd.DataFrame]:
+    return _make_frame
+
+
+@pytest.fixture(scope="session")
+def run_cli() -> Callable[..., subprocess.CompletedProcess]:
+    return _run_cli
+
+
+@pytest.fixture(scope="session")
+def snapshot() -> Callable[[Path], dict[str, str]]:
+    return _snapshot
