@@ -19,6 +19,9 @@ its own row (``budget_s`` null). ``speedup_vs_lightgbm_1row`` on each tandem row
 divided by tandem 1-row dict p50, both measured interleaved in the tandem child process (the
 LightGBM-default model is refitted there, after tandem's peak memory was read).
 
+The JSON also records the git HEAD and a sha256 of the tandem sources before every tandem fit and
+at the end (``source.src_changed_during_run``), since src/ may be edited while the bench runs.
+
 Systems run one after another, never in parallel. Datasets are read from ``../shared/data``
 relative to the repository root (never copied). Progress goes to stderr; the last line on stdout
 is one JSON object, also written (indented, atomically) to ``bench/results/train_tabular.json``.
@@ -33,6 +36,7 @@ Run (from the repository root)::
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -185,6 +189,43 @@ def fit_lightgbm(train_x, y):
 
 # -------------------------------------------------------------------------------- one fit (child)
 
+def run_tandem(row: dict, budget: float, data: tuple) -> dict:
+    """The tandem part of :func:`run_one`, with ``TANDEM_HOME`` already set to a temp dir."""
+    import tandem
+    dataset, train, train_x, test_x, y_train, y_test, n_lat = data
+    target, positive, metric_name = DATASETS[dataset][:3]
+    from tandem.inference import Predictor
+
+    t0 = time.perf_counter()
+    model = tandem.train(train, target=target, time_limit=budget, metric=metric_name, name=dataset, seed=0)
+    row["train_seconds"] = time.perf_counter() - t0
+    row["peak_rss_mb"] = peak_rss_mb()
+    pos = list(model.labels).index(positive)
+    row["test_metric"] = score(dataset, y_test, model.predict_proba(test_x)[:, pos])
+    predictor = Predictor(model.path)
+    dicts = [row_dict(test_x, i) for i in range(n_lat)]
+    frames = [test_x.iloc[[i]] for i in range(n_lat)]
+    row["predict_1row_frame_p50_us"] = latency_p50_us(predictor.predict_proba, frames)
+    row["batch_rows_per_s"] = rows_per_s(predictor.predict_proba, test_x)
+    row["size_bytes"] = dir_size(model.path)
+    # Same-process baseline for the speedup: the LightGBM-default model, interleaved with tandem.
+    lgb_train_x, lgb_test_x = as_categories(train_x, test_x)
+    lgb = fit_lightgbm(lgb_train_x, y_train)
+    lgb_frames = [lgb_test_x.iloc[[i]] for i in range(n_lat)]
+    p50 = interleaved_p50_us({"tandem": predictor.predict_proba, "lightgbm": lgb.predict_proba},
+                             {"tandem": dicts, "lightgbm": lgb_frames})
+    row["predict_1row_p50_us"] = p50["tandem"]
+    row["lightgbm_1row_p50_us_same_process"] = p50["lightgbm"]
+    row["speedup_vs_lightgbm_1row"] = p50["lightgbm"] / p50["tandem"]
+    manifest = model.manifest
+    board = manifest.get("leaderboard") or []
+    row["tandem_models_tried"] = len(board)
+    metrics = manifest.get("metrics")
+    row["tandem_validation"] = metrics.get("validation") if isinstance(metrics, dict) else None
+    row["tandem_leaderboard_top"] = board[:3]
+    return row
+
+
 def run_one(system: str, dataset: str, budget: float | None) -> dict:
     """Fit one system on one dataset (in this fresh process) and measure it."""
     target, positive, metric_name, _, flaml_metric = DATASETS[dataset]
@@ -196,39 +237,9 @@ def run_one(system: str, dataset: str, budget: float | None) -> dict:
     row = {"dataset": dataset, "budget_s": budget, "system": system, "metric_name": metric_name}
 
     if system == "tandem":
-        home = tempfile.mkdtemp(prefix="tandem_bench_home_")
-        os.environ["TANDEM_HOME"] = home
-        import tandem
-        from tandem.inference import Predictor
-
-        t0 = time.perf_counter()
-        model = tandem.train(train, target=target, time_limit=budget, metric=metric_name, name=dataset, seed=0)
-        row["train_seconds"] = time.perf_counter() - t0
-        row["peak_rss_mb"] = peak_rss_mb()
-        pos = list(model.labels).index(positive)
-        row["test_metric"] = score(dataset, y_test, model.predict_proba(test_x)[:, pos])
-        predictor = Predictor(model.path)
-        dicts = [row_dict(test_x, i) for i in range(n_lat)]
-        frames = [test_x.iloc[[i]] for i in range(n_lat)]
-        row["predict_1row_frame_p50_us"] = latency_p50_us(predictor.predict_proba, frames)
-        row["batch_rows_per_s"] = rows_per_s(predictor.predict_proba, test_x)
-        row["size_bytes"] = dir_size(model.path)
-        # Same-process baseline for the speedup: the LightGBM-default model, interleaved with tandem.
-        lgb_train_x, lgb_test_x = as_categories(train_x, test_x)
-        lgb = fit_lightgbm(lgb_train_x, y_train)
-        lgb_frames = [lgb_test_x.iloc[[i]] for i in range(n_lat)]
-        p50 = interleaved_p50_us({"tandem": predictor.predict_proba, "lightgbm": lgb.predict_proba},
-                                 {"tandem": dicts, "lightgbm": lgb_frames})
-        row["predict_1row_p50_us"] = p50["tandem"]
-        row["lightgbm_1row_p50_us_same_process"] = p50["lightgbm"]
-        row["speedup_vs_lightgbm_1row"] = p50["lightgbm"] / p50["tandem"]
-        manifest = model.manifest
-        board = manifest.get("leaderboard") or []
-        row["tandem_models_tried"] = len(board)
-        row["tandem_validation"] = (manifest.get("metrics") or {}).get("validation") \
-            if isinstance(manifest.get("metrics"), dict) else None
-        row["tandem_leaderboard_top"] = board[:3]
-        return row
+        with tempfile.TemporaryDirectory(prefix="tandem_bench_home_") as home:
+            os.environ["TANDEM_HOME"] = home
+            return run_tandem(row, budget, (dataset, train, train_x, test_x, y_train, y_test, n_lat))
 
     train_x, test_x = as_categories(train_x, test_x)
     frames = [test_x.iloc[[i]] for i in range(n_lat)]
@@ -294,6 +305,27 @@ def spawn(system: str, dataset: str, budget: float | None) -> dict:
 
 
 # -------------------------------------------------------------------------------------- report
+
+def src_fingerprint() -> str:
+    """sha256 over the tandem package sources, to tell whether they changed while the bench ran."""
+    import hashlib
+
+    spec = importlib.util.find_spec("tandem")
+    folder = Path(spec.origin).parent if spec and spec.origin else ROOT / "src" / "tandem"
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def git_head() -> str | None:
+    try:
+        proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return proc.stdout.strip() or None
+
 
 def machine() -> dict:
     cpu = platform.processor() or platform.machine()
@@ -390,16 +422,27 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown dataset '{d}' (known: {', '.join(DATASETS)})")
     say(f"data from {DATA}; budgets {budgets}; datasets {datasets}; systems run one after another")
 
+    head, src_start = git_head(), src_fingerprint()
     results = []
     for dataset in datasets:
         results.append(spawn("lightgbm", dataset, None))
         for budget in budgets:
             for system in ("tandem", "flaml"):
+                src = src_fingerprint()
                 results.append(spawn(system, dataset, budget))
+                if system == "tandem":
+                    results[-1]["tandem_src_sha256"] = src
+    src_end = src_fingerprint()
+    if src_end != src_start or any(r.get("tandem_src_sha256", src_start) != src_start for r in results):
+        say("WARNING: tandem sources changed while the bench ran; tandem rows may come from different code")
     for r in results:  # budgets as ints where whole, for readable JSON
         if isinstance(r.get("budget_s"), float) and r["budget_s"].is_integer():
             r["budget_s"] = int(r["budget_s"])
-    payload = {"bench": "train_tabular", "machine": machine(), "quick": args.quick, "results": results,
+    source = {"git_head": head, "src_sha256_start": src_start, "src_sha256_end": src_end,
+              "src_changed_during_run": src_end != src_start
+              or any(r.get("tandem_src_sha256", src_start) != src_start for r in results)}
+    payload = {"bench": "train_tabular", "machine": machine(), "source": source, "quick": args.quick,
+               "results": results,
                "checks": checks(results, datasets, [int(b) if b.is_integer() else b for b in budgets])}
     if args.quick:
         say("quick mode: results file not written")
