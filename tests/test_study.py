@@ -107,7 +107,7 @@ def test_inputs_accepted_in_every_shape(home):
 def test_bundle_contents_and_leaderboard(home):
     train, _ = _holdout("binary")
     model = tandem.train(train, "churn", time_limit=6, name="contents", home=home, metric="f1",
-                         families=["lightgbm", "linear"])
+                         families=["linear"])
     files = set(model.manifest["files"])
     assert {"model.onnx", "profile.json", "report.html", "native/preprocessing.json"} <= files
     assert all(f"{m['native']}/" in " ".join(files) + "/" for m in model.manifest["ensemble"])
