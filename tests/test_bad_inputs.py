@@ -229,8 +229,6 @@ def test_api_train_frame_target_missing_suggests_and_writes_no_bundle(tmp_path, 
     assert snapshot(tmp_path) == {}
 
 
-@pytest.mark.xfail(strict=True, reason="'a class has 1 row' names neither the class ('yes') nor the target "
-                                        "column ('income'): the user cannot tell which class to fix")
 def test_api_train_one_row_class_names_the_class(tmp_path, monkeypatch, make_frame) -> None:
     monkeypatch.chdir(tmp_path)
     name = w_one_row_class(tmp_path, make_frame(300, seed=0))
@@ -277,8 +275,6 @@ def test_api_predict_file_wrong_type_names_column_and_row(trained, tmp_path, mon
     assert_message(str(info.value), ("column 'x1' row 5", "expected a number", "'abc'"))
 
 
-@pytest.mark.xfail(strict=True, reason="Model.predict(FILE) errors say 'input ...' without the file name: "
-                                        "Predictor.encode calls encode_table with the default what='input'")
 @pytest.mark.parametrize("writer", [w_wrong_type_csv, w_missing_column], ids=["wrong_type", "missing_column"])
 def test_api_predict_file_error_names_the_file(trained, tmp_path, monkeypatch, writer) -> None:
     monkeypatch.chdir(tmp_path)
@@ -357,8 +353,6 @@ def test_api_evaluate_errors(trained, tmp_path, monkeypatch) -> None:
     assert_message(str(info.value), ("'missing.csv'", "not found"))
 
 
-@pytest.mark.xfail(strict=True, reason="Model.evaluate(FILE) errors about the file's content say 'evaluation data' "
-                                        "without the file name")
 @pytest.mark.parametrize("writer", [w_features, w_labelled_wrong_type], ids=["no_target", "wrong_type"])
 def test_api_evaluate_file_error_names_the_file(trained, tmp_path, monkeypatch, writer) -> None:
     monkeypatch.chdir(tmp_path)
@@ -502,35 +496,23 @@ def test_cli_bad_input(cli, case: CliCase) -> None:
         sorted(set(r.after.items()) ^ set(r.before.items())))
 
 
-@pytest.mark.parametrize("case", [
-    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason="stderr starts with an empty line: the transient "
-                                            "rich progress bar (cli._BudgetBar / batch.predict_file) prints '\\n' "
-                                            "when stderr is not a terminal"))
-    if c.blank_line else c for c in CLI_ERRORS], ids=lambda c: c.id)
+@pytest.mark.parametrize("case", CLI_ERRORS, ids=lambda c: c.id)
 def test_cli_bad_input_stderr_is_exactly_one_line(cli, case: CliCase) -> None:
     stderr = cli[case.id].stderr
     one_line = stderr.startswith("tandem: error: ") and stderr.count("\n") == 1 and stderr.endswith("\n")
     assert one_line, f"stderr: {stderr!r}"
 
 
-@pytest.mark.xfail(strict=True, reason="CLI predict 'abc' in numeric column: message says \"is not double like the "
-                                        "first rows: pass column_types={'x1': ...}\" - column_types is not a CLI "
-                                        "option and the type comes from the model's schema; expected 'expected a "
-                                        "number' as the API says")
 def test_cli_predict_wrong_type_says_what_the_model_expects(cli) -> None:
     message = cli["predict_wrong_type_csv"].stderr.strip()
     assert "expected a number" in message and "column_types" not in message, message
 
 
-@pytest.mark.xfail(strict=True, reason="CLI predict on a Parquet file with 'abc' in a numeric column names neither "
-                                        "the row nor what the model expects (cast error of the whole column)")
 def test_cli_predict_wrong_type_parquet_names_the_row(cli) -> None:
     message = cli["predict_wrong_type_parquet"].stderr.strip()
     assert "row 5" in message and "expected a number" in message, message
 
 
-@pytest.mark.xfail(strict=True, reason="CLI evaluate errors about the data file's content ('no target column', "
-                                        "wrong type) say 'evaluation data' without the file name")
 @pytest.mark.parametrize("case_id, name", [("evaluate_no_target_column", "rows.csv"),
                                            ("evaluate_wrong_type", "labelled_wrong.csv")])
 def test_cli_evaluate_error_names_the_file(cli, case_id, name) -> None:

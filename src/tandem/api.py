@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tandem.errors import DataError
-from tandem.inference.predictor import Predictor
+from tandem.inference.predictor import Predictor, describe_source
 from tandem.registry import Registry
 from tandem.schema import categorical_strings
 
@@ -54,15 +54,16 @@ class Model:
         from tandem.study import metrics as M
 
         table = read_table(data, what="evaluation data")
+        what = describe_source(data, "evaluation data")
         if self.target not in table.column_names:
-            raise DataError(f"evaluation data has no target column '{self.target}'")
+            raise DataError(f"{what} has no target column '{self.target}'")
         col = table.column(self.target)
         keep = pc.is_valid(col)
         table = table.filter(keep)
         col = table.column(self.target)
         if table.num_rows == 0:
-            raise DataError(f"evaluation data has no rows with a value in target column '{self.target}'")
-        out = self.predictor.run(self.predictor.encoder.encode_table(table, what="evaluation data"))
+            raise DataError(f"{what} has no rows with a value in target column '{self.target}'")
+        out = self.predictor.run(self.predictor.encoder.encode_table(table, what=what))
         if self.task == "regression":
             y = np.asarray(pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
             return {"metrics": M.all_metrics("regression", y, out["prediction"]), "rows": int(len(y))}
@@ -71,7 +72,7 @@ class Model:
         unknown = [(i, s) for i, s in enumerate(strings) if s not in index]
         if unknown:
             row, value = unknown[0]
-            raise DataError(f"evaluation data column '{self.target}' row {row + 1}: label '{value}' was not seen "
+            raise DataError(f"{what} column '{self.target}' row {row + 1}: label '{value}' was not seen "
                             f"in training (known: {', '.join(self.predictor.labels)})")
         y = np.array([index[s] for s in strings], dtype=np.int64)
         proba = out["probabilities"]

@@ -19,15 +19,12 @@ from tandem.inference.predictor import Predictor
 OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 
-def _column_types(predictor: Predictor) -> dict[str, pa.DataType]:
-    """Force the types the schema expects, so every chunk of a CSV parses the same way."""
-    types = {}
-    for c in predictor.schema.columns:
-        if c.kind == "numeric":
-            types[c.name] = pa.float64()
-        elif c.kind in ("categorical", "text", "id", "datetime"):
-            types[c.name] = pa.string()
-    return types
+def _column_types(predictor: Predictor, input_path: Path) -> dict[str, pa.DataType] | None:
+    """For CSV, read every model column as text so each chunk parses the same way; the encoder then
+    checks values against the schema and names the row of a bad one. Typed formats keep their types."""
+    if Path(input_path).suffix.lower() not in (".csv", ".tsv", ".txt"):
+        return None
+    return {c.name: pa.string() for c in predictor.schema.columns}
 
 
 def _output_batch(predictor: Predictor, batch: pa.RecordBatch, out: dict[str, np.ndarray]) -> pa.Table:
@@ -55,13 +52,14 @@ def predict_file(bundle: Path, input_path: Path, output: Path, *, batch_rows: in
         raise ConfigError(f"--batch-rows must be at least 1, got {batch_rows}")
     predictor = Predictor(bundle)
     total = count_rows_estimate(input_path)
-    batches = iter_batches(input_path, batch_rows=batch_rows, column_types=_column_types(predictor),
+    batches = iter_batches(input_path, batch_rows=batch_rows, column_types=_column_types(predictor, input_path),
                            what="prediction input")
     notes: list[str] = []
     rows = 0
     writer = None
+    console = console or Console(stderr=True)
     progress = Progress(TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=console or Console(stderr=True), transient=True)
+                        console=console, transient=True, disable=not console.is_terminal)
     with atomic_file(output) as tmp, progress:
         task = progress.add_task("predict", total=total)
         try:

@@ -46,12 +46,17 @@ class _BudgetBar:
             self.progress.update(self.task, completed=min(time.monotonic() - self._start, self.time_limit))
 
     def __enter__(self) -> _BudgetBar:
+        self.live = err.is_terminal  # off a terminal a bar is noise: errors stay one line
+        if not self.live:
+            return self
         self.progress.start()
         self._thread = threading.Thread(target=self._tick, daemon=True)
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if not self.live:
+            return
         self._stop.set()
         self._thread.join()
         self.progress.stop()

@@ -16,6 +16,13 @@ from tandem.fsutil import atomic_dir
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+CHECKSUM = "manifest_sha256"
+
+
+def _manifest_checksum(body: dict) -> str:
+    """sha256 of the manifest's canonical JSON without this field: an edited manifest is refused too."""
+    canonical = json.dumps({k: v for k, v in body.items() if k != CHECKSUM}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def sha256_file(path: Path) -> str:
@@ -42,9 +49,10 @@ def write_bundle(target: Path, write_files: Callable[[Path], None], manifest: di
             if rel == MANIFEST:
                 raise BundleError("write_files must not write manifest.json itself")
             files[rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-        body = dict(manifest, format_version=FORMAT_VERSION, files=files)
-        (tmp / MANIFEST).write_text(json.dumps(body, indent=2, sort_keys=False, default=_json_default),
-                                    encoding="utf-8")
+        body = json.loads(json.dumps(dict(manifest, format_version=FORMAT_VERSION, files=files),
+                                     default=_json_default))
+        body[CHECKSUM] = _manifest_checksum(body)
+        (tmp / MANIFEST).write_text(json.dumps(body, indent=2), encoding="utf-8")
     return target
 
 
@@ -75,6 +83,9 @@ def read_manifest(bundle: Path | str, *, verify: bool = True) -> dict:
         raise BundleError(f"bundle '{folder}' has format version {version!r}; this tandem reads version "
                           f"{FORMAT_VERSION}")
     if verify:
+        if manifest.get(CHECKSUM) != _manifest_checksum(manifest):
+            raise BundleError(f"bundle '{folder}' failed verification: {MANIFEST} does not match its "
+                              f"{CHECKSUM} (the manifest changed after the bundle was written)")
         verify_files(folder, manifest)
     return manifest
 

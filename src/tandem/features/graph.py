@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-OPSET = 18
+OPSET = 20  # StringConcat
 ML_OPSET = 5  # ai.onnx.ml 5 has TreeEnsemble with double thresholds and set membership
 
 
@@ -17,6 +17,7 @@ class GraphBuilder:
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self._used: set[str] = set()
+        self.memo: dict[str, str] = {}  # tensors shared by several consumers (e.g. a cast of a view)
 
     def fresh(self, prefix: str) -> str:
         i = 0

@@ -89,6 +89,13 @@ class Preprocessor:
             out[:, j] = mapped[inverse.reshape(-1)]
         return out
 
+    def _affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """Standardisation as x * inv_scale + shift (the same float32 arithmetic in numpy and ONNX)."""
+        scale = np.asarray(self.scales, dtype=np.float64)
+        inv = (1.0 / scale).astype(np.float32)
+        shift = (-np.asarray(self.means, dtype=np.float64) / scale).astype(np.float32)
+        return inv, shift
+
     def tree_view(self, enc: EncodedInputs) -> np.ndarray:
         parts = []
         if self.num_names:
@@ -104,10 +111,9 @@ class Preprocessor:
         if self.num_names:
             num = enc.num.astype(np.float32)
             isnan = np.isnan(num)
-            med = np.asarray(self.medians, dtype=np.float32)
-            filled = np.where(isnan, med, num)
-            scaled = (filled - np.asarray(self.means, dtype=np.float32)) / np.asarray(self.scales, dtype=np.float32)
-            parts.append(scaled.astype(np.float32))
+            filled = np.where(isnan, np.asarray(self.medians, dtype=np.float32), num)
+            inv, shift = self._affine()
+            parts.append((filled * inv + shift).astype(np.float32))
             if self.indicator_columns:
                 parts.append(isnan[:, self.indicator_columns].astype(np.float32))
         if self.cat_names:
@@ -117,48 +123,47 @@ class Preprocessor:
         return np.concatenate(parts, axis=1)
 
     # -- ONNX ---------------------------------------------------------------------------------
-    def onnx_codes(self, g: GraphBuilder, cat: str) -> list[str]:
-        """One int64 [N] code tensor per categorical column."""
-        out = []
-        for j, vocab in enumerate(self.vocabularies):
-            col = g.op("Gather", [cat, g.const(np.array(j, dtype=np.int64), "col_index")], axis=1)
-            out.append(g.op("LabelEncoder", [col], domain="ai.onnx.ml", prefix=f"code_{j}",
-                            keys_strings=list(vocab) or [""], values_int64s=list(range(len(vocab))) or [-1],
-                            default_int64=-1))
-        return out
+    # Few nodes on purpose: at one row, ONNX Runtime's cost is per node, not per value.
+    def _keyed(self, g: GraphBuilder, cat: str) -> str:
+        """Prefix each categorical value with its column index, so one LabelEncoder serves all columns."""
+        if "keyed" not in g.memo:
+            prefix = np.array([[f"{j}\x1f" for j in range(len(self.cat_names))]], dtype=object)
+            g.memo["keyed"] = g.op("StringConcat", [g.const(prefix, "cat_prefix"), cat], prefix="cat_keyed")
+        return g.memo["keyed"]
 
-    def onnx_tree_view(self, g: GraphBuilder, num: str | None, cat: str | None,
-                       codes: list[str] | None = None) -> str:
+    def onnx_tree_view(self, g: GraphBuilder, num: str | None, cat: str | None) -> str:
         parts = []
         if self.num_names:
             parts.append(num)
         if self.cat_names:
-            codes = codes if codes is not None else self.onnx_codes(g, cat)
-            axis1 = g.const(np.array([1], dtype=np.int64), "axis1")
-            nan = g.const(np.array(np.nan, dtype=np.float32), "nan")
-            zero = g.const(np.array(0, dtype=np.int64), "zero")
-            for c in codes:
-                as_float = g.op("Where", [g.op("Less", [c, zero]), nan, g.op("Cast", [c], to=1)])
-                parts.append(g.op("Unsqueeze", [as_float, axis1]))
+            keys = [f"{j}\x1f{v}" for j, vocab in enumerate(self.vocabularies) for v in vocab]
+            values = [float(i) for vocab in self.vocabularies for i in range(len(vocab))]
+            parts.append(g.op("LabelEncoder", [self._keyed(g, cat)], domain="ai.onnx.ml", prefix="cat_codes",
+                              keys_strings=keys or ["\x1f"], values_floats=values or [float("nan")],
+                              default_float=float("nan")))
         return parts[0] if len(parts) == 1 else g.op("Concat", parts, axis=1, prefix="tree_view")
 
-    def onnx_dense_view(self, g: GraphBuilder, num: str | None, cat: str | None,
-                        codes: list[str] | None = None) -> str:
+    def onnx_dense_view(self, g: GraphBuilder, num: str | None, cat: str | None) -> str:
         parts = []
         if self.num_names:
             isnan = g.op("IsNaN", [num])
             filled = g.op("Where", [isnan, g.const(np.asarray([self.medians], dtype=np.float32), "median"), num])
-            centred = g.op("Sub", [filled, g.const(np.asarray([self.means], dtype=np.float32), "mean")])
-            parts.append(g.op("Div", [centred, g.const(np.asarray([self.scales], dtype=np.float32), "scale")]))
+            inv, shift = self._affine()
+            scaled = g.op("Mul", [filled, g.const(inv.reshape(1, -1), "inv_scale")])
+            parts.append(g.op("Add", [scaled, g.const(shift.reshape(1, -1), "shift")]))
             if self.indicator_columns:
                 picked = g.op("Gather", [isnan, g.const(np.asarray(self.indicator_columns, dtype=np.int64), "ind")],
                               axis=1)
                 parts.append(g.op("Cast", [picked], to=1))
         if self.cat_names:
-            codes = codes if codes is not None else self.onnx_codes(g, cat)
-            axis1 = g.const(np.array([1], dtype=np.int64), "axis1")
-            for c, size in zip(codes, self._dense_sizes(), strict=True):
-                col = g.op("Unsqueeze", [c, axis1])
-                hot = g.op("Equal", [col, g.const(np.arange(size, dtype=np.int64).reshape(1, -1), "onehot_range")])
-                parts.append(g.op("Cast", [hot], to=1))
+            sizes = self._dense_sizes()
+            offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
+            width = int(sum(sizes))
+            keys = [f"{j}\x1f{v}" for j, vocab in enumerate(self.vocabularies) for v in vocab[: sizes[j]]]
+            values = [int(offsets[j]) + i for j in range(len(sizes)) for i in range(sizes[j])]
+            index = g.op("LabelEncoder", [self._keyed(g, cat)], domain="ai.onnx.ml", prefix="onehot_index",
+                         keys_strings=keys or ["\x1f"], values_int64s=values or [width], default_int64=width)
+            hot = g.op("OneHot", [index, g.const(np.array(width, dtype=np.int64), "depth"),
+                                  g.const(np.array([0.0, 1.0], dtype=np.float32), "onehot_values")], axis=-1)
+            parts.append(g.op("ReduceMax", [hot, g.const(np.array([1], dtype=np.int64), "axis")], keepdims=0))
         return parts[0] if len(parts) == 1 else g.op("Concat", parts, axis=1, prefix="dense_view")

@@ -49,7 +49,7 @@ class Predictor:
         """Encode a dict (one row), list of dicts, dict of columns, arrow table, pandas/polars frame or file."""
         if isinstance(data, dict) and data and not isinstance(next(iter(data.values())), (list, tuple, np.ndarray)):
             return self.encoder.encode_row(data)
-        return self.encoder.encode_table(self.as_table(data))
+        return self.encoder.encode_table(self.as_table(data), what=describe_source(data, "input"))
 
     @staticmethod
     def as_table(data: object) -> pa.Table:
@@ -89,6 +89,13 @@ class Predictor:
         if self.task == "regression":
             return out["prediction"].reshape(-1)
         return self._typed_labels[out["label"]]
+
+
+def describe_source(data: object, default: str) -> str:
+    """How error messages name an input: the file as the user gave it, else ``default``."""
+    if isinstance(data, (str, Path)):
+        return f"'{data}'"
+    return default
 
 
 def _typed_labels(labels: list[str] | None, label_type: str) -> np.ndarray | None:

@@ -86,7 +86,10 @@ class LightGBMLearner(Learner):
     def to_onnx(self, g: GraphBuilder, x: str) -> str:
         dump = self.booster.dump_model(num_iteration=self.best_iteration)
         n_targets = self.n_classes if self.task == "multiclass" else 1
-        raw = tree_ensemble(g, g.op("Cast", [x], to=11), dump, n_targets)
+        key = f"double:{x}"
+        if key not in g.memo:
+            g.memo[key] = g.op("Cast", [x], to=11)
+        raw = tree_ensemble(g, g.memo[key], dump, n_targets)
         if self.task == "binary":
             return g.op("Cast", [probabilities_from_logit_double(g, raw)], to=1)
         if self.task == "multiclass":

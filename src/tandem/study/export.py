@@ -30,13 +30,12 @@ def build_graph(result: StudyResult, members: list[tuple[Learner, float]], thres
     has_num, has_cat = bool(pre.num_names), bool(pre.cat_names)
     num = "num" if has_num else None
     cat = "cat" if has_cat else None
-    codes = pre.onnx_codes(g, cat) if has_cat else None
     view_out: dict[str, str] = {}
     parts = []
     for learner, weight in members:
         if learner.view not in view_out:
             build = pre.onnx_tree_view if learner.view == "tree" else pre.onnx_dense_view
-            view_out[learner.view] = build(g, num, cat, codes)
+            view_out[learner.view] = build(g, num, cat)
         out = learner.to_onnx(g, view_out[learner.view])
         parts.append(g.op("Mul", [out, g.const(np.array([[weight]], dtype=np.float32), "weight")]))
     total = parts[0] if len(parts) == 1 else g.op("Sum", parts, prefix="ensemble")

@@ -168,7 +168,7 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
     pre = Preprocessor.fit(enc, encoder.num_feature_names, encoder.cat_feature_names, vocabularies)
     views = {"tree": pre.tree_view(enc), "dense": pre.dense_view(enc)}
 
-    folds = _folds(table, y, task, config)
+    folds = _folds(table, y, task, config, labels)
     n_folds = len(folds)
     portfolio = [c for c in load_portfolio() if config.families is None or c["family"] in config.families]
     if not portfolio:
@@ -303,10 +303,17 @@ def _loss(metric: str, y: np.ndarray, c: Candidate, active: list[int], folds) ->
     return M.loss(metric, y[rows], c.oof[rows])
 
 
+# Fit time of a family relative to LightGBM's, before one of its own has been timed.
+_RELATIVE_COST = {"lightgbm": 1.0, "linear": 0.1, "mlp": 2.0}
+
+
 def _worth_trying(cfg: dict, candidates: list[Candidate], left: float, n_fits: int) -> bool:
     same = [c for c in candidates if c.family == cfg["family"]]
-    ref = same or candidates
-    per_fit = max(float(np.mean(c.fit_seconds)) for c in ref)
+    if same:
+        per_fit = max(float(np.mean(c.fit_seconds)) for c in same)
+    else:
+        per_fit = min(float(np.mean(c.fit_seconds)) / _RELATIVE_COST.get(c.family, 1.0) for c in candidates)
+        per_fit *= _RELATIVE_COST.get(cfg["family"], 1.0)
     return per_fit * n_fits <= left
 
 
@@ -320,7 +327,8 @@ def _overfits(metric: str, train: float, val: float) -> bool:
     return train - val > 0.05
 
 
-def _folds(table: pa.Table, y: np.ndarray, task: str, config: StudyConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+def _folds(table: pa.Table, y: np.ndarray, task: str, config: StudyConfig,
+           labels: list[str] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     n = len(y)
     kind = config.split or ("stratified" if task != "regression" else "random")
     k = config.folds
@@ -338,10 +346,12 @@ def _folds(table: pa.Table, y: np.ndarray, task: str, config: StudyConfig) -> li
         order = pc.cast(col, pa.int64()) if not pa.types.is_integer(col.type) else col
         order = np.asarray(order.to_numpy(zero_copy_only=False), dtype=np.float64)
     if kind == "stratified":
-        smallest = int(np.bincount(y).min())
+        counts = np.bincount(y)
+        smallest = int(counts.min())
         if smallest < 2:
-            raise DataError(f"too few rows for the split: a class has {smallest} row; "
-                            "each class needs at least 2 rows")
+            rare = labels[int(np.argmin(counts))] if labels else "?"
+            raise DataError(f"too few rows for the split: class '{rare}' of target column '{config.target}' has "
+                            f"{smallest} row; each class needs at least 2 rows")
         k = min(k, smallest)
     k = max(2, min(k, n // 2))
     folds = make_folds(n, k, seed=config.seed, y=y, groups=groups, order=order, kind=kind)
