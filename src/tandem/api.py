@@ -88,12 +88,13 @@ def train(data: object, target: str, *, time_limit: float = 60.0, metric: str | 
           name: str | None = None, task: str | None = None, seed: int = 0, search: str | None = None,
           bagging: str = "auto", split: str | None = None, group: str | None = None,
           time_column: str | None = None, ignore: list[str] | None = None, families: list[str] | None = None,
-          path: str | Path | None = None, home: str | Path | None = None,
+          latency_budget_us: float = 80.0, path: str | Path | None = None, home: str | Path | None = None,
           progress: Callable[[str], None] | None = None) -> Model:
     """Train within ``time_limit`` seconds on ``data`` (file path or frame) and return the saved model.
 
     The bundle goes into the registry under ``name`` (default ``model``) as its next version, or
-    to the directory ``path`` when given.
+    to the directory ``path`` when given. ``latency_budget_us`` caps the one-row latency the
+    ensemble may add up to (it never exceeds twice its best member's either).
     """
     from tandem.data.readers import read_table
     from tandem.study.export import export
@@ -103,7 +104,7 @@ def train(data: object, target: str, *, time_limit: float = 60.0, metric: str | 
     table = read_table(data, what="training data")
     config = StudyConfig(target=target, time_limit=float(time_limit), metric=metric, task=task, seed=seed,
                          bagging=bagging, split=split, group_column=group, time_column=time_column,
-                         search=search, families=families, ignore=ignore)
+                         search=search, families=families, ignore=ignore, latency_budget_us=latency_budget_us)
     result = run_study(table, config, progress=progress, started=started)
     name = name or "model"
     if path is not None:

@@ -128,6 +128,8 @@ def train(
     group: str | None = typer.Option(None, help="Group column for --split group."),
     time_column: str | None = typer.Option(None, help="Time column for --split time."),
     ignore: str | None = typer.Option(None, help="Comma-separated columns to leave out."),
+    latency_budget_us: float = typer.Option(80.0, "--latency-budget-us",
+                                            help="One-row latency the ensemble may cost, in microseconds."),
     out_dir: Path | None = typer.Option(None, "--out", help="Write the bundle here instead of the registry."),
 ) -> None:
     """Train within the time limit and save the bundle."""
@@ -138,7 +140,7 @@ def train(
                             name=name or _default_name(data), task=task, seed=seed, search=search, bagging=bagging,
                             split=split, group=group, time_column=time_column,
                             ignore=[c.strip() for c in ignore.split(",")] if ignore else None,
-                            path=out_dir, progress=bar.say)
+                            latency_budget_us=latency_budget_us, path=out_dir, progress=bar.say)
     _print_model(model)
 
 

@@ -36,7 +36,7 @@ class Predictor:
         self.labels: list[str] | None = self.manifest.get("labels")
         self.threshold: float = float(self.manifest.get("threshold", 0.5))
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or 1
+        opts.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default, one per physical core
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(self.path / "model.onnx"), opts,

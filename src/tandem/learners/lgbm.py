@@ -11,7 +11,7 @@ from tandem.features.graph import GraphBuilder
 from tandem.learners.base import Learner, deadline_passed, probabilities_from_logit
 from tandem.learners.lgbm_onnx import tree_ensemble
 
-_CONTROL = {"n_estimators", "early_stopping_rounds"}
+_CONTROL = {"n_estimators", "early_stopping_rounds", "categorical"}
 
 
 class LightGBMLearner(Learner):
@@ -39,7 +39,8 @@ class LightGBMLearner(Learner):
         params = self._lgb_params()
         n_rounds = int(self.params.get("n_estimators", 2000))
         patience = int(self.params.get("early_stopping_rounds", 50))
-        cat = self.categorical or "auto"
+        # "categorical": false reads category codes as ordered numbers: other splits, a diverse member
+        cat = (self.categorical or "auto") if self.params.get("categorical", True) else []
         train = lgb.Dataset(X, label=y, categorical_feature=cat, free_raw_data=False,
                             params={"max_bin": params.get("max_bin", 255)})
         callbacks = [self._stopper(patience if X_val is not None else None, deadline)]

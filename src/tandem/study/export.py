@@ -11,71 +11,13 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 
 from tandem.bundle.inputs import EncodedInputs
-from tandem.features.graph import FLOAT, INT64, STRING, GraphBuilder, tensor_info
-from tandem.learners import Learner
 from tandem.report.html import render_report
+from tandem.study.graph import build_graph, single_row_seconds
 from tandem.study.runner import StudyResult
 
 PARITY_TOLERANCE = 1e-5
-
-
-def build_graph(result: StudyResult, members: list[tuple[Learner, float]], threshold: float) -> onnx.ModelProto:
-    """The whole inference pipeline for ``members`` (learner, weight) as one ONNX model."""
-    g = GraphBuilder()
-    pre = result.preprocessor
-    has_num, has_cat = bool(pre.num_names), bool(pre.cat_names)
-    num = "num" if has_num else None
-    cat = "cat" if has_cat else None
-    view_out: dict[str, str] = {}
-    parts = []
-    for learner, weight in members:
-        if learner.view not in view_out:
-            build = pre.onnx_tree_view if learner.view == "tree" else pre.onnx_dense_view
-            view_out[learner.view] = build(g, num, cat)
-        out = learner.to_onnx(g, view_out[learner.view])
-        parts.append(g.op("Mul", [out, g.const(np.array([[weight]], dtype=np.float32), "weight")]))
-    total = parts[0] if len(parts) == 1 else g.op("Sum", parts, prefix="ensemble")
-    inputs = []
-    if has_num:
-        inputs.append(tensor_info("num", FLOAT, ["N", len(pre.num_names)]))
-    if has_cat:
-        inputs.append(tensor_info("cat", STRING, ["N", len(pre.cat_names)]))
-    if result.task == "regression":
-        g.alias(total, "prediction")
-        outputs = [tensor_info("prediction", FLOAT, ["N", 1])]
-    else:
-        g.alias(total, "probabilities")
-        if result.task == "binary":
-            positive = g.op("Gather", [total, g.const(np.array(1, dtype=np.int64), "pos")], axis=1)
-            hit = g.op("GreaterOrEqual", [positive, g.const(np.array(threshold, dtype=np.float32), "threshold")])
-            label = g.op("Cast", [hit], to=INT64)
-        else:
-            label = g.op("ArgMax", [total], axis=1, keepdims=0)
-        g.alias(label, "label")
-        outputs = [tensor_info("probabilities", FLOAT, ["N", len(result.labels)]), tensor_info("label", INT64, ["N"])]
-    return g.model(inputs, outputs, doc="tandem pipeline: preprocessing and ensemble")
-
-
-def _session(model: onnx.ModelProto) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-
-
-def _single_row_seconds(sess: ort.InferenceSession, enc: EncodedInputs, repeats: int = 50) -> float:
-    one = enc.take(np.arange(1)).feeds()
-    for _ in range(5):
-        sess.run(None, one)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        sess.run(None, one)
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
 
 
 def _library_versions() -> dict[str, str]:
@@ -114,13 +56,12 @@ def export(result: StudyResult, target: Path, *, name: str, version: int | None,
 
     say("exporting to ONNX")
     members = [(learner, w) for _, learner, w in result.members]
-    model = build_graph(result, members, result.threshold)
-    sess = _session(model)
+    model = build_graph(result.preprocessor, result.task, result.labels, members, result.threshold)
     holdout = result.holdout
+    latency, sess = single_row_seconds(model, holdout)
     onnx_out = sess.run(None, holdout.feeds())[0]
     native_out = result.native_predict(holdout)
     parity = float(np.max(np.abs(onnx_out.astype(np.float64) - native_out))) if len(native_out) else 0.0
-    latency = _single_row_seconds(sess, holdout)
 
     weights = {cand.name: w for cand, _, w in result.members}
     leaderboard = []
@@ -132,9 +73,8 @@ def export(result: StudyResult, target: Path, *, name: str, version: int | None,
             "overfits": cand.overfit, "stopped_by_time_limit": cand.stopped_by_deadline,
             **cand.fold_models[0].describe(),
         }
-        single = build_graph(result, [(cand.fold_models[0], 1.0)], 0.5)
-        row["predict_1row_us"] = round(_single_row_seconds(_session(single), holdout, 20) * 1e6, 1)
-        row["onnx_bytes"] = single.ByteSize()
+        row["predict_1row_us"] = round(cand.latency_us, 1)
+        row["onnx_bytes"] = cand.onnx_bytes
         leaderboard.append(row)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     wall = time.monotonic() - result.started

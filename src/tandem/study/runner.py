@@ -26,6 +26,7 @@ from tandem.learners import Learner, learner_class, load_portfolio
 from tandem.schema import Schema, categorical_strings
 from tandem.study import metrics as M
 from tandem.study.ensemble import blend, greedy_ensemble
+from tandem.study.graph import build_graph, single_row_seconds
 
 Progress = Callable[[str], None]
 MIN_ROWS = 10
@@ -48,6 +49,7 @@ class StudyConfig:
     search: str | None = None  # None or "optuna"
     families: list[str] | None = None
     ignore: list[str] | None = None
+    latency_budget_us: float = 80.0  # one-row latency the ensemble's graph may cost (ONNX Runtime, p50)
 
 
 @dataclass
@@ -64,6 +66,8 @@ class Candidate:
     train_score: float = float("nan")
     overfit: bool = False
     stopped_by_deadline: bool = False
+    latency_us: float = float("nan")  # one-row p50 of its ONNX graph, scaled to the refit's size
+    onnx_bytes: int = 0
 
 
 @dataclass
@@ -183,6 +187,8 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
     bagged = config.bagging == "yes"
     active_folds = list(range(n_folds)) if bagged else [0]
     cat_idx = pre.tree_categorical_indices
+    timing_rows = enc.take(folds[0][1][:64])
+    scale_rows = n / len(folds[0][0])
 
     def search_left() -> float:
         best = sorted((c for c in candidates if c.oof is not None), key=lambda c: _loss(metric, y, c, active_folds,
@@ -216,6 +222,10 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
         sample = tr0 if len(tr0) <= 5000 else np.random.default_rng(config.seed).choice(tr0, 5000, replace=False)
         cand.train_score = M.score(metric, y[sample], cand.fold_models[0].predict(X[sample]))
         cand.overfit = _overfits(metric, cand.train_score, cand.val_score)
+        graph = build_graph(pre, task, labels, [(cand.fold_models[0], 1.0)], 0.5)
+        seconds, _ = single_row_seconds(graph, timing_rows, rows=32)
+        grows = scale_rows if cls.view == "tree" else 1.0  # boosting rounds grow with the refit's rows
+        cand.latency_us, cand.onnx_bytes = seconds * 1e6 * grows, graph.ByteSize()
         return cand
 
     for i, cfg in enumerate(portfolio):
@@ -253,7 +263,8 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
                             f"{c.val_score:.4f} on validation")
     ens_metric = metric if (task == "regression" or metric in M.THRESHOLD_FREE) else "log_loss"
     say("ensembling")
-    weights = greedy_ensemble({c.name: c.oof[rows] for c in usable}, y[rows], ens_metric)
+    weights = greedy_ensemble({c.name: c.oof[rows] for c in usable}, y[rows], ens_metric,
+                              costs={c.name: c.latency_us for c in usable}, max_cost=config.latency_budget_us)
     blended = blend({c.name: c.oof[rows] for c in usable}, weights)
     threshold = 0.5
     if task == "binary":
