@@ -10,9 +10,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tandem.errors import DataError
+from tandem.errors import ConfigError, DataError
 from tandem.inference.predictor import Predictor, describe_source
-from tandem.registry import Registry
+from tandem.registry import Registry, check_name
 from tandem.schema import categorical_strings
 
 
@@ -96,17 +96,23 @@ def train(data: object, target: str, *, time_limit: float = 60.0, metric: str | 
     to the directory ``path`` when given. ``latency_budget_us`` caps the one-row latency the
     ensemble may add up to (it never exceeds twice its best member's either).
     """
+    from tandem.data.infer import check_target
     from tandem.data.readers import read_table
+
+    started = time.monotonic()
+    name = check_name(name or "model")
+    if path is not None and Path(path).exists():
+        raise ConfigError(f"bundle path '{path}' already exists: bundles are never overwritten")
+    table = read_table(data, what="training data")
+    check_target(table, target, what=describe_source(data, "training data"))
+    # the training stack loads only once the data is known to be usable: mistakes fail fast
     from tandem.study.export import export
     from tandem.study.runner import StudyConfig, run_study
 
-    started = time.monotonic()
-    table = read_table(data, what="training data")
     config = StudyConfig(target=target, time_limit=float(time_limit), metric=metric, task=task, seed=seed,
                          bagging=bagging, split=split, group_column=group, time_column=time_column,
                          search=search, families=families, ignore=ignore, latency_budget_us=latency_budget_us)
     result = run_study(table, config, progress=progress, started=started)
-    name = name or "model"
     if path is not None:
         export(result, Path(path), name=name, version=None, say=progress or (lambda _m: None))
         return Model(path)

@@ -66,6 +66,13 @@ class InputEncoder:
         self.cat_feature_names = [c.name for c in self.cat_columns]
         self._simple_num = all(c.kind == "numeric" for c in self.num_columns)
 
+    def _check_columns(self, present: object, what: str) -> None:
+        missing = [n for n in self.required if n not in present]
+        if missing:
+            raise SchemaError(
+                f"{what} is missing column(s) {', '.join(repr(m) for m in missing)}; "
+                f"the model expects {', '.join(repr(n) for n in self.required)}")
+
     # -- tables --------------------------------------------------------------------------------
     def encode_table(self, table: pa.Table | pa.RecordBatch, *, what: str = "input",
                      row_offset: int = 0) -> EncodedInputs:
@@ -73,11 +80,7 @@ class InputEncoder:
 
         ``row_offset`` is added to row numbers in error messages (for streamed batches).
         """
-        missing = [n for n in self.required if n not in table.column_names]
-        if missing:
-            raise SchemaError(
-                f"{what} is missing column(s) {', '.join(repr(m) for m in missing)}; "
-                f"the model expects {', '.join(repr(n) for n in self.required)}")
+        self._check_columns(table.column_names, what)
         n = table.num_rows
         num = None
         if self.num_feature_names:
@@ -106,10 +109,8 @@ class InputEncoder:
                     num_values.extend(_row_numeric(row[c.name], c))
             cat_values = [_row_category(row[c.name]) for c in self.cat_columns]
         except KeyError:
-            missing = [n for n in self.required if n not in row]
-            raise SchemaError(
-                f"{what} is missing column(s) {', '.join(repr(m) for m in missing)}; "
-                f"the model expects {', '.join(repr(n) for n in self.required)}") from None
+            self._check_columns(row, what)
+            raise
         except (TypeError, ValueError):
             # slow path only to name the offending field
             for c in self.num_columns:

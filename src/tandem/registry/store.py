@@ -107,14 +107,15 @@ def tandem_home() -> Path:
     return home
 
 
-def _check_name(name: object, what: str = "model name") -> str:
+def check_name(name: object, what: str = "model name") -> str:
+    """Return ``name`` if it is a valid model name, else raise RegistryError saying what is allowed."""
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise RegistryError(f"{what} {name!r} is not valid: expected {_NAME_RULE}")
     return name
 
 
 def _check_alias(alias: object) -> str:
-    checked = _check_name(alias, "alias")
+    checked = check_name(alias, "alias")
     if checked.isdigit():
         raise RegistryError(f"alias {alias!r} is not valid: an alias may not be all digits (that is a version)")
     return checked
@@ -383,7 +384,7 @@ class Registry:
         The row is then marked ready. If ``write_bundle`` raises (or writes no ``manifest.json``),
         the pending row and any partial directory are removed and the error propagates.
         """
-        _check_name(name)
+        check_name(name)
         if summary is None:
             summary = {}
         if not isinstance(summary, dict):
@@ -454,7 +455,7 @@ class Registry:
         with self._read() as conn:
             if name is None:
                 return self._records(conn)
-            _check_name(name)
+            check_name(name)
             return self._records(conn, name)
 
     def get(self, ref: str) -> ModelRecord:
@@ -469,7 +470,7 @@ class Registry:
 
     def set_alias(self, name: str, version: int, alias: str) -> ModelRecord:
         """Point ``name@alias`` at ``version`` (moving it if it pointed elsewhere); return that version."""
-        _check_name(name)
+        check_name(name)
         _check_version(version)
         _check_alias(alias)
         with self._write() as conn:
@@ -483,7 +484,7 @@ class Registry:
 
     def remove_alias(self, name: str, alias: str) -> None:
         """Remove ``name@alias``; raises :class:`RegistryError` if it does not exist."""
-        _check_name(name)
+        check_name(name)
         _check_alias(alias)
         with self._write() as conn:
             self._pick(self._versions_of(conn, name), name, None, alias)
