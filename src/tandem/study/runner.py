@@ -180,7 +180,7 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
                           "expected some of lightgbm, linear, mlp")
 
     # Time plan: search, then refit of the ensemble members, then export.
-    reserve_fraction = 0.25
+    reserve_fraction = 0.15
     export_seconds = 0.8 + 2e-6 * n + 0.03 * len(portfolio)
     n_classes = len(labels) if labels else 1
     candidates: list[Candidate] = []
@@ -321,7 +321,7 @@ _RELATIVE_COST = {"lightgbm": 1.0, "linear": 0.1, "mlp": 2.0}
 def _worth_trying(cfg: dict, candidates: list[Candidate], left: float, n_fits: int) -> bool:
     same = [c for c in candidates if c.family == cfg["family"]]
     if same:
-        per_fit = max(float(np.mean(c.fit_seconds)) for c in same)
+        per_fit = float(np.mean([np.mean(c.fit_seconds) for c in same]))
     else:
         per_fit = min(float(np.mean(c.fit_seconds)) / _RELATIVE_COST.get(c.family, 1.0) for c in candidates)
         per_fit *= _RELATIVE_COST.get(cfg["family"], 1.0)
