@@ -150,3 +150,17 @@ def test_optuna_search_adds_trials_of_the_best_family(home):
     assert len({r["family"] for r in trials}) == 1
     assert model.manifest["lineage"]["search"] == "optuna"
     assert model.predict_proba(test).shape == (200, 2)
+
+
+def test_one_row_frames_take_the_row_path_and_agree(home):
+    import pandas as pd
+
+    train, test = _holdout("binary")
+    model = tandem.train(train, "churn", time_limit=3, families=["lightgbm"], name="onerow", home=home)
+    x = test.drop(columns=["churn"]).iloc[5:8].copy()
+    x.iloc[0, x.columns.get_loc("city")] = None
+    x["member"] = x["member"].astype("boolean")
+    x.iloc[1, x.columns.get_loc("member")] = pd.NA
+    batch = model.predict_proba(x)
+    for i in range(3):
+        assert np.allclose(model.predict_proba(x.iloc[i: i + 1]), batch[i: i + 1], atol=1e-6)

@@ -88,7 +88,7 @@ def train(data: object, target: str, *, time_limit: float = 60.0, metric: str | 
           name: str | None = None, task: str | None = None, seed: int = 0, search: str | None = None,
           bagging: str = "auto", split: str | None = None, group: str | None = None,
           time_column: str | None = None, ignore: list[str] | None = None, families: list[str] | None = None,
-          latency_budget_us: float = 80.0, path: str | Path | None = None, home: str | Path | None = None,
+          latency_budget_us: float = 100.0, path: str | Path | None = None, home: str | Path | None = None,
           progress: Callable[[str], None] | None = None) -> Model:
     """Train within ``time_limit`` seconds on ``data`` (file path or frame) and return the saved model.
 

@@ -128,8 +128,8 @@ def train(
     group: str | None = typer.Option(None, help="Group column for --split group."),
     time_column: str | None = typer.Option(None, help="Time column for --split time."),
     ignore: str | None = typer.Option(None, help="Comma-separated columns to leave out."),
-    latency_budget_us: float = typer.Option(80.0, "--latency-budget-us",
-                                            help="One-row latency the ensemble may cost, in microseconds."),
+    latency_budget_us: float = typer.Option(
+        100.0, "--latency-budget-us", help="One-row latency (p50, one thread) the ensemble may cost, in µs."),
     out_dir: Path | None = typer.Option(None, "--out", help="Write the bundle here instead of the registry."),
 ) -> None:
     """Train within the time limit and save the bundle."""

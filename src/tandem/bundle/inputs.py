@@ -130,22 +130,27 @@ def _expected(c: ColumnSpec) -> str:
             "datetime": "an ISO date or timestamp"}.get(c.kind, "a value")
 
 
+_MISSING_TYPES = ("NAType", "NaTType")  # pandas' missing markers, recognised without importing pandas
+
+
+def _is_missing(v: object) -> bool:
+    return v is None or type(v).__name__ in _MISSING_TYPES or (isinstance(v, float) and v != v)
+
+
 def _to_float(v: object) -> float:
-    if v is None:
+    if _is_missing(v):
         return math.nan
     if isinstance(v, str):
         if v.strip() == "" or v.strip().lower() in ("nan", "na", "null"):
             return math.nan
         return float(v)
-    if isinstance(v, bool):
-        return float(v)
-    if isinstance(v, (int, float, np.number)):
+    if isinstance(v, (bool, int, float, np.number, np.bool_)):
         return float(v)
     raise TypeError(type(v).__name__)
 
 
 def _to_bool_float(v: object) -> float:
-    if v is None:
+    if _is_missing(v):
         return math.nan
     if isinstance(v, str):
         s = v.strip().lower()
@@ -163,6 +168,8 @@ def _to_bool_float(v: object) -> float:
 
 
 def _row_numeric(v: object, c: ColumnSpec) -> list[float]:
+    if c.kind == "datetime" and _is_missing(v):
+        return [math.nan] * len(DATETIME_PARTS)
     if c.kind == "numeric":
         return [_to_float(v)]
     if c.kind == "boolean":
@@ -173,8 +180,10 @@ def _row_numeric(v: object, c: ColumnSpec) -> list[float]:
 
 
 def _row_category(v: object) -> str:
-    if v is None or (isinstance(v, float) and v != v):
+    if _is_missing(v):
         return ""
+    if isinstance(v, np.bool_):
+        v = bool(v)
     return category_key(v)
 
 

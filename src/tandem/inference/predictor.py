@@ -6,6 +6,7 @@ needs nothing else.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,8 @@ class Predictor:
         self.labels: list[str] | None = self.manifest.get("labels")
         self.threshold: float = float(self.manifest.get("threshold", 0.5))
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default, one per physical core
+        # one row of a large tree ensemble runs ~2x faster on two threads; servers pass threads=1 per worker
+        opts.intra_op_num_threads = threads or min(os.cpu_count() or 1, 4)
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(self.path / "model.onnx"), opts,
@@ -49,6 +51,9 @@ class Predictor:
         """Encode a dict (one row), list of dicts, dict of columns, arrow table, pandas/polars frame or file."""
         if isinstance(data, dict) and data and not isinstance(next(iter(data.values())), (list, tuple, np.ndarray)):
             return self.encoder.encode_row(data)
+        if type(data).__module__.startswith("pandas") and getattr(data, "shape", (0,))[0] == 1:
+            # one-row frames skip the Arrow conversion, which costs ~1 ms
+            return self.encoder.encode_row(data.to_dict(orient="records")[0])
         return self.encoder.encode_table(self.as_table(data), what=describe_source(data, "input"))
 
     @staticmethod

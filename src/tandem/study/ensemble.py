@@ -9,17 +9,20 @@ from tandem.study.metrics import loss
 
 def greedy_ensemble(preds: dict[str, np.ndarray], y: np.ndarray, metric: str, *, rounds: int = 25,
                     max_members: int = 4, costs: dict[str, float] | None = None,
-                    max_cost: float = float("inf"), cost_ratio: float = 2.0) -> dict[str, float]:
+                    max_cost: float = float("inf"), cost_ratio: float = 1.5) -> dict[str, float]:
     """Pick members with replacement to minimise ``metric``; return normalised weights (> 0 only).
 
     With ``costs`` (one-row latency of each model), the distinct members' total cost stays within
-    ``max_cost`` and within ``cost_ratio`` times the best single model's cost: the ensemble may buy
+    ``max_cost`` and within ``cost_ratio`` times its leading model's cost: the ensemble may buy
     accuracy with latency, but only so much.
     """
     names = sorted(preds, key=lambda n: loss(metric, y, preds[n]))
     if not names:
         return {}
     costs = costs or {}
+    within = [n for n in names if costs.get(n, 0.0) <= max_cost]
+    if within:  # the best model that fits the latency budget leads; others only if none does
+        names = within + [n for n in names if n not in within]
     counts = {names[0]: 1}
     first_cost = costs.get(names[0], 0.0)
     budget = max(first_cost, min(max_cost, cost_ratio * first_cost)) if costs else float("inf")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import resource
 import time
@@ -58,7 +59,7 @@ def export(result: StudyResult, target: Path, *, name: str, version: int | None,
     members = [(learner, w) for _, learner, w in result.members]
     model = build_graph(result.preprocessor, result.task, result.labels, members, result.threshold)
     holdout = result.holdout
-    latency, sess = single_row_seconds(model, holdout)
+    latency, sess = single_row_seconds(model, holdout, threads=min(os.cpu_count() or 1, 4))
     onnx_out = sess.run(None, holdout.feeds())[0]
     native_out = result.native_predict(holdout)
     parity = float(np.max(np.abs(onnx_out.astype(np.float64) - native_out))) if len(native_out) else 0.0

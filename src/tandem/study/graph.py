@@ -54,8 +54,12 @@ def build_graph(pre: Preprocessor, task: str, labels: list[str] | None, members:
 
 
 def single_row_seconds(model: onnx.ModelProto, enc: EncodedInputs, *, rows: int = 64,
-                       threads: int = 0) -> tuple[float, ort.InferenceSession]:
-    """Median time of one-row runs cycling over up to ``rows`` different rows (as the Predictor runs it)."""
+                       threads: int = 1) -> tuple[float, ort.InferenceSession]:
+    """Median time of one-row runs cycling over up to ``rows`` different rows.
+
+    One thread by default: steady while the study's other threads work, and what one core of a
+    serving host costs; the Predictor's default (a thread per core) is faster still.
+    """
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
