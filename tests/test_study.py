@@ -164,3 +164,20 @@ def test_one_row_frames_take_the_row_path_and_agree(home):
     batch = model.predict_proba(x)
     for i in range(3):
         assert np.allclose(model.predict_proba(x.iloc[i: i + 1]), batch[i: i + 1], atol=1e-6)
+
+
+@pytest.mark.parametrize("split, extra", [("group", {"group": "city"}), ("time", {"time_column": "signup"})])
+def test_group_and_time_splits_train_end_to_end(split, extra, home):
+    train, test = _holdout("binary")
+    train = train.dropna(subset=["city"])
+    model = tandem.train(train, "churn", time_limit=4, families=["linear"], name=f"split-{split}", home=home,
+                         split=split, bagging="no", **extra)
+    assert model.predict_proba(test).shape == (200, 2)
+    assert model.manifest["metrics"]["validation_scheme"] == "holdout fold"
+
+
+def test_split_options_are_checked(home):
+    train, _ = _holdout("binary")
+    with pytest.raises(tandem.TandemError) as info:
+        tandem.train(train, "churn", time_limit=3, split="group", home=home)
+    assert "a group split needs --group naming a column" in str(info.value)

@@ -351,11 +351,7 @@ def _folds(table: pa.Table, y: np.ndarray, task: str, config: StudyConfig,
     if kind == "time":
         if not config.time_column or config.time_column not in table.column_names:
             raise ConfigError(f"a time split needs --time-column naming a column; got {config.time_column!r}")
-        col = table.column(config.time_column)
-        if pa.types.is_string(col.type):
-            col = pc.cast(col, pa.timestamp("us"))
-        order = pc.cast(col, pa.int64()) if not pa.types.is_integer(col.type) else col
-        order = np.asarray(order.to_numpy(zero_copy_only=False), dtype=np.float64)
+        order = _time_order(table.column(config.time_column), config.time_column)
     if kind == "stratified":
         counts = np.bincount(y)
         smallest = int(counts.min())
@@ -368,6 +364,19 @@ def _folds(table: pa.Table, y: np.ndarray, task: str, config: StudyConfig,
     folds = make_folds(n, k, seed=config.seed, y=y, groups=groups, order=order, kind=kind)
     # fold 0 is the holdout when the budget allows no bagging: for time, the latest rows
     return folds[::-1] if kind == "time" else folds
+
+
+def _time_order(col: pa.ChunkedArray, name: str) -> np.ndarray:
+    """A sortable float per row from a numeric, date, timestamp or ISO-date text column."""
+    try:
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            col = pc.cast(col, pa.timestamp("us"))
+        if pa.types.is_timestamp(col.type) or pa.types.is_date(col.type):
+            col = pc.cast(pc.cast(col, pa.timestamp("us")), pa.int64())
+        return np.asarray(pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise DataError(f"time column '{name}' must hold numbers, dates or timestamps "
+                        f"(like 2024-05-31), got values of type {col.type}") from None
 
 
 def _fingerprint(enc: EncodedInputs, y: np.ndarray) -> str:
