@@ -181,3 +181,18 @@ def test_split_options_are_checked(home):
     with pytest.raises(tandem.TandemError) as info:
         tandem.train(train, "churn", time_limit=3, split="group", home=home)
     assert "a group split needs --group naming a column" in str(info.value)
+
+
+def test_row_fast_path_matches_the_table_path_and_checks_values(home):
+    frame = mixed_frame(400, task="binary", seed=2)[["age", "income", "churn"]]
+    model = tandem.train(frame, "churn", time_limit=3, families=["linear"], name="numeric-only", home=home)
+    table = model.predict_proba(frame.iloc[:3].drop(columns=["churn"]))
+    rows = [{"age": 30.5, "income": None}, {"age": "41", "income": "52000"}, {"age": 1, "income": np.float64(3.0)}]
+    as_frame = model.predict_proba({"age": [30.5, 41.0, 1.0], "income": [None, 52000.0, 3.0]})
+    for i, row in enumerate(rows):
+        assert np.allclose(model.predict_proba(row), as_frame[i: i + 1], atol=1e-6)
+    assert table.shape == (3, 2)
+    for bad, shown in [("abc", "'abc'"), ([1, 2], "[1, 2]")]:
+        with pytest.raises(tandem.TandemError) as info:
+            model.predict_proba({"income": 1.0, "age": bad})
+        assert f"column 'age': expected a number, got {shown}" in str(info.value)

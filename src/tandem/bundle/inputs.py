@@ -65,6 +65,7 @@ class InputEncoder:
                 self.num_feature_names.append(c.name)
         self.cat_feature_names = [c.name for c in self.cat_columns]
         self._simple_num = all(c.kind == "numeric" for c in self.num_columns)
+        self._num_names = [c.name for c in self.num_columns]
 
     def _check_columns(self, present: object, what: str) -> None:
         missing = [n for n in self.required if n not in present]
@@ -102,7 +103,16 @@ class InputEncoder:
         """Encode one row given as ``{column: value}``."""
         try:
             if self._simple_num:
-                num_values = [_to_float(row[c.name]) for c in self.num_columns]
+                values = [row[n] for n in self._num_names]
+                try:  # numpy reads numbers, numeric text and None (as NaN) in one call
+                    num = np.array([values], dtype=np.float32) if values else None
+                except (TypeError, ValueError):
+                    num = None
+                if num is not None and num.shape != (1, len(values)):  # nested values: checked one by one
+                    num = None
+                if num is not None and not self.cat_columns:
+                    return EncodedInputs(num, None)
+                num_values = values if num is not None else [_to_float(v) for v in values]
             else:
                 num_values = []
                 for c in self.num_columns:

@@ -83,7 +83,7 @@ class Predictor:
         """Class probabilities [N, C], columns in the order of ``labels``."""
         if self.task == "regression":
             raise DataError("predict_proba is for classification; this model does regression")
-        return self.run(self.encode(data))["probabilities"]
+        return self.session.run(["probabilities"], self.encode(data).feeds())[0]
 
     def predict(self, data: object) -> np.ndarray:
         """Predicted labels (classification, with the tuned threshold) or values (regression)."""
