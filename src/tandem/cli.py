@@ -24,7 +24,6 @@ models_app = typer.Typer(no_args_is_help=True, help="The model registry: list, s
 app.add_typer(models_app, name="models")
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
-OUTPUT_FORMATS = (".csv", ".parquet")
 
 
 class _BudgetBar:

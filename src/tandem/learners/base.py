@@ -78,8 +78,8 @@ def deadline_passed(deadline: float | None) -> bool:
     return deadline is not None and time.monotonic() >= deadline
 
 
-def probabilities_from_logit(g: GraphBuilder, logit: str) -> str:
-    """[N, 1] logit -> [N, 2] probabilities (1 - p, p)."""
+def probabilities_from_logit(g: GraphBuilder, logit: str, dtype: type = np.float32) -> str:
+    """[N, 1] logit -> [N, 2] probabilities (1 - p, p), in the logit's float type."""
     p = g.op("Sigmoid", [logit])
-    q = g.op("Sub", [g.const(np.array([[1.0]], dtype=np.float32), "one"), p])
+    q = g.op("Sub", [g.const(np.array([[1.0]], dtype=dtype), "one"), p])
     return g.op("Concat", [q, p], axis=1, prefix="proba")

@@ -92,7 +92,7 @@ class LightGBMLearner(Learner):
             g.memo[key] = g.op("Cast", [x], to=11)
         raw = tree_ensemble(g, g.memo[key], dump, n_targets)
         if self.task == "binary":
-            return g.op("Cast", [probabilities_from_logit_double(g, raw)], to=1)
+            return g.op("Cast", [probabilities_from_logit(g, raw, np.float64)], to=1)
         if self.task == "multiclass":
             return g.op("Cast", [g.op("Softmax", [raw], axis=1)], to=1)
         return g.op("Cast", [raw], to=1)
@@ -108,12 +108,3 @@ class LightGBMLearner(Learner):
 
     def describe(self) -> dict:
         return {"trees": self.best_iteration * (self.n_classes if self.task == "multiclass" else 1)}
-
-
-def probabilities_from_logit_double(g: GraphBuilder, logit: str) -> str:
-    p = g.op("Sigmoid", [logit])
-    q = g.op("Sub", [g.const(np.array([[1.0]], dtype=np.float64), "one_d"), p])
-    return g.op("Concat", [q, p], axis=1, prefix="proba")
-
-
-__all__ = ["LightGBMLearner", "probabilities_from_logit"]
