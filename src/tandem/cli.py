@@ -231,6 +231,38 @@ def models_delete(ref: str = typer.Argument(..., help="name:VERSION, or name for
 
 
 @app.command()
+def serve(
+    models: list[str] = typer.Argument(..., help="Models to serve: name, name:VERSION, name@ALIAS or bundle path."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8080, help="Port to listen on."),
+    workers: int = typer.Option(1, help="Worker processes."),
+    max_body_bytes: int = typer.Option(8 * 1024 * 1024, help="Largest request body accepted."),
+) -> None:
+    """Serve models over HTTP: REST JSON and the KServe v2 protocol."""
+    import os
+
+    from tandem.bundle.format import read_manifest
+    from tandem.registry import Registry
+
+    registry = Registry()
+    names: dict[str, str] = {}
+    for ref in models:
+        name = read_manifest(registry.resolve(ref))["name"]
+        if name in names:
+            raise ConfigError(f"'{ref}' and '{names[name]}' are both named '{name}': serve one version per name")
+        names[name] = ref
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    import uvicorn
+
+    os.environ["TANDEM_SERVE_MODELS"] = ",".join(models)
+    os.environ["TANDEM_SERVE_MAX_BODY"] = str(max_body_bytes)
+    err.print(f"serving {', '.join(names)} on http://{host}:{port} ({workers} worker{'s' if workers > 1 else ''})")
+    uvicorn.run("tandem.serve.app:create_app", factory=True, host=host, port=port, workers=workers,
+                log_level="warning", access_log=False)
+
+
+@app.command()
 def quickstart(time_limit: float = typer.Option(20.0, "--time-limit", help="Training budget in seconds.")) -> None:
     """Train on scikit-learn's breast-cancer data, reload and verify the bundle, score held-out rows."""
     from tandem.quickstart import run_quickstart

@@ -1,0 +1,277 @@
+"""A bare ASGI application serving bundles: no framework, validation from each bundle's schema.
+
+Routes:
+- ``POST /v1/models/{name}/predict``: ``{"instances": [{col: value}, ...]}`` or ``{"inputs": {col: [values]}}``
+- KServe v2 / Open Inference Protocol: ``GET /v2/health/live``, ``/v2/health/ready``,
+  ``/v2/models/{name}``, ``/v2/models/{name}/ready``; ``POST /v2/models/{name}/infer``.
+Every user mistake answers 4xx with ``{"error": "..."}`` naming the field and what was expected.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from tandem.errors import TandemError
+from tandem.inference.predictor import Predictor
+
+MAX_BODY_BYTES = 8 * 1024 * 1024
+MAX_ROWS = 10_000
+Scope = dict
+Receive = Callable[[], Awaitable[dict]]
+Send = Callable[[dict], Awaitable[None]]
+
+
+class HTTPError(Exception):
+    """An answer other than 200, with a message for the JSON body."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class ServedModel:
+    """One loaded bundle and how it is addressed."""
+
+    name: str
+    version: int | None
+    predictor: Predictor
+
+
+def _reject_constant(value: str) -> float:
+    raise HTTPError(400, f"body: {value} is not allowed in JSON numbers; send null for a missing value")
+
+
+def _v2_datatype(kind: str) -> str:
+    return {"numeric": "FP32", "boolean": "BOOL", "datetime": "BYTES"}.get(kind, "BYTES")
+
+
+class ServeApp:
+    """ASGI callable serving a set of models by name."""
+
+    def __init__(self, models: list[ServedModel], *, max_body_bytes: int = MAX_BODY_BYTES,
+                 max_rows: int = MAX_ROWS):
+        self.models = {m.name: m for m in models}
+        self.max_body_bytes = max_body_bytes
+        self.max_rows = max_rows
+        self.ready = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        try:
+            status, body = await self._route(scope, receive)
+        except HTTPError as exc:
+            status, body = exc.status, {"error": exc.message}
+        except TandemError as exc:
+            status, body = 422, {"error": str(exc)}
+        payload = json.dumps(body, allow_nan=False).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.body", "body": payload})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self._warm_up()
+                self.ready = True
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _warm_up(self) -> None:
+        """Run each model once so the first request pays no lazy initialisation."""
+        for m in self.models.values():
+            columns = m.predictor.schema.features
+            row = {c.name: (0.0 if c.kind in ("numeric", "boolean") else "") for c in columns}
+            for c in columns:
+                if c.kind == "datetime":
+                    row[c.name] = "2000-01-01"
+            m.predictor.run(m.predictor.encode(row))
+
+    # -- routing ------------------------------------------------------------------------------
+    async def _route(self, scope: Scope, receive: Receive) -> tuple[int, dict]:
+        method, path = scope["method"], scope["path"].rstrip("/")
+        parts = path.split("/")[1:]
+        if path == "/v2/health/live":
+            return 200, {"live": True}
+        if path == "/v2/health/ready":
+            return (200 if self.ready else 503), {"ready": self.ready}
+        if path == "/v2":
+            return 200, {"name": "tandem", "version": "1", "extensions": []}
+        if len(parts) >= 3 and parts[0] in ("v1", "v2") and parts[1] == "models":
+            model = self._model(parts[2])
+            tail = parts[3:]
+            if parts[0] == "v1" and tail == ["predict"]:
+                self._expect(method, "POST", path)
+                return 200, self._predict_rest(model, await self._json(scope, receive))
+            if parts[0] == "v2" and not tail:
+                self._expect(method, "GET", path)
+                return 200, self._metadata(model)
+            if parts[0] == "v2" and tail == ["ready"]:
+                return (200 if self.ready else 503), {"name": model.name, "ready": self.ready}
+            if parts[0] == "v2" and tail == ["infer"]:
+                self._expect(method, "POST", path)
+                return 200, self._infer_v2(model, await self._json(scope, receive))
+        raise HTTPError(404, f"no route {method} {scope['path']}")
+
+    def _model(self, name: str) -> ServedModel:
+        if name not in self.models:
+            raise HTTPError(404, f"model '{name}' is not served here; served: {', '.join(sorted(self.models))}")
+        return self.models[name]
+
+    @staticmethod
+    def _expect(method: str, wanted: str, path: str) -> None:
+        if method != wanted:
+            raise HTTPError(405, f"{path} takes {wanted}, not {method}")
+
+    async def _json(self, scope: Scope, receive: Receive) -> object:
+        headers = dict(scope.get("headers") or [])
+        ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if ctype != b"application/json":
+            raise HTTPError(415, f"content type must be application/json, got '{ctype.decode(errors='replace')}'")
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise HTTPError(413, f"body of {int(declared)} bytes is over the limit of {self.max_body_bytes} bytes")
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise HTTPError(413, f"body is over the limit of {self.max_body_bytes} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        try:
+            return json.loads(b"".join(chunks), parse_constant=_reject_constant)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise HTTPError(400, f"body is not valid JSON: {exc}") from None
+
+    # -- REST ---------------------------------------------------------------------------------
+    def _rows_to_input(self, body: object) -> object:
+        if not isinstance(body, dict) or not ({"instances", "inputs"} & set(body)):
+            raise HTTPError(400, 'body: expected {"instances": [{column: value}, ...]} or '
+                                 '{"inputs": {column: [values]}}')
+        if "instances" in body:
+            rows = body["instances"]
+            if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+                raise HTTPError(400, "field 'instances': expected a non-empty list of {column: value} objects")
+            self._check_rows(len(rows))
+            return rows[0] if len(rows) == 1 else rows
+        cols = body["inputs"]
+        if not isinstance(cols, dict) or not cols or not all(isinstance(v, list) for v in cols.values()):
+            raise HTTPError(400, "field 'inputs': expected {column: [values]} with one list per column")
+        lengths = {len(v) for v in cols.values()}
+        if len(lengths) != 1:
+            raise HTTPError(400, f"field 'inputs': every column needs the same number of values, got {sorted(lengths)}")
+        self._check_rows(lengths.pop())
+        return cols
+
+    def _check_rows(self, n: int) -> None:
+        if n > self.max_rows:
+            raise HTTPError(413, f"{n} rows in one request is over the limit of {self.max_rows}")
+
+    def _predict_rest(self, model: ServedModel, body: object) -> dict:
+        p = model.predictor
+        data = self._rows_to_input(body)
+        if isinstance(data, list):
+            data = _table_from_rows(data)
+        out = p.run(p.encode(data))
+        answer = {"model": model.name, "version": model.version, "predictions": p.decode(out).tolist()}
+        if p.task != "regression":
+            answer["labels"] = list(p._typed_labels.tolist())
+            answer["probabilities"] = out["probabilities"].round(7).tolist()
+        return answer
+
+    # -- KServe v2 ----------------------------------------------------------------------------
+    def _metadata(self, model: ServedModel) -> dict:
+        p = model.predictor
+        inputs = [{"name": c.name, "datatype": _v2_datatype(c.kind), "shape": [-1]} for c in p.schema.features]
+        if p.task == "regression":
+            outputs = [{"name": "prediction", "datatype": "FP32", "shape": [-1]}]
+        else:
+            outputs = [{"name": "label", "datatype": "BYTES", "shape": [-1]},
+                       {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(p.labels)]}]
+        return {"name": model.name, "versions": [str(model.version)] if model.version else [],
+                "platform": "tandem-onnx", "inputs": inputs, "outputs": outputs}
+
+    def _infer_v2(self, model: ServedModel, body: object) -> dict:
+        p = model.predictor
+        if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
+            raise HTTPError(400, "body: expected {\"inputs\": [{\"name\", \"shape\", \"datatype\", \"data\"}, ...]}")
+        columns: dict[str, list] = {}
+        for i, tensor in enumerate(body["inputs"]):
+            if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
+                raise HTTPError(400, f"inputs[{i}]: expected an object with a string 'name'")
+            data = tensor.get("data")
+            if not isinstance(data, list):
+                raise HTTPError(400, f"inputs[{i}] ('{tensor['name']}'): field 'data' must be a list")
+            flat = list(_flatten(data))
+            shape = tensor.get("shape")
+            if isinstance(shape, list) and shape and all(isinstance(d, int) for d in shape):
+                if int(np.prod(shape)) != len(flat):
+                    raise HTTPError(400, f"inputs[{i}] ('{tensor['name']}'): shape {shape} does not match "
+                                         f"{len(flat)} values")
+            columns[tensor["name"]] = flat
+        lengths = {len(v) for v in columns.values()}
+        if len(lengths) != 1:
+            raise HTTPError(400, f"inputs: every tensor needs the same number of rows, got {sorted(lengths)}")
+        n = lengths.pop()
+        self._check_rows(n)
+        out = p.run(p.encode(columns))
+        if p.task == "regression":
+            outputs = [{"name": "prediction", "datatype": "FP32", "shape": [n],
+                        "data": out["prediction"].reshape(-1).tolist()}]
+        else:
+            labels = [str(v) for v in p.decode(out).tolist()]
+            outputs = [{"name": "label", "datatype": "BYTES", "shape": [n], "data": labels},
+                       {"name": "probabilities", "datatype": "FP32", "shape": [n, len(p.labels)],
+                        "data": out["probabilities"].reshape(-1).round(7).tolist()}]
+        answer = {"model_name": model.name, "model_version": str(model.version or ""), "outputs": outputs}
+        if "id" in body:
+            answer["id"] = body["id"]
+        return answer
+
+
+def _flatten(values: list) -> object:
+    for v in values:
+        if isinstance(v, list):
+            yield from _flatten(v)
+        else:
+            yield v
+
+
+def _table_from_rows(rows: list[dict]) -> pa.Table:
+    try:
+        return pa.Table.from_pylist(rows)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise HTTPError(422, f"field 'instances': values of one column must share a type ({exc})") from None
+
+
+def create_app() -> ServeApp:
+    """Build the app from ``TANDEM_SERVE_MODELS`` (comma-separated references): the uvicorn factory."""
+    from tandem.registry import Registry
+
+    refs = [r for r in os.environ.get("TANDEM_SERVE_MODELS", "").split(",") if r]
+    registry = Registry()
+    models = []
+    for ref in refs:
+        path = registry.resolve(ref)
+        predictor = Predictor(path, threads=1)
+        manifest = predictor.manifest
+        models.append(ServedModel(manifest["name"], manifest.get("version"), predictor))
+    return ServeApp(models, max_body_bytes=int(os.environ.get("TANDEM_SERVE_MAX_BODY", MAX_BODY_BYTES)))

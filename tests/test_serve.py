@@ -1,0 +1,122 @@
+"""The HTTP server, run for real on loopback: REST, KServe v2, health, and 4xx for bad requests."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+import tandem
+
+from helpers import mixed_frame
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _call(url: str, body: object = None, *, method: str | None = None, content_type: str = "application/json",
+          raw: bytes | None = None) -> tuple[int, dict]:
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    req = urllib.request.Request(url, data=data, method=method or ("POST" if data is not None else "GET"))
+    if data is not None:
+        req.add_header("Content-Type", content_type)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("serve-home")
+    frame = mixed_frame(600, task="binary", seed=0)
+    model = tandem.train(frame, "churn", time_limit=4, name="churn", home=home, families=["lightgbm", "linear"])
+    port = _free_port()
+    env = dict(os.environ, TANDEM_HOME=str(home))
+    proc = subprocess.Popen([sys.executable, "-m", "tandem.cli", "serve", "churn", "--port", str(port),
+                             "--max-body-bytes", "200000"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if _call(base + "/v2/health/ready")[0] == 200:
+                break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("server did not become ready: " + proc.stderr.read().decode())
+    yield base, model, mixed_frame(50, task="binary", seed=5).drop(columns=["churn"])
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def _records(x):
+    return x.astype(object).where(x.notna(), None).to_dict(orient="records")
+
+
+def test_rest_predict_matches_the_model(server):
+    base, model, x = server
+    status, body = _call(base + "/v1/models/churn/predict", {"instances": _records(x)})
+    assert status == 200
+    assert body["model"] == "churn" and body["version"] == 1 and body["labels"] == ["no", "yes"]
+    assert body["predictions"] == model.predict(x).tolist()
+    assert np.allclose(body["probabilities"], model.predict_proba(x), atol=1e-6)
+    status, one = _call(base + "/v1/models/churn/predict", {"instances": _records(x)[:1]})
+    assert status == 200 and one["predictions"] == body["predictions"][:1]
+    columns = {c: x[c].astype(object).where(x[c].notna(), None).tolist() for c in x.columns}
+    status, col = _call(base + "/v1/models/churn/predict", {"inputs": columns})
+    assert status == 200 and col["predictions"] == body["predictions"]
+
+
+def test_kserve_v2_metadata_and_infer(server):
+    base, model, x = server
+    assert _call(base + "/v2/health/live") == (200, {"live": True})
+    status, meta = _call(base + "/v2/models/churn")
+    assert status == 200 and meta["name"] == "churn"
+    assert {i["name"]: i["datatype"] for i in meta["inputs"]}["age"] == "FP32"
+    assert _call(base + "/v2/models/churn/ready")[0] == 200
+    inputs = [{"name": c, "shape": [len(x)], "datatype": "FP32" if c in ("age", "income") else "BYTES",
+               "data": x[c].astype(object).where(x[c].notna(), None).tolist()} for c in x.columns]
+    status, body = _call(base + "/v2/models/churn/infer", {"id": "r1", "inputs": inputs})
+    assert status == 200 and body["id"] == "r1" and body["model_name"] == "churn"
+    outputs = {o["name"]: o for o in body["outputs"]}
+    assert outputs["label"]["data"] == [str(v) for v in model.predict(x)]
+    assert outputs["probabilities"]["shape"] == [len(x), 2]
+    assert np.allclose(np.reshape(outputs["probabilities"]["data"], (-1, 2)), model.predict_proba(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("path, kwargs, status, message", [
+    ("/v1/models/churn/predict", {"raw": b"{not json"}, 400, "body is not valid JSON"),
+    ("/v1/models/churn/predict", {"body": {"instances": []}, "content_type": "text/plain"}, 415,
+     "content type must be application/json"),
+    ("/v1/models/churn/predict", {"body": {"rows": []}}, 400, 'expected {"instances"'),
+    ("/v1/models/churn/predict", {"body": {"instances": [{"age": 40}]}}, 422, "missing column(s) 'income'"),
+    ("/v1/models/churn/predict", {"body": {"instances": [{"age": "old", "income": 1.0, "city": "paris",
+                                                           "member": True, "signup": "2020-01-01"}]}},
+     422, "column 'age': expected a number, got 'old'"),
+    ("/v1/models/churn/predict", {"raw": b'{"instances": [{"age": NaN}]}'}, 400, "NaN is not allowed"),
+    ("/v1/models/churn/predict", {"body": {"instances": [{"age": 1}] * 20000}}, 413, "over the limit"),
+    ("/v1/models/nope/predict", {"body": {"instances": [{}]}}, 404, "model 'nope' is not served here"),
+    ("/v2/models/churn/infer", {"body": {"inputs": [{"name": "age", "shape": [3], "data": [1, 2]}]}}, 400,
+     "shape [3] does not match 2 values"),
+    ("/v2/models/churn/infer", {"body": {"inputs": "age"}}, 400, 'expected {"inputs"'),
+    ("/v1/models/churn/predict", {"method": "GET"}, 405, "takes POST"),
+])
+def test_bad_requests_get_4xx_with_a_message(server, path, kwargs, status, message):
+    base, _, _ = server
+    got, body = _call(base + path, **kwargs)
+    assert got == status, body
+    assert message in body["error"], body
