@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 import tandem
-
 from helpers import mixed_frame
 
 
