@@ -119,3 +119,94 @@ def test_bad_requests_get_4xx_with_a_message(server, path, kwargs, status, messa
     got, body = _call(base + path, **kwargs)
     assert got == status, body
     assert message in body["error"], body
+
+
+def _authed(url, body=None, token=None, method=None):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method or ("POST" if data is not None else "GET"))
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_tokens_and_hot_reload_under_load(tmp_path):
+    import threading
+
+    from tandem.registry import Registry
+
+    home = tmp_path / "home"
+    frame = mixed_frame(400, task="binary", seed=0)
+    train = lambda: tandem.train(frame, "churn", time_limit=2, name="churn", home=home, families=["linear"])  # noqa: E731
+    train()
+    registry = Registry(home)
+    registry.set_alias("churn", 1, "production")
+    port = _free_port()
+    env = dict(os.environ, TANDEM_HOME=str(home), TANDEM_ADMIN_TOKEN="admin-secret")
+    proc = subprocess.Popen([sys.executable, "-m", "tandem.cli", "serve", "churn@production", "--port", str(port),
+                             "--api-key", "key-1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if _call(base + "/v2/health/ready")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.2)
+        row = {"instances": _records(frame.drop(columns=["churn"]).iloc[:1])}
+        predict = base + "/v1/models/churn/predict"
+        reload = base + "/admin/models/churn/reload"
+        assert _authed(predict, row)[0] == 401
+        assert _authed(predict, row, "wrong")[0] == 401
+        status, body = _authed(predict, row, "key-1")
+        assert status == 200 and body["version"] == 1
+        status, body = _authed(reload, {}, "key-1")
+        assert status == 401 and "admin token" in body["error"]
+
+        train()
+        registry.set_alias("churn", 2, "production")
+        codes: list[int] = []
+        stop = threading.Event()
+
+        def hammer():
+            while not stop.is_set():
+                codes.append(_authed(predict, row, "key-1")[0])
+
+        worker = threading.Thread(target=hammer)
+        worker.start()
+        time.sleep(0.3)
+        status, body = _authed(reload, {}, "admin-secret")
+        time.sleep(0.3)
+        stop.set()
+        worker.join()
+        assert status == 200 and body == {"name": "churn", "previous_version": 1, "version": 2}
+        assert codes and set(codes) == {200}
+        assert _authed(predict, row, "key-1")[1]["version"] == 2
+
+        record = train()
+        registry.set_alias("churn", 3, "production")
+        onnx_path = record.path / "model.onnx"
+        data = bytearray(onnx_path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        onnx_path.write_bytes(bytes(data))
+        status, body = _authed(reload, {}, "admin-secret")
+        assert status == 409 and "still serving version 2" in body["error"] and "sha256" in body["error"]
+        assert _authed(predict, row, "key-1")[1]["version"] == 2
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_python_client_round_trip(server):
+    base, model, x = server
+    client = tandem.Client(base)
+    assert client.predict("churn", x).tolist() == model.predict(x).tolist()
+    assert np.allclose(client.predict_proba("churn", x.iloc[:3]), model.predict_proba(x.iloc[:3]), atol=1e-6)
+    with pytest.raises(tandem.TandemError) as info:
+        client.predict("churn", x.drop(columns=["age"]))
+    assert "server answered 422" in str(info.value) and "missing column(s) 'age'" in str(info.value)

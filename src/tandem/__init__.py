@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from tandem.api import Model
+    from tandem.client import Client
 
 
 def train(*args: object, **kwargs: object) -> Model:
@@ -24,4 +25,11 @@ def load(name_or_path: object, **kwargs: object) -> Model:
     return _load(name_or_path, **kwargs)
 
 
-__all__ = ["TandemError", "__version__", "load", "train"]
+def __getattr__(name: str) -> object:
+    if name == "Client":  # stdlib-only HTTP client for `tandem serve`, loaded on first use
+        from tandem.client import Client
+        return Client
+    raise AttributeError(f"module 'tandem' has no attribute {name!r}")
+
+
+__all__ = ["Client", "TandemError", "__version__", "load", "train"]

@@ -237,6 +237,10 @@ def serve(
     port: int = typer.Option(8080, help="Port to listen on."),
     workers: int = typer.Option(1, help="Worker processes."),
     max_body_bytes: int = typer.Option(8 * 1024 * 1024, help="Largest request body accepted."),
+    admin_token: str | None = typer.Option(None, envvar="TANDEM_ADMIN_TOKEN",
+                                           help="Bearer token for /admin endpoints (off without one)."),
+    api_key: str | None = typer.Option(None, envvar="TANDEM_API_KEY",
+                                       help="Bearer token required on prediction endpoints."),
 ) -> None:
     """Serve models over HTTP: REST JSON and the KServe v2 protocol."""
     import os
@@ -257,6 +261,9 @@ def serve(
 
     os.environ["TANDEM_SERVE_MODELS"] = ",".join(models)
     os.environ["TANDEM_SERVE_MAX_BODY"] = str(max_body_bytes)
+    for var, value in (("TANDEM_ADMIN_TOKEN", admin_token), ("TANDEM_API_KEY", api_key)):
+        if value:
+            os.environ[var] = value
     err.print(f"serving {', '.join(names)} on http://{host}:{port} ({workers} worker{'s' if workers > 1 else ''})")
     uvicorn.run("tandem.serve.app:create_app", factory=True, host=host, port=port, workers=workers,
                 log_level="warning", access_log=False)

@@ -9,6 +9,7 @@ Every user mistake answers 4xx with ``{"error": "..."}`` naming the field and wh
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 from collections.abc import Awaitable, Callable
@@ -43,6 +44,14 @@ class ServedModel:
     name: str
     version: int | None
     predictor: Predictor
+    ref: str = ""  # the reference it was loaded from: a reload resolves it again (an alias may have moved)
+
+
+def load_model(ref: str, registry: object) -> ServedModel:
+    """Resolve ``ref`` in the registry (or as a path), verify and load the bundle."""
+    predictor = Predictor(registry.resolve(ref), threads=1)
+    manifest = predictor.manifest
+    return ServedModel(manifest["name"], manifest.get("version"), predictor, ref)
 
 
 def _reject_constant(value: str) -> float:
@@ -57,10 +66,14 @@ class ServeApp:
     """ASGI callable serving a set of models by name."""
 
     def __init__(self, models: list[ServedModel], *, max_body_bytes: int = MAX_BODY_BYTES,
-                 max_rows: int = MAX_ROWS):
+                 max_rows: int = MAX_ROWS, admin_token: str | None = None, api_key: str | None = None,
+                 registry: object | None = None):
         self.models = {m.name: m for m in models}
         self.max_body_bytes = max_body_bytes
         self.max_rows = max_rows
+        self.admin_token = admin_token or None
+        self.api_key = api_key or None
+        self.registry = registry
         self.ready = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -95,12 +108,16 @@ class ServeApp:
     def _warm_up(self) -> None:
         """Run each model once so the first request pays no lazy initialisation."""
         for m in self.models.values():
-            columns = m.predictor.schema.features
-            row = {c.name: (0.0 if c.kind in ("numeric", "boolean") else "") for c in columns}
-            for c in columns:
-                if c.kind == "datetime":
-                    row[c.name] = "2000-01-01"
-            m.predictor.run(m.predictor.encode(row))
+            self._warm_one(m)
+
+    @staticmethod
+    def _warm_one(m: ServedModel) -> None:
+        columns = m.predictor.schema.features
+        row = {c.name: (0.0 if c.kind in ("numeric", "boolean") else "") for c in columns}
+        for c in columns:
+            if c.kind == "datetime":
+                row[c.name] = "2000-01-01"
+        m.predictor.run(m.predictor.encode(row))
 
     # -- routing ------------------------------------------------------------------------------
     async def _route(self, scope: Scope, receive: Receive) -> tuple[int, dict]:
@@ -112,7 +129,12 @@ class ServeApp:
             return (200 if self.ready else 503), {"ready": self.ready}
         if path == "/v2":
             return 200, {"name": "tandem", "version": "1", "extensions": []}
+        if len(parts) == 4 and parts[:2] == ["admin", "models"] and parts[3] == "reload":
+            self._expect(method, "POST", path)
+            self._authorize(scope, self.admin_token, "admin", required=True)
+            return self._reload(self._model(parts[2]))
         if len(parts) >= 3 and parts[0] in ("v1", "v2") and parts[1] == "models":
+            self._authorize(scope, self.api_key, "API key", required=False)
             model = self._model(parts[2])
             tail = parts[3:]
             if parts[0] == "v1" and tail == ["predict"]:
@@ -127,6 +149,30 @@ class ServeApp:
                 self._expect(method, "POST", path)
                 return 200, self._infer_v2(model, await self._json(scope, receive))
         raise HTTPError(404, f"no route {method} {scope['path']}")
+
+    @staticmethod
+    def _authorize(scope: Scope, secret: str | None, what: str, *, required: bool) -> None:
+        if secret is None:
+            if required:
+                raise HTTPError(403, "admin endpoints are off: start the server with --admin-token "
+                                     "(or TANDEM_ADMIN_TOKEN)")
+            return
+        given = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
+        token = given[7:] if given.lower().startswith("bearer ") else ""
+        if not token or not hmac.compare_digest(token.encode(), secret.encode()):
+            raise HTTPError(401, f"missing or wrong {what} token: send 'Authorization: Bearer <token>'")
+
+    def _reload(self, current: ServedModel) -> tuple[int, dict]:
+        """Load the model's reference again beside the old one; swap only if the new one loads and runs."""
+        try:
+            fresh = load_model(current.ref, self.registry)
+            if fresh.name != current.name:
+                raise HTTPError(409, f"reference '{current.ref}' now names model '{fresh.name}', not '{current.name}'")
+            self._warm_one(fresh)
+        except TandemError as exc:
+            return 409, {"error": f"reload of '{current.name}' failed, still serving version {current.version}: {exc}"}
+        self.models[current.name] = fresh  # one assignment: requests in flight keep the old predictor
+        return 200, {"name": fresh.name, "previous_version": current.version, "version": fresh.version}
 
     def _model(self, name: str) -> ServedModel:
         if name not in self.models:
@@ -263,15 +309,12 @@ def _table_from_rows(rows: list[dict]) -> pa.Table:
 
 
 def create_app() -> ServeApp:
-    """Build the app from ``TANDEM_SERVE_MODELS`` (comma-separated references): the uvicorn factory."""
+    """Build the app from the environment ``tandem serve`` sets: the uvicorn factory."""
     from tandem.registry import Registry
 
     refs = [r for r in os.environ.get("TANDEM_SERVE_MODELS", "").split(",") if r]
     registry = Registry()
-    models = []
-    for ref in refs:
-        path = registry.resolve(ref)
-        predictor = Predictor(path, threads=1)
-        manifest = predictor.manifest
-        models.append(ServedModel(manifest["name"], manifest.get("version"), predictor))
-    return ServeApp(models, max_body_bytes=int(os.environ.get("TANDEM_SERVE_MAX_BODY", MAX_BODY_BYTES)))
+    return ServeApp([load_model(ref, registry) for ref in refs],
+                    max_body_bytes=int(os.environ.get("TANDEM_SERVE_MAX_BODY", MAX_BODY_BYTES)),
+                    admin_token=os.environ.get("TANDEM_ADMIN_TOKEN"), api_key=os.environ.get("TANDEM_API_KEY"),
+                    registry=registry)
