@@ -210,3 +210,19 @@ def test_python_client_round_trip(server):
     with pytest.raises(tandem.TandemError) as info:
         client.predict("churn", x.drop(columns=["age"]))
     assert "server answered 422" in str(info.value) and "missing column(s) 'age'" in str(info.value)
+
+
+def test_metrics_count_requests_and_latency(server):
+    base, _, x = server
+    _call(base + "/v1/models/churn/predict", {"instances": _records(x.iloc[:4])})
+    _call(base + "/v1/models/churn/predict", {"rows": []})
+    with urllib.request.urlopen(base + "/metrics", timeout=10) as resp:
+        assert resp.headers["Content-Type"].startswith("text/plain")
+        text = resp.read().decode()
+    counts = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+              if line.startswith("tandem_requests_total{")}
+    assert counts['tandem_requests_total{code="200",model="churn",route="predict"}'] >= 2
+    assert counts['tandem_requests_total{code="400",model="churn",route="predict"}'] >= 1
+    assert 'tandem_request_seconds_count{model="churn",phase="compute"}' in text
+    assert 'tandem_batch_rows_bucket{le="4.0",model="churn"}' in text
+    assert "tandem_in_flight_requests" in text

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import json
 import os
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -26,6 +27,14 @@ MAX_ROWS = 10_000
 Scope = dict
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
+
+
+@dataclass
+class RawResponse:
+    """A non-JSON answer (Prometheus text)."""
+
+    body: bytes
+    content_type: bytes
 
 
 class HTTPError(Exception):
@@ -75,6 +84,7 @@ class ServeApp:
         self.api_key = api_key or None
         self.registry = registry
         self.ready = False
+        self.metrics = ServeMetrics()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -82,17 +92,26 @@ class ServeApp:
             return
         if scope["type"] != "http":
             return
+        started = time.perf_counter()
+        self.metrics.in_flight.inc()
         try:
             status, body = await self._route(scope, receive)
         except HTTPError as exc:
             status, body = exc.status, {"error": exc.message}
         except TandemError as exc:
             status, body = 422, {"error": str(exc)}
-        payload = json.dumps(body, allow_nan=False).encode()
+        finally:
+            self.metrics.in_flight.dec()
+        if isinstance(body, RawResponse):
+            payload, ctype = body.body, body.content_type
+        else:
+            payload, ctype = json.dumps(body, allow_nan=False).encode(), b"application/json"
         await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(payload)).encode())]})
+                    "headers": [(b"content-type", ctype), (b"content-length", str(len(payload)).encode())]})
         await send({"type": "http.response.body", "body": payload})
+        model, route = _labels_of(scope["path"])
+        self.metrics.requests.labels(model, route, str(status)).inc()
+        self.metrics.latency.labels(model, "total").observe(time.perf_counter() - started)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -129,6 +148,8 @@ class ServeApp:
             return (200 if self.ready else 503), {"ready": self.ready}
         if path == "/v2":
             return 200, {"name": "tandem", "version": "1", "extensions": []}
+        if path == "/metrics":
+            return 200, RawResponse(self.metrics.render(), b"text/plain; version=0.0.4; charset=utf-8")
         if len(parts) == 4 and parts[:2] == ["admin", "models"] and parts[3] == "reload":
             self._expect(method, "POST", path)
             self._authorize(scope, self.admin_token, "admin", required=True)
@@ -207,6 +228,15 @@ class ServeApp:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise HTTPError(400, f"body is not valid JSON: {exc}") from None
 
+    def _run(self, model: ServedModel, data: object) -> dict[str, np.ndarray]:
+        p = model.predictor
+        enc = p.encode(data)
+        started = time.perf_counter()
+        out = p.run(enc)
+        self.metrics.latency.labels(model.name, "compute").observe(time.perf_counter() - started)
+        self.metrics.batch_rows.labels(model.name).observe(enc.n_rows)
+        return out
+
     # -- REST ---------------------------------------------------------------------------------
     def _rows_to_input(self, body: object) -> object:
         if not isinstance(body, dict) or not ({"instances", "inputs"} & set(body)):
@@ -236,7 +266,7 @@ class ServeApp:
         data = self._rows_to_input(body)
         if isinstance(data, list):
             data = _table_from_rows(data)
-        out = p.run(p.encode(data))
+        out = self._run(model, data)
         answer = {"model": model.name, "version": model.version, "predictions": p.decode(out).tolist()}
         if p.task != "regression":
             answer["labels"] = list(p._typed_labels.tolist())
@@ -278,7 +308,7 @@ class ServeApp:
             raise HTTPError(400, f"inputs: every tensor needs the same number of rows, got {sorted(lengths)}")
         n = lengths.pop()
         self._check_rows(n)
-        out = p.run(p.encode(columns))
+        out = self._run(model, columns)
         if p.task == "regression":
             outputs = [{"name": "prediction", "datatype": "FP32", "shape": [n],
                         "data": out["prediction"].reshape(-1).tolist()}]
@@ -291,6 +321,42 @@ class ServeApp:
         if "id" in body:
             answer["id"] = body["id"]
         return answer
+
+
+class ServeMetrics:
+    """Prometheus metrics of one app (its own registry, so several apps never collide)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter("tandem_requests", "HTTP requests by model, route and status code",
+                                ["model", "route", "code"], registry=self.registry)
+        self.latency = Histogram("tandem_request_seconds", "Request latency: compute (model run) and total",
+                                 ["model", "phase"], registry=self.registry,
+                                 buckets=(1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0))
+        self.batch_rows = Histogram("tandem_batch_rows", "Rows per model run", ["model"], registry=self.registry,
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096, 16384))
+        self.in_flight = Gauge("tandem_in_flight_requests", "Requests being handled", registry=self.registry)
+
+    def render(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+def _labels_of(path: str) -> tuple[str, str]:
+    """(model, route) metric labels of a request path; unknown paths share one label."""
+    parts = path.rstrip("/").split("/")[1:]
+    if len(parts) >= 3 and parts[1] == "models":
+        tail = parts[3] if len(parts) > 3 else "metadata"
+        route = {"predict": "predict", "infer": "infer", "ready": "ready", "reload": "reload"}.get(tail, "metadata")
+        return parts[2][:64], route
+    if parts[:1] == ["v2"] and len(parts) >= 2 and parts[1] == "health":
+        return "", "health"
+    if parts == ["metrics"]:
+        return "", "metrics"
+    return "", "other"
 
 
 def _flatten(values: list) -> object:
