@@ -226,3 +226,15 @@ def test_metrics_count_requests_and_latency(server):
     assert 'tandem_request_seconds_count{model="churn",phase="compute"}' in text
     assert 'tandem_batch_rows_bucket{le="4.0",model="churn"}' in text
     assert "tandem_in_flight_requests" in text
+
+
+def test_openapi_document_comes_from_the_schema(server):
+    base, _, x = server
+    status, doc = _call(base + "/openapi.json")
+    assert status == 200 and doc["openapi"].startswith("3.")
+    row = doc["components"]["schemas"]["churn_row"]
+    assert set(row["required"]) == set(x.columns) - {"customer_id"}  # id-like: not a feature
+    assert row["properties"]["age"]["type"] == ["number", "null"]
+    assert "paris" in row["properties"]["city"]["description"]
+    post = doc["paths"]["/v1/models/churn/predict"]["post"]
+    assert {"200", "400", "413", "415", "422"} <= set(post["responses"])

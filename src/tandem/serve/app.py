@@ -148,6 +148,8 @@ class ServeApp:
             return (200 if self.ready else 503), {"ready": self.ready}
         if path == "/v2":
             return 200, {"name": "tandem", "version": "1", "extensions": []}
+        if path == "/openapi.json":
+            return 200, openapi_document(list(self.models.values()))
         if path == "/metrics":
             return 200, RawResponse(self.metrics.render(), b"text/plain; version=0.0.4; charset=utf-8")
         if len(parts) == 4 and parts[:2] == ["admin", "models"] and parts[3] == "reload":
@@ -321,6 +323,59 @@ class ServeApp:
         if "id" in body:
             answer["id"] = body["id"]
         return answer
+
+
+def _value_schema(kind: str, categories: list[str] | None) -> dict:
+    if kind == "numeric":
+        return {"type": ["number", "null"]}
+    if kind == "boolean":
+        return {"type": ["boolean", "null"]}
+    if kind == "datetime":
+        return {"type": ["string", "null"], "description": "ISO 8601 date or timestamp"}
+    schema: dict = {"type": ["string", "number", "null"]}
+    if categories:
+        schema["description"] = "categories seen in training: " + ", ".join(categories[:20]) + (
+            ", ..." if len(categories) > 20 else "") + "; any other value is read as unknown"
+    return schema
+
+
+def openapi_document(models: list[ServedModel]) -> dict:
+    """OpenAPI 3.1 for the served models, generated from each bundle's schema."""
+    error = {"description": "the request is wrong; the body says what and where",
+             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    paths: dict = {
+        "/v2/health/live": {"get": {"summary": "liveness", "responses": {"200": {"description": "live"}}}},
+        "/v2/health/ready": {"get": {"summary": "readiness", "responses": {"200": {"description": "ready"},
+                                                                             "503": {"description": "warming up"}}}},
+    }
+    schemas: dict = {"Error": {"type": "object", "required": ["error"],
+                               "properties": {"error": {"type": "string"}}}}
+    for m in models:
+        p = m.predictor
+        row = f"{m.name}_row"
+        schemas[row] = {"type": "object", "required": [c.name for c in p.schema.features],
+                        "properties": {c.name: _value_schema(c.kind, c.categories) for c in p.schema.features}}
+        prediction = {"type": "number"} if p.task == "regression" else {"type": ["string", "number", "boolean"]}
+        answer = {"type": "object", "properties": {
+            "model": {"type": "string"}, "version": {"type": ["integer", "null"]},
+            "predictions": {"type": "array", "items": prediction}}}
+        if p.task != "regression":
+            answer["properties"]["labels"] = {"type": "array"}
+            answer["properties"]["probabilities"] = {"type": "array", "items": {
+                "type": "array", "items": {"type": "number"}, "minItems": len(p.labels), "maxItems": len(p.labels)}}
+        paths[f"/v1/models/{m.name}/predict"] = {"post": {
+            "summary": f"predict with {m.name} (version {m.version})",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["instances"],
+                "properties": {"instances": {"type": "array", "minItems": 1, "maxItems": MAX_ROWS,
+                                             "items": {"$ref": f"#/components/schemas/{row}"}}}}}}},
+            "responses": {"200": {"description": "predictions",
+                                  "content": {"application/json": {"schema": answer}}},
+                          "400": error, "401": error, "413": error, "415": error, "422": error}}}
+        paths[f"/v2/models/{m.name}"] = {"get": {"summary": f"KServe v2 metadata of {m.name}",
+                                                 "responses": {"200": {"description": "metadata"}}}}
+    return {"openapi": "3.1.0", "info": {"title": "tandem serve", "version": "1"}, "paths": paths,
+            "components": {"schemas": schemas}}
 
 
 class ServeMetrics:
