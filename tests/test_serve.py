@@ -238,3 +238,45 @@ def test_openapi_document_comes_from_the_schema(server):
     assert "paris" in row["properties"]["city"]["description"]
     post = doc["paths"]["/v1/models/churn/predict"]["post"]
     assert {"200", "400", "413", "415", "422"} <= set(post["responses"])
+
+
+def test_killing_a_worker_leaves_the_server_answering(tmp_path):
+    import signal
+
+    home = tmp_path / "home"
+    frame = mixed_frame(300, task="binary", seed=0)
+    tandem.train(frame, "churn", time_limit=2, name="churn", home=home, families=["linear"])
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tandem.cli", "serve", "churn", "--port", str(port),
+                             "--workers", "2"], env=dict(os.environ, TANDEM_HOME=str(home)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    row = {"instances": _records(frame.drop(columns=["churn"]).iloc[:1])}
+    try:
+        deadline = time.monotonic() + 40
+        workers: list[int] = []
+        while time.monotonic() < deadline:
+            children = open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()
+            try:
+                ready = _call(base + "/v2/health/ready")[0] == 200
+            except OSError:
+                ready = False
+            workers = [int(c) for c in children if "tandem" in open(f"/proc/{c}/cmdline").read()
+                       or "multiprocessing" in open(f"/proc/{c}/cmdline").read()]
+            if ready and len(workers) >= 2:
+                break
+            time.sleep(0.3)
+        assert len(workers) >= 2, workers
+        os.kill(workers[0], signal.SIGKILL)
+        time.sleep(0.2)
+        codes = []
+        for _ in range(40):
+            try:
+                codes.append(_call(base + "/v1/models/churn/predict", row)[0])
+            except OSError:
+                codes.append(-1)
+        assert codes.count(200) >= 38, codes  # at most a connection caught by the dying worker
+        assert codes[-10:] == [200] * 10
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
