@@ -280,3 +280,74 @@ def test_killing_a_worker_leaves_the_server_answering(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+def _start(home, port, *args):
+    proc = subprocess.Popen([sys.executable, "-m", "tandem.cli", "serve", "churn", "--port", str(port), *args],
+                            env=dict(os.environ, TANDEM_HOME=str(home)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if _call(f"http://127.0.0.1:{port}/v2/health/ready")[0] == 200:
+                return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("server did not start: " + proc.stderr.read().decode())
+
+
+def _concurrently(url, bodies):
+    import threading
+
+    barrier = threading.Barrier(len(bodies))
+    results: list = [None] * len(bodies)
+
+    def one(i):
+        barrier.wait()
+        req = urllib.request.Request(url, data=json.dumps(bodies[i]).encode(), method="POST")
+        req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=20) as resp:
+                results[i] = (resp.status, json.loads(resp.read()), None)
+        except urllib.error.HTTPError as exc:
+            results[i] = (exc.code, json.loads(exc.read()), exc.headers.get("Retry-After"))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(bodies))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_micro_batching_merges_concurrent_requests_and_bounds_its_queue(tmp_path):
+    home = tmp_path / "home"
+    frame = mixed_frame(400, task="binary", seed=0)
+    model = tandem.train(frame, "churn", time_limit=3, name="churn", home=home, families=["lightgbm"])
+    x = mixed_frame(48, task="binary", seed=9).drop(columns=["churn"])
+    bodies = [{"instances": [r]} for r in _records(x)]
+    port_a, port_b = _free_port(), _free_port()
+    batching = _start(home, port_a, "--max-batch-rows", "64", "--queue-delay-us", "3000")
+    tiny_queue = _start(home, port_b, "--max-batch-rows", "64", "--queue-delay-us", "100000", "--max-queue-rows", "1")
+    try:
+        results = _concurrently(f"http://127.0.0.1:{port_a}/v1/models/churn/predict", bodies)
+        assert [r[0] for r in results] == [200] * 48
+        assert [r[1]["predictions"][0] for r in results] == model.predict(x).tolist()
+        assert np.allclose([r[1]["probabilities"][0] for r in results], model.predict_proba(x), atol=1e-6)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port_a}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        runs = next(float(line.split()[1]) for line in text.splitlines()
+                    if line.startswith('tandem_batch_rows_count{model="churn"}'))
+        assert runs < 48, runs  # fewer model runs than requests: concurrent requests were batched
+        assert 'tandem_request_seconds_count{model="churn",phase="queue"}' in text
+
+        results = _concurrently(f"http://127.0.0.1:{port_b}/v1/models/churn/predict", bodies[:16])
+        codes = [r[0] for r in results]
+        assert set(codes) <= {200, 429} and 429 in codes and 200 in codes, codes
+        refused = [r for r in results if r[0] == 429]
+        assert all(r[2] == "1" and "rows queued" in r[1]["error"] for r in refused)
+    finally:
+        for proc in (batching, tiny_queue):
+            proc.terminate()
+            proc.wait(timeout=10)

@@ -241,6 +241,11 @@ def serve(
                                            help="Bearer token for /admin endpoints (off without one)."),
     api_key: str | None = typer.Option(None, envvar="TANDEM_API_KEY",
                                        help="Bearer token required on prediction endpoints."),
+    max_batch_rows: int = typer.Option(0, help="Micro-batching: rows per model run (0: off)."),
+    queue_delay_us: float = typer.Option(0.0, help="How long a batch may wait for more rows while others are "
+                                                   "in flight (µs)."),
+    max_queue_rows: int = typer.Option(4096, help="Rows a model may have queued before answering 429."),
+    request_timeout: float = typer.Option(10.0, help="Seconds a request may wait before 503."),
 ) -> None:
     """Serve models over HTTP: REST JSON and the KServe v2 protocol."""
     import os
@@ -264,6 +269,8 @@ def serve(
     for var, value in (("TANDEM_ADMIN_TOKEN", admin_token), ("TANDEM_API_KEY", api_key)):
         if value:
             os.environ[var] = value
+    os.environ.update(TANDEM_SERVE_MAX_BATCH_ROWS=str(max_batch_rows), TANDEM_SERVE_QUEUE_DELAY_US=str(queue_delay_us),
+                      TANDEM_SERVE_MAX_QUEUE_ROWS=str(max_queue_rows), TANDEM_SERVE_TIMEOUT_S=str(request_timeout))
     err.print(f"serving {', '.join(names)} on http://{host}:{port} ({workers} worker{'s' if workers > 1 else ''})")
     uvicorn.run("tandem.serve.app:create_app", factory=True, host=host, port=port, workers=workers,
                 log_level="warning", access_log=False)

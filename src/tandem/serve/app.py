@@ -9,6 +9,7 @@ Every user mistake answers 4xx with ``{"error": "..."}`` naming the field and wh
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import os
@@ -21,6 +22,7 @@ import pyarrow as pa
 
 from tandem.errors import TandemError
 from tandem.inference.predictor import Predictor
+from tandem.serve.batching import Batcher, QueueFull
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_ROWS = 10_000
@@ -40,10 +42,11 @@ class RawResponse:
 class HTTPError(Exception):
     """An answer other than 200, with a message for the JSON body."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or []
 
 
 @dataclass
@@ -76,7 +79,8 @@ class ServeApp:
 
     def __init__(self, models: list[ServedModel], *, max_body_bytes: int = MAX_BODY_BYTES,
                  max_rows: int = MAX_ROWS, admin_token: str | None = None, api_key: str | None = None,
-                 registry: object | None = None):
+                 registry: object | None = None, max_batch_rows: int = 0, queue_delay_us: float = 0.0,
+                 max_queue_rows: int = 4096, request_timeout_s: float = 10.0):
         self.models = {m.name: m for m in models}
         self.max_body_bytes = max_body_bytes
         self.max_rows = max_rows
@@ -85,6 +89,12 @@ class ServeApp:
         self.registry = registry
         self.ready = False
         self.metrics = ServeMetrics()
+        self.max_batch_rows = max_batch_rows  # 0 or 1: batching off, each request runs on its own
+        self.queue_delay_s = queue_delay_us / 1e6
+        self.max_queue_rows = max_queue_rows
+        self.request_timeout_s = request_timeout_s
+        self.batchers: dict[str, tuple[Predictor, Batcher]] = {}
+        self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -94,20 +104,24 @@ class ServeApp:
             return
         started = time.perf_counter()
         self.metrics.in_flight.inc()
+        self.in_flight += 1
+        extra_headers: list[tuple[bytes, bytes]] = []
         try:
             status, body = await self._route(scope, receive)
         except HTTPError as exc:
-            status, body = exc.status, {"error": exc.message}
+            status, body, extra_headers = exc.status, {"error": exc.message}, exc.headers
         except TandemError as exc:
             status, body = 422, {"error": str(exc)}
         finally:
             self.metrics.in_flight.dec()
+            self.in_flight -= 1
         if isinstance(body, RawResponse):
             payload, ctype = body.body, body.content_type
         else:
             payload, ctype = json.dumps(body, allow_nan=False).encode(), b"application/json"
         await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", ctype), (b"content-length", str(len(payload)).encode())]})
+                    "headers": [(b"content-type", ctype), (b"content-length", str(len(payload)).encode()),
+                                *extra_headers]})
         await send({"type": "http.response.body", "body": payload})
         model, route = _labels_of(scope["path"])
         self.metrics.requests.labels(model, route, str(status)).inc()
@@ -162,7 +176,7 @@ class ServeApp:
             tail = parts[3:]
             if parts[0] == "v1" and tail == ["predict"]:
                 self._expect(method, "POST", path)
-                return 200, self._predict_rest(model, await self._json(scope, receive))
+                return 200, await self._predict_rest(model, await self._json(scope, receive))
             if parts[0] == "v2" and not tail:
                 self._expect(method, "GET", path)
                 return 200, self._metadata(model)
@@ -170,7 +184,7 @@ class ServeApp:
                 return (200 if self.ready else 503), {"name": model.name, "ready": self.ready}
             if parts[0] == "v2" and tail == ["infer"]:
                 self._expect(method, "POST", path)
-                return 200, self._infer_v2(model, await self._json(scope, receive))
+                return 200, await self._infer_v2(model, await self._json(scope, receive))
         raise HTTPError(404, f"no route {method} {scope['path']}")
 
     @staticmethod
@@ -230,14 +244,37 @@ class ServeApp:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise HTTPError(400, f"body is not valid JSON: {exc}") from None
 
-    def _run(self, model: ServedModel, data: object) -> dict[str, np.ndarray]:
+    async def _run(self, model: ServedModel, data: object) -> dict[str, np.ndarray]:
         p = model.predictor
-        enc = p.encode(data)
-        started = time.perf_counter()
-        out = p.run(enc)
-        self.metrics.latency.labels(model.name, "compute").observe(time.perf_counter() - started)
-        self.metrics.batch_rows.labels(model.name).observe(enc.n_rows)
-        return out
+        enc = p.encode(data)  # validation happens here, per request, before any queue
+        if self.max_batch_rows <= 1:
+            started = time.perf_counter()
+            out = p.run(enc)
+            self._observe(model.name, 0.0, time.perf_counter() - started, enc.n_rows)
+            return out
+        try:
+            return await self._batcher(model).submit(enc, self.request_timeout_s)
+        except QueueFull:
+            raise HTTPError(429, f"model '{model.name}' has {self.max_queue_rows} rows queued: retry shortly",
+                            [(b"retry-after", b"1")]) from None
+        except asyncio.TimeoutError:
+            raise HTTPError(503, f"model '{model.name}' did not answer within {self.request_timeout_s:g} s",
+                            [(b"retry-after", b"1")]) from None
+
+    def _batcher(self, model: ServedModel) -> Batcher:
+        current = self.batchers.get(model.name)
+        if current is None or current[0] is not model.predictor:  # first use, or a reload swapped the model
+            name = model.name
+            batcher = Batcher(model.predictor, max_batch_rows=self.max_batch_rows, queue_delay_s=self.queue_delay_s,
+                              max_queue_rows=self.max_queue_rows, in_flight=lambda: self.in_flight,
+                              observe=lambda q, c, n: self._observe(name, q, c, n))
+            self.batchers[model.name] = current = (model.predictor, batcher)
+        return current[1]
+
+    def _observe(self, name: str, queue_s: float, compute_s: float, rows: int) -> None:
+        self.metrics.latency.labels(name, "queue").observe(queue_s)
+        self.metrics.latency.labels(name, "compute").observe(compute_s)
+        self.metrics.batch_rows.labels(name).observe(rows)
 
     # -- REST ---------------------------------------------------------------------------------
     def _rows_to_input(self, body: object) -> object:
@@ -263,12 +300,12 @@ class ServeApp:
         if n > self.max_rows:
             raise HTTPError(413, f"{n} rows in one request is over the limit of {self.max_rows}")
 
-    def _predict_rest(self, model: ServedModel, body: object) -> dict:
+    async def _predict_rest(self, model: ServedModel, body: object) -> dict:
         p = model.predictor
         data = self._rows_to_input(body)
         if isinstance(data, list):
             data = _table_from_rows(data)
-        out = self._run(model, data)
+        out = await self._run(model, data)
         answer = {"model": model.name, "version": model.version, "predictions": p.decode(out).tolist()}
         if p.task != "regression":
             answer["labels"] = list(p._typed_labels.tolist())
@@ -287,7 +324,7 @@ class ServeApp:
         return {"name": model.name, "versions": [str(model.version)] if model.version else [],
                 "platform": "tandem-onnx", "inputs": inputs, "outputs": outputs}
 
-    def _infer_v2(self, model: ServedModel, body: object) -> dict:
+    async def _infer_v2(self, model: ServedModel, body: object) -> dict:
         p = model.predictor
         if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
             raise HTTPError(400, "body: expected {\"inputs\": [{\"name\", \"shape\", \"datatype\", \"data\"}, ...]}")
@@ -310,7 +347,7 @@ class ServeApp:
             raise HTTPError(400, f"inputs: every tensor needs the same number of rows, got {sorted(lengths)}")
         n = lengths.pop()
         self._check_rows(n)
-        out = self._run(model, columns)
+        out = await self._run(model, columns)
         if p.task == "regression":
             outputs = [{"name": "prediction", "datatype": "FP32", "shape": [n],
                         "data": out["prediction"].reshape(-1).tolist()}]
@@ -435,7 +472,11 @@ def create_app() -> ServeApp:
 
     refs = [r for r in os.environ.get("TANDEM_SERVE_MODELS", "").split(",") if r]
     registry = Registry()
+    env = os.environ.get
     return ServeApp([load_model(ref, registry) for ref in refs],
-                    max_body_bytes=int(os.environ.get("TANDEM_SERVE_MAX_BODY", MAX_BODY_BYTES)),
-                    admin_token=os.environ.get("TANDEM_ADMIN_TOKEN"), api_key=os.environ.get("TANDEM_API_KEY"),
-                    registry=registry)
+                    max_body_bytes=int(env("TANDEM_SERVE_MAX_BODY", MAX_BODY_BYTES)),
+                    admin_token=env("TANDEM_ADMIN_TOKEN"), api_key=env("TANDEM_API_KEY"), registry=registry,
+                    max_batch_rows=int(env("TANDEM_SERVE_MAX_BATCH_ROWS", "0")),
+                    queue_delay_us=float(env("TANDEM_SERVE_QUEUE_DELAY_US", "0")),
+                    max_queue_rows=int(env("TANDEM_SERVE_MAX_QUEUE_ROWS", "4096")),
+                    request_timeout_s=float(env("TANDEM_SERVE_TIMEOUT_S", "10")))
