@@ -351,3 +351,33 @@ def test_micro_batching_merges_concurrent_requests_and_bounds_its_queue(tmp_path
         for proc in (batching, tiny_queue):
             proc.terminate()
             proc.wait(timeout=10)
+
+
+def test_schemathesis_finds_no_server_error(server):
+    base, _, _ = server
+    exe = os.path.join(os.path.dirname(sys.executable), "schemathesis")
+    run = subprocess.run([exe, "run", base + "/openapi.json", "--checks", "not_a_server_error", "-n", "40",
+                          "--seed", "1"], capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "No issues found" in run.stdout
+
+
+def test_sigterm_drains_requests_in_flight(tmp_path):
+    import signal
+    import threading
+
+    home = tmp_path / "home"
+    frame = mixed_frame(300, task="binary", seed=0)
+    tandem.train(frame, "churn", time_limit=2, name="churn", home=home, families=["linear"])
+    port = _free_port()
+    proc = _start(home, port, "--max-batch-rows", "64", "--queue-delay-us", "1500000")  # batches wait 1.5 s
+    bodies = [{"instances": [r]} for r in _records(frame.drop(columns=["churn"]).iloc[:2])]
+    results: list = []
+    worker = threading.Thread(target=lambda: results.extend(
+        _concurrently(f"http://127.0.0.1:{port}/v1/models/churn/predict", bodies)))
+    worker.start()
+    time.sleep(0.5)  # both requests are in flight, their batch is waiting
+    proc.send_signal(signal.SIGTERM)
+    worker.join(timeout=20)
+    assert [r[0] for r in results] == [200, 200], results
+    assert proc.wait(timeout=20) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once drained
