@@ -381,3 +381,31 @@ def test_sigterm_drains_requests_in_flight(tmp_path):
     worker.join(timeout=20)
     assert [r[0] for r in results] == [200, 200], results
     assert proc.wait(timeout=20) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once drained
+
+
+@pytest.mark.parametrize("instances", [
+    [{"age": 1, "income": 2.0, "city": {}, "member": True, "signup": "2020-01-01"}],
+    [{"age": 1, "income": 2.0, "city": {}, "member": True, "signup": "2020-01-01"},
+     {"age": 2, "income": 2.0, "city": {"a": 1}, "member": False, "signup": "2020-01-02"}],
+    [{"age": [1], "income": 2.0, "city": "paris", "member": True, "signup": "2020-01-01"}],
+])
+def test_nested_values_are_a_4xx_not_a_crash(server, instances):
+    base, _, _ = server
+    status, body = _call(base + "/v1/models/churn/predict", {"instances": instances})
+    assert status == 422, body
+    assert "column 'city'" in body["error"] or "column 'age'" in body["error"]
+
+
+@pytest.mark.parametrize("raw, status, message", [
+    (b'{"instances": [{"age": 1e999, "income": 1, "city": "x", "member": true, "signup": null}]}', 400,
+     "out of range"),
+    (b'{"instances": [{"age": 1e300, "income": 1, "city": "x", "member": true, "signup": null}]}', 422,
+     "column 'age' row 1: expected a finite number"),
+    (b'{"instances": [{"age": 1, "income": 1, "city": "x", "member": true, "signup": null},'
+     b' {"age": 99999999999999999999999999999999999999999999, "income": 1, "city": "x", "member": true,'
+     b' "signup": null, "extra": 123456789012345678901234567890}]}', 422, "column 'age' row 2"),
+])
+def test_numbers_beyond_range_are_a_4xx(server, raw, status, message):
+    base, _, _ = server
+    got, body = _call(base + "/v1/models/churn/predict", raw=raw)
+    assert got == status and message in body["error"], body

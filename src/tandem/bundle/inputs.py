@@ -91,11 +91,16 @@ class InputEncoder:
                 block = _numeric_block(table.column(c.name), c, what, row_offset)
                 num[:, j: j + block.shape[1]] = block
                 j += block.shape[1]
+        if num is not None:
+            self._check_finite(num, what, row_offset)
         cat = None
         if self.cat_columns:
             cat = np.empty((n, len(self.cat_columns)), dtype=object)
             for j, c in enumerate(self.cat_columns):
-                cat[:, j] = categorical_strings(table.column(c.name))
+                col = table.column(c.name)
+                if pa.types.is_nested(col.type):
+                    raise SchemaError(f"{what} column '{c.name}': expected text or a number, got {col.type} values")
+                cat[:, j] = categorical_strings(col)
         return EncodedInputs(num, cat)
 
     # -- one row as a dict (the latency-critical path) ------------------------------------------
@@ -106,10 +111,12 @@ class InputEncoder:
                 values = [row[n] for n in self._num_names]
                 try:  # numpy reads numbers, numeric text and None (as NaN) in one call
                     num = np.array([values], dtype=np.float32) if values else None
-                except (TypeError, ValueError):
+                except (TypeError, ValueError, OverflowError):
                     num = None
                 if num is not None and num.shape != (1, len(values)):  # nested values: checked one by one
                     num = None
+                if num is not None:
+                    self._check_finite(num, what, 0)
                 if num is not None and not self.cat_columns:
                     return EncodedInputs(num, None)
                 num_values = values if num is not None else [_to_float(v) for v in values]
@@ -121,18 +128,32 @@ class InputEncoder:
         except KeyError:
             self._check_columns(row, what)
             raise
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             # slow path only to name the offending field
             for c in self.num_columns:
                 try:
                     _row_numeric(row[c.name], c)
-                except (TypeError, ValueError):
+                except (TypeError, ValueError, OverflowError):
                     raise SchemaError(
                         f"{what} column '{c.name}': expected {_expected(c)}, got {row[c.name]!r}") from None
+            for c in self.cat_columns:
+                if isinstance(row[c.name], _NESTED):
+                    raise SchemaError(
+                        f"{what} column '{c.name}': expected text or a number, got {row[c.name]!r}") from None
             raise
         num = np.array([num_values], dtype=np.float32) if self.num_columns else None
+        if num is not None:
+            self._check_finite(num, what, 0)
         cat = np.array([cat_values], dtype=object) if self.cat_columns else None
         return EncodedInputs(num, cat)
+
+    def _check_finite(self, num: np.ndarray, what: str, row_offset: int) -> None:
+        """Infinities (or numbers beyond float32, which become them) would poison the model's sums."""
+        bad = np.isinf(num)
+        if bad.any():
+            i, j = (int(v) for v in np.argwhere(bad)[0])
+            raise SchemaError(f"{what} column '{self.num_feature_names[j]}' row {i + 1 + row_offset}: "
+                              "expected a finite number within float32 range (about ±3.4e38)")
 
 
 def _expected(c: ColumnSpec) -> str:
@@ -189,9 +210,14 @@ def _row_numeric(v: object, c: ColumnSpec) -> list[float]:
     return block[0].tolist()
 
 
+_NESTED = (dict, list, tuple, set)
+
+
 def _row_category(v: object) -> str:
     if _is_missing(v):
         return ""
+    if isinstance(v, _NESTED):
+        raise TypeError(type(v).__name__)
     if isinstance(v, np.bool_):
         v = bool(v)
     return category_key(v)

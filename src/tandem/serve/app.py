@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from tandem.bundle.inputs import EncodedInputs
 from tandem.errors import TandemError
 from tandem.inference.predictor import Predictor
 from tandem.serve.batching import Batcher, QueueFull
@@ -70,6 +71,13 @@ def _reject_constant(value: str) -> float:
     raise HTTPError(400, f"body: {value} is not allowed in JSON numbers; send null for a missing value")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise HTTPError(400, f"body: number {text[:40]} is out of range")
+    return value
+
+
 def _v2_datatype(kind: str) -> str:
     return {"numeric": "FP32", "boolean": "BOOL", "datetime": "BYTES"}.get(kind, "BYTES")
 
@@ -118,7 +126,11 @@ class ServeApp:
         if isinstance(body, RawResponse):
             payload, ctype = body.body, body.content_type
         else:
-            payload, ctype = json.dumps(body, allow_nan=False).encode(), b"application/json"
+            try:
+                payload = json.dumps(body, allow_nan=False).encode()
+            except ValueError:  # a model output that JSON cannot carry: say so rather than fail
+                status, payload = 422, b'{"error": "the model produced a non-finite value for this input"}'
+            ctype = b"application/json"
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", ctype), (b"content-length", str(len(payload)).encode()),
                                 *extra_headers]})
@@ -240,13 +252,13 @@ class ServeApp:
             if not message.get("more_body"):
                 break
         try:
-            return json.loads(b"".join(chunks), parse_constant=_reject_constant)
+            return json.loads(b"".join(chunks), parse_constant=_reject_constant, parse_float=_finite_float)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise HTTPError(400, f"body is not valid JSON: {exc}") from None
 
-    async def _run(self, model: ServedModel, data: object) -> dict[str, np.ndarray]:
+    async def _run(self, model: ServedModel, enc: EncodedInputs) -> dict[str, np.ndarray]:
+        """Run encoded (so already validated) rows, on their own or in a micro-batch."""
         p = model.predictor
-        enc = p.encode(data)  # validation happens here, per request, before any queue
         if self.max_batch_rows <= 1:
             started = time.perf_counter()
             out = p.run(enc)
@@ -304,8 +316,12 @@ class ServeApp:
         p = model.predictor
         data = self._rows_to_input(body)
         if isinstance(data, list):
-            data = _table_from_rows(data)
-        out = await self._run(model, data)
+            enc = p.encoder.encode_table(_table_from_rows(data, p.encoder.required), what="field 'instances'")
+        elif "instances" in body:  # one row: the fast path, whatever its values look like
+            enc = p.encoder.encode_row(data, what="field 'instances'")
+        else:
+            enc = p.encode(data)
+        out = await self._run(model, enc)
         answer = {"model": model.name, "version": model.version, "predictions": p.decode(out).tolist()}
         if p.task != "regression":
             answer["labels"] = list(p._typed_labels.tolist())
@@ -347,7 +363,7 @@ class ServeApp:
             raise HTTPError(400, f"inputs: every tensor needs the same number of rows, got {sorted(lengths)}")
         n = lengths.pop()
         self._check_rows(n)
-        out = await self._run(model, columns)
+        out = await self._run(model, p.encode(columns))
         if p.task == "regression":
             outputs = [{"name": "prediction", "datatype": "FP32", "shape": [n],
                         "data": out["prediction"].reshape(-1).tolist()}]
@@ -459,10 +475,22 @@ def _flatten(values: list) -> object:
             yield v
 
 
-def _table_from_rows(rows: list[dict]) -> pa.Table:
+def _table_from_rows(rows: list[dict], columns: list[str]) -> pa.Table:
+    """The model's columns of ``rows`` as a table (other fields are ignored, never parsed)."""
+    for i, row in enumerate(rows):
+        missing = [c for c in columns if c not in row]
+        if missing:
+            raise HTTPError(422, f"field 'instances' row {i + 1} is missing column(s) "
+                                 f"{', '.join(repr(m) for m in missing)}")
     try:
-        return pa.Table.from_pylist(rows)
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        return pa.Table.from_pylist([{c: row[c] for c in columns} for row in rows])
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+        for c in columns:  # name the column and row at fault
+            for i, row in enumerate(rows):
+                v = row[c]
+                if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**63:
+                    raise HTTPError(422, f"field 'instances' column '{c}' row {i + 1}: number {v} is out "
+                                         "of range") from None
         raise HTTPError(422, f"field 'instances': values of one column must share a type ({exc})") from None
 
 
