@@ -409,3 +409,15 @@ def test_numbers_beyond_range_are_a_4xx(server, raw, status, message):
     base, _, _ = server
     got, body = _call(base + "/v1/models/churn/predict", raw=raw)
     assert got == status and message in body["error"], body
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/models/churn/predict", {"inputs": {"age": [10**40], "income": [1], "city": ["x"], "member": [True],
+                                             "signup": [None]}}),
+    ("/v2/models/churn/infer", {"inputs": [{"name": c, "data": [10**40]}
+                                           for c in ["age", "income", "city", "member", "signup"]]}),
+])
+def test_huge_integers_in_columns_are_a_4xx(server, path, body):
+    base, _, _ = server
+    got, answer = _call(base + path, body)
+    assert got == 422 and "column 'age'" in answer["error"], answer

@@ -58,7 +58,7 @@ _MAX_BLOCK_BYTES = 256 << 20
 _BOM = codecs.BOM_UTF8
 _EXPECTED_SUFFIXES = ", ".join(SUPPORTED_SUFFIXES)
 # ArrowInvalid/ArrowTypeError are ValueError/TypeError subclasses; ArrowIOError is an OSError.
-_READ_ERRORS = (pa.ArrowException, OSError, ValueError, TypeError, UnicodeDecodeError)
+_READ_ERRORS = (pa.ArrowException, OSError, ValueError, TypeError, OverflowError, UnicodeDecodeError)
 _EMPTY_EXPECTATION = {
     "csv": "expected a header row and at least one data row",
     "jsonl": "expected one JSON object per line",
