@@ -25,16 +25,34 @@ def _free_port() -> int:
 
 
 def _call(url: str, body: object = None, *, method: str | None = None, content_type: str = "application/json",
-          raw: bytes | None = None) -> tuple[int, dict]:
+          raw: bytes | None = None, token: str | None = None) -> tuple[int, dict]:
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
     req = urllib.request.Request(url, data=data, method=method or ("POST" if data is not None else "GET"))
     if data is not None:
         req.add_header("Content-Type", content_type)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+def _start(home, port, *args, ref: str = "churn", env: dict | None = None):
+    """Run `tandem serve` on loopback and wait until it is ready."""
+    proc = subprocess.Popen([sys.executable, "-m", "tandem.cli", "serve", ref, "--port", str(port), *args],
+                            env=dict(os.environ, TANDEM_HOME=str(home), **(env or {})), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if _call(f"http://127.0.0.1:{port}/v2/health/ready")[0] == 200:
+                return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("server did not start: " + proc.stderr.read().decode())
 
 
 @pytest.fixture(scope="module")
@@ -43,20 +61,8 @@ def server(tmp_path_factory):
     frame = mixed_frame(600, task="binary", seed=0)
     model = tandem.train(frame, "churn", time_limit=4, name="churn", home=home, families=["lightgbm", "linear"])
     port = _free_port()
-    env = dict(os.environ, TANDEM_HOME=str(home))
-    proc = subprocess.Popen([sys.executable, "-m", "tandem.cli", "serve", "churn", "--port", str(port),
-                             "--max-body-bytes", "200000"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = _start(home, port, "--max-body-bytes", "200000")
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if _call(base + "/v2/health/ready")[0] == 200:
-                break
-        except OSError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("server did not become ready: " + proc.stderr.read().decode())
     yield base, model, mixed_frame(50, task="binary", seed=5).drop(columns=["churn"])
     proc.terminate()
     proc.wait(timeout=10)
@@ -121,19 +127,6 @@ def test_bad_requests_get_4xx_with_a_message(server, path, kwargs, status, messa
     assert message in body["error"], body
 
 
-def _authed(url, body=None, token=None, method=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method or ("POST" if data is not None else "GET"))
-    req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
 def test_tokens_and_hot_reload_under_load(tmp_path):
     import threading
 
@@ -146,26 +139,17 @@ def test_tokens_and_hot_reload_under_load(tmp_path):
     registry = Registry(home)
     registry.set_alias("churn", 1, "production")
     port = _free_port()
-    env = dict(os.environ, TANDEM_HOME=str(home), TANDEM_ADMIN_TOKEN="admin-secret")
-    proc = subprocess.Popen([sys.executable, "-m", "tandem.cli", "serve", "churn@production", "--port", str(port),
-                             "--api-key", "key-1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = _start(home, port, "--api-key", "key-1", ref="churn@production", env={"TANDEM_ADMIN_TOKEN": "admin-secret"})
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if _call(base + "/v2/health/ready")[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.2)
         row = {"instances": _records(frame.drop(columns=["churn"]).iloc[:1])}
         predict = base + "/v1/models/churn/predict"
         reload = base + "/admin/models/churn/reload"
-        assert _authed(predict, row)[0] == 401
-        assert _authed(predict, row, "wrong")[0] == 401
-        status, body = _authed(predict, row, "key-1")
+        assert _call(predict, row)[0] == 401
+        assert _call(predict, row, token="wrong")[0] == 401
+        status, body = _call(predict, row, token="key-1")
         assert status == 200 and body["version"] == 1
-        status, body = _authed(reload, {}, "key-1")
+        status, body = _call(reload, {}, token="key-1")
         assert status == 401 and "admin token" in body["error"]
 
         train()
@@ -175,18 +159,18 @@ def test_tokens_and_hot_reload_under_load(tmp_path):
 
         def hammer():
             while not stop.is_set():
-                codes.append(_authed(predict, row, "key-1")[0])
+                codes.append(_call(predict, row, token="key-1")[0])
 
         worker = threading.Thread(target=hammer)
         worker.start()
         time.sleep(0.3)
-        status, body = _authed(reload, {}, "admin-secret")
+        status, body = _call(reload, {}, token="admin-secret")
         time.sleep(0.3)
         stop.set()
         worker.join()
         assert status == 200 and body == {"name": "churn", "previous_version": 1, "version": 2}
         assert codes and set(codes) == {200}
-        assert _authed(predict, row, "key-1")[1]["version"] == 2
+        assert _call(predict, row, token="key-1")[1]["version"] == 2
 
         record = train()
         registry.set_alias("churn", 3, "production")
@@ -194,9 +178,9 @@ def test_tokens_and_hot_reload_under_load(tmp_path):
         data = bytearray(onnx_path.read_bytes())
         data[len(data) // 2] ^= 0xFF
         onnx_path.write_bytes(bytes(data))
-        status, body = _authed(reload, {}, "admin-secret")
+        status, body = _call(reload, {}, token="admin-secret")
         assert status == 409 and "still serving version 2" in body["error"] and "sha256" in body["error"]
-        assert _authed(predict, row, "key-1")[1]["version"] == 2
+        assert _call(predict, row, token="key-1")[1]["version"] == 2
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -280,21 +264,6 @@ def test_killing_a_worker_leaves_the_server_answering(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=15)
-
-
-def _start(home, port, *args):
-    proc = subprocess.Popen([sys.executable, "-m", "tandem.cli", "serve", "churn", "--port", str(port), *args],
-                            env=dict(os.environ, TANDEM_HOME=str(home)), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if _call(f"http://127.0.0.1:{port}/v2/health/ready")[0] == 200:
-                return proc
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("server did not start: " + proc.stderr.read().decode())
 
 
 def _concurrently(url, bodies):
