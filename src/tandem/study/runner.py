@@ -191,8 +191,8 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
     scale_rows = n / len(folds[0][0])
 
     def search_left() -> float:
-        best = sorted((c for c in candidates if c.oof is not None), key=lambda c: _loss(metric, y, c, active_folds,
-                                                                                           folds))[:3]
+        best = sorted((c for c in candidates if c.oof is not None),
+                      key=lambda c: _loss(metric, c, len(active_folds)))[:3]
         refit_est = sum(1.3 * float(np.mean(c.fit_seconds)) for c in best)
         reserve = max(reserve_fraction * clock.time_limit, refit_est + export_seconds)
         return clock.left() - reserve
@@ -307,11 +307,11 @@ def _rows(active: list[int], folds: list[tuple[np.ndarray, np.ndarray]]) -> np.n
     return np.sort(np.concatenate([folds[f][1] for f in active]))
 
 
-def _loss(metric: str, y: np.ndarray, c: Candidate, active: list[int], folds) -> float:
-    if len(c.fold_models) != len(active):
+def _loss(metric: str, c: Candidate, n_active_folds: int) -> float:
+    """A candidate's validation score as a loss (already computed: this runs before every fit)."""
+    if len(c.fold_models) != n_active_folds or c.val_score != c.val_score:
         return float("inf")
-    rows = _rows(active, folds)
-    return M.loss(metric, y[rows], c.oof[rows])
+    return c.val_score if metric in M.LOWER_IS_BETTER else -c.val_score
 
 
 # Fit time of a family relative to LightGBM's, before one of its own has been timed.
