@@ -36,33 +36,27 @@ Run (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-DATA = (ROOT / ".." / "shared" / "data").resolve()
+from common import DATA, HERE, ROOT, git_head, load_dataset, machine, src_fingerprint, write_atomic
+
 RESULTS = HERE / "results" / "train_tabular.json"
 
-ADULT_COLUMNS = ["age", "workclass", "fnlwgt", "education", "education-num", "marital-status", "occupation",
-                 "relationship", "race", "sex", "capital-gain", "capital-loss", "hours-per-week",
-                 "native-country", "income"]
 DATASETS = {
     # name: (target, positive label, metric name, sklearn metric, FLAML metric)
     "adult": ("income", ">50K", "roc_auc", "roc_auc_score", "roc_auc"),
     "fraud": ("Class", 1, "pr_auc", "average_precision_score", "ap"),
 }
 SYSTEMS = ("tandem", "lightgbm", "flaml")
+PACKAGES = ("lightgbm", "flaml", "onnxruntime", "scikit-learn", "numpy", "pandas")
 WARMUP = 50
 REPS = 500
 LATENCY_ROWS = 100
@@ -73,27 +67,6 @@ def say(message: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------- data
-
-def load_dataset(name: str):
-    """(train frame, test frame) with the target column, strings as plain str columns."""
-    import pandas as pd
-
-    if name == "adult":
-        folder = DATA / "adult_census_income"
-        kw = dict(header=None, names=ADULT_COLUMNS, skipinitialspace=True, na_values="?")
-        train = pd.read_csv(folder / "adult-train.csv", **kw)
-        test = pd.read_csv(folder / "adult-test.csv", **kw)
-        for frame in (train, test):
-            frame["income"] = frame["income"].str.strip().str.rstrip(".")
-        return train.reset_index(drop=True), test.reset_index(drop=True)
-    if name == "fraud":
-        from sklearn.model_selection import train_test_split
-
-        frame = pd.read_csv(DATA / "creditcard_fraud_sample" / "creditcard_sample.csv")
-        train, test = train_test_split(frame, test_size=0.3, random_state=0, stratify=frame["Class"])
-        return train.reset_index(drop=True), test.reset_index(drop=True)
-    raise SystemExit(f"unknown dataset '{name}' (known: {', '.join(DATASETS)})")
-
 
 def as_categories(train_x, test_x):
     """Copies of the feature frames with string columns as pandas ``category`` (train's categories)."""
@@ -306,49 +279,6 @@ def spawn(system: str, dataset: str, budget: float | None) -> dict:
 
 # -------------------------------------------------------------------------------------- report
 
-def src_fingerprint() -> str:
-    """sha256 over the tandem package sources, to tell whether they changed while the bench ran."""
-    import hashlib
-
-    spec = importlib.util.find_spec("tandem")
-    folder = Path(spec.origin).parent if spec and spec.origin else ROOT / "src" / "tandem"
-    digest = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts:
-            digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
-
-
-def git_head() -> str | None:
-    try:
-        proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return proc.stdout.strip() or None
-
-
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-
-    def version(dist: str) -> str | None:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return None
-
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform(),
-            "versions": {d: version(d) for d in ("tandem", "lightgbm", "flaml", "onnxruntime", "scikit-learn",
-                                                 "numpy", "pandas")}}
-
-
 def checks(results: list[dict], datasets: list[str], budgets: list[float]) -> dict:
     def get(dataset, budget, system):
         for r in results:
@@ -385,19 +315,6 @@ def checks(results: list[dict], datasets: list[str], budgets: list[float]) -> di
         out["fraud_60_tandem_prauc_ge_flaml"] = bool(
             both(metric("fraud", 60, "tandem"), metric("fraud", 60, "flaml"), lambda x, y: x >= y))
     return out
-
-
-def write_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -441,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     source = {"git_head": head, "src_sha256_start": src_start, "src_sha256_end": src_end,
               "src_changed_during_run": src_end != src_start
               or any(r.get("tandem_src_sha256", src_start) != src_start for r in results)}
-    payload = {"bench": "train_tabular", "machine": machine(), "source": source, "quick": args.quick,
+    payload = {"bench": "train_tabular", "machine": machine(PACKAGES), "source": source, "quick": args.quick,
                "results": results,
                "checks": checks(results, datasets, [int(b) if b.is_integer() else b for b in budgets])}
     if args.quick:

@@ -282,3 +282,30 @@ def test_usage_errors_are_one_line_and_write_nothing(reg, argv, expect, snapshot
     missing = [part for part in expect if part not in message]
     assert not missing, f"{message!r} lacks {missing}"
     assert snapshot(reg.root) == before
+
+
+def test_train_with_own_configurations_tries_exactly_those(reg, tmp_path) -> None:
+    configs = [{"name": "tiny_trees", "family": "lightgbm", "params": {"num_leaves": 4, "n_estimators": 20}},
+               {"name": "plain_linear", "family": "linear", "params": {"C": 0.5}}]
+    (tmp_path / "mine.json").write_text(json.dumps({"configs": configs}))
+    ok(reg.cli("train", str(reg.root / "train.csv"), "--target", "income", "--time-limit", "3", "--name", "mine",
+               "--configs", str(tmp_path / "mine.json"), cwd=tmp_path))
+    model = tandem.load("mine", home=reg.home)
+    assert {row["model"] for row in model.leaderboard()} == {"tiny_trees", "plain_linear"}
+
+
+@pytest.mark.parametrize("content, expect", [
+    (None, ["cannot read the configurations file"]),
+    ("{oops", ["not valid JSON"]),
+    ("[]", ["expected a non-empty list"]),
+    ('[{"name": "a", "family": "xgboost"}]', ["configs[0] ('a')", "family must be one of lightgbm"]),
+    ('[{"name": "a", "family": "linear"}, {"name": "a", "family": "mlp"}]', ["configs[1]", "'a' is used twice"]),
+])
+def test_bad_configurations_file_is_one_line(reg, tmp_path, content, expect) -> None:
+    path = tmp_path / "configs.json"
+    if content is not None:
+        path.write_text(content)
+    message = one_line_error(reg.cli("train", str(reg.root / "train.csv"), "--target", "income", "--configs",
+                                     str(path), cwd=tmp_path))
+    assert all(part in message for part in expect), message
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["configs.json"] if content is not None else [])

@@ -88,13 +88,14 @@ def train(data: object, target: str, *, time_limit: float = 60.0, metric: str | 
           name: str | None = None, task: str | None = None, seed: int = 0, search: str | None = None,
           bagging: str = "auto", split: str | None = None, group: str | None = None,
           time_column: str | None = None, ignore: list[str] | None = None, families: list[str] | None = None,
-          latency_budget_us: float = 100.0, path: str | Path | None = None, home: str | Path | None = None,
-          progress: Callable[[str], None] | None = None) -> Model:
+          latency_budget_us: float = 100.0, configs: list[dict] | None = None, path: str | Path | None = None,
+          home: str | Path | None = None, progress: Callable[[str], None] | None = None) -> Model:
     """Train within ``time_limit`` seconds on ``data`` (file path or frame) and return the saved model.
 
     The bundle goes into the registry under ``name`` (default ``model``) as its next version, or
     to the directory ``path`` when given. ``latency_budget_us`` caps the one-row latency the
-    ensemble may add up to (it never exceeds twice its best member's either).
+    ensemble may add up to (it never exceeds twice its best member's either). ``configs`` replaces
+    the built-in portfolio: a list of ``{"name", "family", "params"}`` tried in order.
     """
     from tandem.data.infer import check_target
     from tandem.data.readers import read_table
@@ -103,6 +104,10 @@ def train(data: object, target: str, *, time_limit: float = 60.0, metric: str | 
     name = check_name(name or "model")
     if path is not None and Path(path).exists():
         raise ConfigError(f"bundle path '{path}' already exists: bundles are never overwritten")
+    if configs is not None:
+        from tandem.learners import check_configs
+
+        configs = check_configs(configs)
     table = read_table(data, what="training data")
     check_target(table, target, what=describe_source(data, "training data"))
     # the training stack loads only once the data is known to be usable: mistakes fail fast
@@ -111,7 +116,8 @@ def train(data: object, target: str, *, time_limit: float = 60.0, metric: str | 
 
     config = StudyConfig(target=target, time_limit=float(time_limit), metric=metric, task=task, seed=seed,
                          bagging=bagging, split=split, group_column=group, time_column=time_column,
-                         search=search, families=families, ignore=ignore, latency_budget_us=latency_budget_us)
+                         search=search, families=families, ignore=ignore, latency_budget_us=latency_budget_us,
+                         configs=configs)
     result = run_study(table, config, progress=progress, started=started)
     if path is not None:
         export(result, Path(path), name=name, version=None, say=progress or (lambda _m: None))

@@ -129,6 +129,9 @@ def train(
     ignore: str | None = typer.Option(None, help="Comma-separated columns to leave out."),
     latency_budget_us: float = typer.Option(
         100.0, "--latency-budget-us", help="One-row latency (p50, one thread) the ensemble may cost, in µs."),
+    families: str | None = typer.Option(None, help="Comma-separated learner families to try: lightgbm, linear, mlp."),
+    configs: Path | None = typer.Option(None, "--configs", help="JSON file of configurations to try instead of the "
+                                        'built-in portfolio: [{"name", "family", "params"}, ...].'),
     out_dir: Path | None = typer.Option(None, "--out", help="Write the bundle here instead of the registry."),
 ) -> None:
     """Train within the time limit and save the bundle."""
@@ -139,8 +142,19 @@ def train(
                             name=name or _default_name(data), task=task, seed=seed, search=search, bagging=bagging,
                             split=split, group=group, time_column=time_column,
                             ignore=[c.strip() for c in ignore.split(",")] if ignore else None,
+                            families=[f.strip() for f in families.split(",")] if families else None,
+                            configs=_read_configs(configs) if configs else None,
                             latency_budget_us=latency_budget_us, path=out_dir, progress=bar.say)
     _print_model(model)
+
+
+def _read_configs(path: Path) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configurations file ({exc.strerror or exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from None
 
 
 def _default_name(data: Path) -> str:

@@ -30,4 +30,28 @@ def load_portfolio() -> list[dict]:
     return json.loads(text)["configs"]
 
 
-__all__ = ["FAMILIES", "Learner", "learner_class", "load_portfolio"]
+def check_configs(configs: object, *, what: str = "configs") -> list[dict]:
+    """Validate user-given configurations (the portfolio's shape): a clear ConfigError naming the bad entry."""
+    from tandem.errors import ConfigError
+
+    if isinstance(configs, dict) and "configs" in configs:
+        configs = configs["configs"]
+    if not isinstance(configs, list) or not configs:
+        raise ConfigError(f"{what}: expected a non-empty list of {{\"name\", \"family\", \"params\"}} objects")
+    names: set[str] = set()
+    for i, cfg in enumerate(configs):
+        where = f"{what}[{i}]"
+        if not isinstance(cfg, dict) or not isinstance(cfg.get("name"), str) or not cfg["name"]:
+            raise ConfigError(f"{where}: expected an object with a non-empty string 'name'")
+        if cfg.get("family") not in FAMILIES:
+            raise ConfigError(f"{where} ('{cfg['name']}'): family must be one of {', '.join(FAMILIES)}, "
+                              f"got {cfg.get('family')!r}")
+        if not isinstance(cfg.get("params", {}), dict):
+            raise ConfigError(f"{where} ('{cfg['name']}'): 'params' must be an object")
+        if cfg["name"] in names:
+            raise ConfigError(f"{where}: name '{cfg['name']}' is used twice")
+        names.add(cfg["name"])
+    return [{"name": c["name"], "family": c["family"], "params": dict(c.get("params", {}))} for c in configs]
+
+
+__all__ = ["FAMILIES", "Learner", "check_configs", "learner_class", "load_portfolio"]

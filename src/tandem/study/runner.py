@@ -22,7 +22,7 @@ from tandem.data.infer import check_target, infer_schema, infer_task
 from tandem.data.splits import make_folds
 from tandem.errors import ConfigError, DataError
 from tandem.features.preprocess import Preprocessor
-from tandem.learners import Learner, learner_class, load_portfolio
+from tandem.learners import Learner, check_configs, learner_class, load_portfolio
 from tandem.schema import Schema, categorical_strings
 from tandem.study import metrics as M
 from tandem.study.ensemble import blend, greedy_ensemble
@@ -50,6 +50,7 @@ class StudyConfig:
     families: list[str] | None = None
     ignore: list[str] | None = None
     latency_budget_us: float = 100.0  # one-row latency (p50, one thread) the ensemble's graph may cost
+    configs: list[dict] | None = None  # configurations to try instead of the portfolio (same shape)
 
 
 @dataclass
@@ -174,7 +175,8 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
 
     folds = _folds(table, y, task, config, labels)
     n_folds = len(folds)
-    portfolio = [c for c in load_portfolio() if config.families is None or c["family"] in config.families]
+    offered = load_portfolio() if config.configs is None else check_configs(config.configs)
+    portfolio = [c for c in offered if config.families is None or c["family"] in config.families]
     if not portfolio:
         raise ConfigError(f"no portfolio configuration for families {config.families}: "
                           "expected some of lightgbm, linear, mlp")
