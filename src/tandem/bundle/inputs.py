@@ -147,8 +147,37 @@ class InputEncoder:
         cat = np.array([cat_values], dtype=object) if self.cat_columns else None
         return EncodedInputs(num, cat)
 
+    def encode_rows(self, rows: list[dict], *, what: str = "input") -> EncodedInputs:
+        """Encode a list of ``{column: value}`` rows (a request's worth) without building a table.
+
+        Only the model's columns are read; other fields are ignored. Errors name the row and column.
+        """
+        if len(rows) == 1:
+            return self.encode_row(rows[0], what=what)
+        if not self._simple_num:
+            return self.encode_table(pa.Table.from_pylist([{n: r.get(n) for n in self.required} for r in rows]),
+                                     what=what)
+        try:
+            num = None
+            if self._num_names:
+                num = np.array([[r[n] for n in self._num_names] for r in rows], dtype=np.float32)
+                if num.shape != (len(rows), len(self._num_names)):
+                    raise ValueError("nested values")
+                self._check_finite(num, what, 0)
+            cat = None
+            if self.cat_columns:
+                cat = np.array([[_row_category(r[c.name]) for c in self.cat_columns] for r in rows], dtype=object)
+                cat = cat.reshape(len(rows), len(self.cat_columns))
+            return EncodedInputs(num, cat)
+        except (KeyError, TypeError, ValueError, OverflowError):
+            for i, row in enumerate(rows):  # the slow path only to say which row and column
+                self.encode_row(row, what=f"{what} row {i + 1}")
+            raise SchemaError(f"{what}: the rows could not be read as the model's columns") from None
+
     def _check_finite(self, num: np.ndarray, what: str, row_offset: int) -> None:
         """Infinities (or numbers beyond float32, which become them) would poison the model's sums."""
+        if np.isfinite(num.sum()):  # the common case, in one pass: no infinity (and no NaN) anywhere
+            return
         bad = np.isinf(num)
         if bad.any():
             i, j = (int(v) for v in np.argwhere(bad)[0])
@@ -214,6 +243,8 @@ _NESTED = (dict, list, tuple, set)
 
 
 def _row_category(v: object) -> str:
+    if type(v) is str:
+        return v
     if _is_missing(v):
         return ""
     if isinstance(v, _NESTED):

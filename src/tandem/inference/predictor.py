@@ -54,6 +54,8 @@ class Predictor:
         if type(data).__module__.startswith("pandas") and getattr(data, "shape", (0,))[0] == 1:
             # one-row frames skip the Arrow conversion, which costs ~1 ms
             return self.encoder.encode_row(data.to_dict(orient="records")[0])
+        if isinstance(data, list) and data and all(isinstance(r, dict) for r in data):
+            return self.encoder.encode_rows(data, what="input rows")
         return self.encoder.encode_table(self.as_table(data), what=describe_source(data, "input"))
 
     @staticmethod

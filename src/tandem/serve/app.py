@@ -13,20 +13,25 @@ import asyncio
 import hmac
 import json
 import os
+import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
+import orjson
 
 from tandem.bundle.inputs import EncodedInputs
 from tandem.errors import TandemError
 from tandem.inference.predictor import Predictor
+from tandem.serve import kserve
 from tandem.serve.batching import Batcher, QueueFull
+from tandem.serve.metrics import ServeMetrics
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_ROWS = 10_000
+QUIET_GAP_S = 20e-6  # a request arriving this long after the server fell idle found it quiet
 Scope = dict
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
@@ -38,6 +43,7 @@ class RawResponse:
 
     body: bytes
     content_type: bytes
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
 class HTTPError(Exception):
@@ -59,6 +65,9 @@ class ServedModel:
     predictor: Predictor
     ref: str = ""  # the reference it was loaded from: a reload resolves it again (an alias may have moved)
 
+    def __post_init__(self) -> None:
+        self.labels = self.predictor._typed_labels.tolist() if self.predictor.task != "regression" else None
+
 
 def load_model(ref: str, registry: object) -> ServedModel:
     """Resolve ``ref`` in the registry (or as a path), verify and load the bundle."""
@@ -78,17 +87,14 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _v2_datatype(kind: str) -> str:
-    return {"numeric": "FP32", "boolean": "BOOL", "datetime": "BYTES"}.get(kind, "BYTES")
-
-
 class ServeApp:
     """ASGI callable serving a set of models by name."""
 
     def __init__(self, models: list[ServedModel], *, max_body_bytes: int = MAX_BODY_BYTES,
                  max_rows: int = MAX_ROWS, admin_token: str | None = None, api_key: str | None = None,
                  registry: object | None = None, max_batch_rows: int = 0, queue_delay_us: float = 0.0,
-                 max_queue_rows: int = 4096, request_timeout_s: float = 10.0):
+                 max_queue_rows: int = 4096, request_timeout_s: float = 10.0, watch_interval_s: float = 0.0,
+                 metrics_dir: str | None = None):
         self.models = {m.name: m for m in models}
         self.max_body_bytes = max_body_bytes
         self.max_rows = max_rows
@@ -96,13 +102,17 @@ class ServeApp:
         self.api_key = api_key or None
         self.registry = registry
         self.ready = False
-        self.metrics = ServeMetrics()
+        self.metrics = ServeMetrics(metrics_dir)
         self.max_batch_rows = max_batch_rows  # 0 or 1: batching off, each request runs on its own
         self.queue_delay_s = queue_delay_us / 1e6
         self.max_queue_rows = max_queue_rows
         self.request_timeout_s = request_timeout_s
+        self.watch_interval_s = watch_interval_s
         self.batchers: dict[str, tuple[Predictor, Batcher]] = {}
-        self.in_flight = 0
+        self.failed_loads: dict[str, str] = {}  # model name -> bundle path that failed to load (not retried)
+        self._housekeeping: asyncio.Task | None = None
+        self.idle_since = 0.0  # when the last request in flight finished
+        self.arrived_quiet = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -111,33 +121,34 @@ class ServeApp:
         if scope["type"] != "http":
             return
         started = time.perf_counter()
-        self.metrics.in_flight.inc()
-        self.in_flight += 1
+        metrics = self.metrics
+        # a request that finds the server quiet runs at once; one that follows another back to back
+        # (a backlog is being read) goes through the batcher, where it can share a model run
+        self.arrived_quiet = metrics.in_flight == 0 and started - self.idle_since > QUIET_GAP_S
+        metrics.in_flight += 1
         extra_headers: list[tuple[bytes, bytes]] = []
+        ctype = b"application/json"
         try:
-            status, body = await self._route(scope, receive)
+            status, payload = await self._route(scope, receive)
+            if isinstance(payload, RawResponse):
+                payload, ctype, extra_headers = payload.body, payload.content_type, payload.headers
+            else:
+                payload = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
         except HTTPError as exc:
-            status, body, extra_headers = exc.status, {"error": exc.message}, exc.headers
+            status, payload, extra_headers = exc.status, orjson.dumps({"error": exc.message}), exc.headers
         except TandemError as exc:
-            status, body = 422, {"error": str(exc)}
+            status, payload = 422, orjson.dumps({"error": str(exc)})
         finally:
-            self.metrics.in_flight.dec()
-            self.in_flight -= 1
-        if isinstance(body, RawResponse):
-            payload, ctype = body.body, body.content_type
-        else:
-            try:
-                payload = json.dumps(body, allow_nan=False).encode()
-            except ValueError:  # a model output that JSON cannot carry: say so rather than fail
-                status, payload = 422, b'{"error": "the model produced a non-finite value for this input"}'
-            ctype = b"application/json"
+            metrics.in_flight -= 1
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", ctype), (b"content-length", str(len(payload)).encode()),
                                 *extra_headers]})
         await send({"type": "http.response.body", "body": payload})
-        model, route = _labels_of(scope["path"])
-        self.metrics.requests.labels(model, route, str(status)).inc()
-        self.metrics.latency.labels(model, "total").observe(time.perf_counter() - started)
+        if metrics.in_flight == 0:
+            self.idle_since = time.perf_counter()
+        model, route = self._labels_of(scope["path"])
+        metrics.count(model, route, status)
+        metrics.observe_latency(model, "total", time.perf_counter() - started)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -145,35 +156,81 @@ class ServeApp:
             if message["type"] == "lifespan.startup":
                 self._warm_up()
                 self.ready = True
+                self._housekeeping = asyncio.get_running_loop().create_task(self._keep_house())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self._housekeeping is not None:
+                    self._housekeeping.cancel()
+                self.metrics.publish()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def _keep_house(self) -> None:
+        """Publish metrics for the other workers each second; follow moved aliases every watch interval."""
+        next_watch = time.monotonic() + self.watch_interval_s
+        while True:
+            await asyncio.sleep(1.0 if self.metrics.directory else max(self.watch_interval_s, 1.0))
+            try:
+                self.metrics.publish()
+                if self.watch_interval_s > 0 and self.registry is not None and time.monotonic() >= next_watch:
+                    next_watch = time.monotonic() + self.watch_interval_s
+                    for model in list(self.models.values()):
+                        await self._follow(model)
+            except Exception as exc:  # housekeeping must never stop: say why and go on
+                print(f"tandem serve: housekeeping: {exc}", file=sys.stderr)
+
+    async def _follow(self, model: ServedModel) -> None:
+        """Reload ``model`` when its reference (an alias, or a bare name: the latest version) resolves anew."""
+        if Path(model.ref).exists() or ":" in model.ref:
+            return  # a path or a pinned version never moves
+        loop = asyncio.get_running_loop()
+        try:
+            path = str(await loop.run_in_executor(None, self.registry.resolve, model.ref))
+        except TandemError:
+            return  # the alias was removed: keep serving what we have
+        if path == str(model.predictor.path) or self.failed_loads.get(model.name) == path:
+            return
+        status, answer = await self._reload(model)
+        if status != 200:
+            self.failed_loads[model.name] = path
+            print(f"tandem serve: {answer['error']}", file=sys.stderr)
 
     def _warm_up(self) -> None:
         """Run each model once so the first request pays no lazy initialisation."""
         for m in self.models.values():
-            self._warm_one(m)
-
-    @staticmethod
-    def _warm_one(m: ServedModel) -> None:
-        columns = m.predictor.schema.features
-        row = {c.name: (0.0 if c.kind in ("numeric", "boolean") else "") for c in columns}
-        for c in columns:
-            if c.kind == "datetime":
-                row[c.name] = "2000-01-01"
-        m.predictor.run(m.predictor.encode(row))
+            _warm_one(m)
 
     # -- routing ------------------------------------------------------------------------------
-    async def _route(self, scope: Scope, receive: Receive) -> tuple[int, dict]:
+    async def _route(self, scope: Scope, receive: Receive) -> tuple[int, object]:
         method, path = scope["method"], scope["path"].rstrip("/")
         parts = path.split("/")[1:]
+        if len(parts) >= 3 and parts[0] in ("v1", "v2") and parts[1] == "models":
+            self._authorize(scope, self.api_key, "API key", required=False)
+            model = self._model(parts[2])
+            tail = parts[3:]
+            if parts[0] == "v1" and tail == ["predict"]:
+                self._expect(method, "POST", path)
+                self._admit(model)
+                return 200, await self._predict_rest(model, self._parse_json(await self._body(scope, receive)))
+            if parts[0] == "v2" and tail[:1] == ["versions"] and len(tail) >= 2:
+                if tail[1] != str(model.version):
+                    raise HTTPError(404, f"model '{model.name}' is served at version {model.version}, not {tail[1]}")
+                tail = tail[2:]
+            if parts[0] == "v2" and not tail:
+                self._expect(method, "GET", path)
+                return 200, kserve.metadata(model.name, model.version, model.predictor)
+            if parts[0] == "v2" and tail == ["ready"]:
+                return (200 if self.ready else 503), {"name": model.name, "ready": self.ready}
+            if parts[0] == "v2" and tail == ["infer"]:
+                self._expect(method, "POST", path)
+                self._admit(model)
+                return await self._infer_v2(model, scope, receive)
         if path == "/v2/health/live":
             return 200, {"live": True}
         if path == "/v2/health/ready":
             return (200 if self.ready else 503), {"ready": self.ready}
         if path == "/v2":
-            return 200, {"name": "tandem", "version": "1", "extensions": []}
+            return 200, {"name": "tandem", "version": "1", "extensions": ["binary_tensor_data"]}
         if path == "/openapi.json":
             return 200, openapi_document(list(self.models.values()))
         if path == "/metrics":
@@ -181,23 +238,20 @@ class ServeApp:
         if len(parts) == 4 and parts[:2] == ["admin", "models"] and parts[3] == "reload":
             self._expect(method, "POST", path)
             self._authorize(scope, self.admin_token, "admin", required=True)
-            return self._reload(self._model(parts[2]))
-        if len(parts) >= 3 and parts[0] in ("v1", "v2") and parts[1] == "models":
-            self._authorize(scope, self.api_key, "API key", required=False)
-            model = self._model(parts[2])
-            tail = parts[3:]
-            if parts[0] == "v1" and tail == ["predict"]:
-                self._expect(method, "POST", path)
-                return 200, await self._predict_rest(model, await self._json(scope, receive))
-            if parts[0] == "v2" and not tail:
-                self._expect(method, "GET", path)
-                return 200, self._metadata(model)
-            if parts[0] == "v2" and tail == ["ready"]:
-                return (200 if self.ready else 503), {"name": model.name, "ready": self.ready}
-            if parts[0] == "v2" and tail == ["infer"]:
-                self._expect(method, "POST", path)
-                return 200, await self._infer_v2(model, await self._json(scope, receive))
+            return await self._reload(self._model(parts[2]))
         raise HTTPError(404, f"no route {method} {scope['path']}")
+
+    def _labels_of(self, path: str) -> tuple[str, str]:
+        """(model, route) metric labels of a request path; names not served share one label, so
+        requests for made-up models cannot grow the metrics without bound."""
+        parts = path.rstrip("/").split("/")[1:]
+        if len(parts) >= 3 and parts[1] == "models":
+            tail = parts[-1] if len(parts) > 3 else "metadata"
+            route = tail if tail in ("predict", "infer", "ready", "reload") else "metadata"
+            return (parts[2] if parts[2] in self.models else ""), route
+        if parts[:2] == ["v2", "health"]:
+            return "", "health"
+        return "", ("metrics" if parts == ["metrics"] else "other")
 
     @staticmethod
     def _authorize(scope: Scope, secret: str | None, what: str, *, required: bool) -> None:
@@ -211,37 +265,63 @@ class ServeApp:
         if not token or not hmac.compare_digest(token.encode(), secret.encode()):
             raise HTTPError(401, f"missing or wrong {what} token: send 'Authorization: Bearer <token>'")
 
-    def _reload(self, current: ServedModel) -> tuple[int, dict]:
-        """Load the model's reference again beside the old one; swap only if the new one loads and runs."""
-        try:
+    async def _reload(self, current: ServedModel) -> tuple[int, dict]:
+        """Load the model's reference again beside the old one (off the event loop); swap only if the
+        new one loads and runs."""
+        def load() -> ServedModel:
             fresh = load_model(current.ref, self.registry)
             if fresh.name != current.name:
-                raise HTTPError(409, f"reference '{current.ref}' now names model '{fresh.name}', not '{current.name}'")
-            self._warm_one(fresh)
+                raise TandemError(f"reference '{current.ref}' now names model '{fresh.name}', not '{current.name}'")
+            _warm_one(fresh)
+            return fresh
+
+        try:
+            fresh = await asyncio.get_running_loop().run_in_executor(None, load)
         except TandemError as exc:
             return 409, {"error": f"reload of '{current.name}' failed, still serving version {current.version}: {exc}"}
+        if self.models.get(current.name) is not current:
+            fresh = self.models[current.name]  # another reload won the race: keep its result
         self.models[current.name] = fresh  # one assignment: requests in flight keep the old predictor
+        self.failed_loads.pop(current.name, None)
         return 200, {"name": fresh.name, "previous_version": current.version, "version": fresh.version}
 
     def _model(self, name: str) -> ServedModel:
-        if name not in self.models:
-            raise HTTPError(404, f"model '{name}' is not served here; served: {', '.join(sorted(self.models))}")
-        return self.models[name]
+        model = self.models.get(name)
+        if model is None:
+            raise HTTPError(404, f"model '{name[:100]}' is not served here; served: {', '.join(sorted(self.models))}")
+        return model
 
     @staticmethod
     def _expect(method: str, wanted: str, path: str) -> None:
         if method != wanted:
             raise HTTPError(405, f"{path} takes {wanted}, not {method}")
 
-    async def _json(self, scope: Scope, receive: Receive) -> object:
-        headers = dict(scope.get("headers") or [])
+    def _admit(self, model: ServedModel) -> None:
+        """Refuse at once, before reading the body, while the model's queue is full: shedding load must
+        cost far less than serving it."""
+        current = self.batchers.get(model.name)
+        if current is not None and current[1].queued_rows >= self.max_queue_rows:
+            raise HTTPError(429, f"model '{model.name}' has {self.max_queue_rows} rows queued: retry shortly",
+                            [(b"retry-after", b"1")])
+
+    async def _body(self, scope: Scope, receive: Receive, *, types: tuple[bytes, ...] = (b"application/json",),
+                    headers: dict | None = None) -> bytes:
+        headers = headers if headers is not None else dict(scope.get("headers") or [])
         ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        if ctype != b"application/json":
+        if ctype not in types:
             raise HTTPError(415, f"content type must be application/json, got '{ctype.decode(errors='replace')}'")
+        if headers.get(b"content-encoding", b"identity").lower() != b"identity":
+            raise HTTPError(415, "compressed bodies are not accepted: send the body without Content-Encoding")
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             raise HTTPError(413, f"body of {int(declared)} bytes is over the limit of {self.max_body_bytes} bytes")
-        chunks, size = [], 0
+        message = await receive()
+        body = message.get("body", b"")
+        if not message.get("more_body"):
+            if len(body) > self.max_body_bytes:
+                raise HTTPError(413, f"body is over the limit of {self.max_body_bytes} bytes")
+            return body
+        chunks, size = [body], len(body)
         while True:
             message = await receive()
             chunk = message.get("body", b"")
@@ -250,16 +330,25 @@ class ServeApp:
                 raise HTTPError(413, f"body is over the limit of {self.max_body_bytes} bytes")
             chunks.append(chunk)
             if not message.get("more_body"):
-                break
+                return b"".join(chunks)
+
+    @staticmethod
+    def _parse_json(raw: bytes) -> object:
         try:
-            return json.loads(b"".join(chunks), parse_constant=_reject_constant, parse_float=_finite_float)
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+        try:  # the standard parser, only to say precisely what is wrong
+            json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise HTTPError(400, f"body is not valid JSON: {exc}") from None
+        raise HTTPError(400, "body is not valid JSON (a number or string could not be read)")
 
     async def _run(self, model: ServedModel, enc: EncodedInputs) -> dict[str, np.ndarray]:
         """Run encoded (so already validated) rows, on their own or in a micro-batch."""
         p = model.predictor
-        if self.max_batch_rows <= 1:
+        if self.max_batch_rows <= 1 or (self.arrived_quiet and self.metrics.in_flight <= 1
+                                        and self._batcher(model).idle()):
             started = time.perf_counter()
             out = p.run(enc)
             self._observe(model.name, 0.0, time.perf_counter() - started, enc.n_rows)
@@ -278,15 +367,15 @@ class ServeApp:
         if current is None or current[0] is not model.predictor:  # first use, or a reload swapped the model
             name = model.name
             batcher = Batcher(model.predictor, max_batch_rows=self.max_batch_rows, queue_delay_s=self.queue_delay_s,
-                              max_queue_rows=self.max_queue_rows, in_flight=lambda: self.in_flight,
+                              max_queue_rows=self.max_queue_rows, in_flight=lambda: self.metrics.in_flight,
                               observe=lambda q, c, n: self._observe(name, q, c, n))
             self.batchers[model.name] = current = (model.predictor, batcher)
         return current[1]
 
     def _observe(self, name: str, queue_s: float, compute_s: float, rows: int) -> None:
-        self.metrics.latency.labels(name, "queue").observe(queue_s)
-        self.metrics.latency.labels(name, "compute").observe(compute_s)
-        self.metrics.batch_rows.labels(name).observe(rows)
+        self.metrics.observe_latency(name, "queue", queue_s)
+        self.metrics.observe_latency(name, "compute", compute_s)
+        self.metrics.observe_rows(name, rows)
 
     # -- REST ---------------------------------------------------------------------------------
     def _rows_to_input(self, body: object) -> object:
@@ -298,7 +387,7 @@ class ServeApp:
             if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
                 raise HTTPError(400, "field 'instances': expected a non-empty list of {column: value} objects")
             self._check_rows(len(rows))
-            return rows[0] if len(rows) == 1 else rows
+            return rows
         cols = body["inputs"]
         if not isinstance(cols, dict) or not cols or not all(isinstance(v, list) for v in cols.values()):
             raise HTTPError(400, "field 'inputs': expected {column: [values]} with one list per column")
@@ -316,66 +405,55 @@ class ServeApp:
         p = model.predictor
         data = self._rows_to_input(body)
         if isinstance(data, list):
-            enc = p.encoder.encode_table(_table_from_rows(data, p.encoder.required), what="field 'instances'")
-        elif "instances" in body:  # one row: the fast path, whatever its values look like
-            enc = p.encoder.encode_row(data, what="field 'instances'")
+            enc = p.encoder.encode_rows(data, what="field 'instances'")
         else:
             enc = p.encode(data)
         out = await self._run(model, enc)
+        _check_finite_outputs(out)
         answer = {"model": model.name, "version": model.version, "predictions": p.decode(out).tolist()}
         if p.task != "regression":
-            answer["labels"] = list(p._typed_labels.tolist())
-            answer["probabilities"] = out["probabilities"].round(7).tolist()
+            answer["labels"] = model.labels
+            answer["probabilities"] = out["probabilities"]
         return answer
 
     # -- KServe v2 ----------------------------------------------------------------------------
-    def _metadata(self, model: ServedModel) -> dict:
+    async def _infer_v2(self, model: ServedModel, scope: Scope, receive: Receive) -> tuple[int, RawResponse]:
         p = model.predictor
-        inputs = [{"name": c.name, "datatype": _v2_datatype(c.kind), "shape": [-1]} for c in p.schema.features]
-        if p.task == "regression":
-            outputs = [{"name": "prediction", "datatype": "FP32", "shape": [-1]}]
-        else:
-            outputs = [{"name": "label", "datatype": "BYTES", "shape": [-1]},
-                       {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(p.labels)]}]
-        return {"name": model.name, "versions": [str(model.version)] if model.version else [],
-                "platform": "tandem-onnx", "inputs": inputs, "outputs": outputs}
+        headers = dict(scope.get("headers") or [])
+        header_length = headers.get(b"inference-header-content-length")
+        if header_length is not None and not header_length.isdigit():
+            raise HTTPError(400, "Inference-Header-Content-Length must be a number of bytes")
+        # v2 clients may send no content type; binary requests are application/octet-stream
+        raw = await self._body(scope, receive, headers=headers,
+                               types=(b"application/json", b"", b"application/octet-stream"))
+        try:
+            request = kserve.decode_request(raw, None if header_length is None else int(header_length))
+        except kserve.V2Error as exc:
+            raise HTTPError(400, str(exc)) from None
+        self._check_rows(request.n_rows)
+        out = await self._run(model, p.encode(request.columns))
+        _check_finite_outputs(out)
+        labels = p.decode(out) if p.task != "regression" else None
+        try:
+            body, ctype, extra = kserve.encode_answer(model.name, model.version, p, out, labels, request)
+        except kserve.V2Error as exc:
+            raise HTTPError(400, str(exc)) from None
+        return 200, RawResponse(body, ctype, extra)
 
-    async def _infer_v2(self, model: ServedModel, body: object) -> dict:
-        p = model.predictor
-        if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
-            raise HTTPError(400, "body: expected {\"inputs\": [{\"name\", \"shape\", \"datatype\", \"data\"}, ...]}")
-        columns: dict[str, list] = {}
-        for i, tensor in enumerate(body["inputs"]):
-            if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
-                raise HTTPError(400, f"inputs[{i}]: expected an object with a string 'name'")
-            data = tensor.get("data")
-            if not isinstance(data, list):
-                raise HTTPError(400, f"inputs[{i}] ('{tensor['name']}'): field 'data' must be a list")
-            flat = list(_flatten(data))
-            shape = tensor.get("shape")
-            if isinstance(shape, list) and shape and all(isinstance(d, int) for d in shape):
-                if int(np.prod(shape)) != len(flat):
-                    raise HTTPError(400, f"inputs[{i}] ('{tensor['name']}'): shape {shape} does not match "
-                                         f"{len(flat)} values")
-            columns[tensor["name"]] = flat
-        lengths = {len(v) for v in columns.values()}
-        if len(lengths) != 1:
-            raise HTTPError(400, f"inputs: every tensor needs the same number of rows, got {sorted(lengths)}")
-        n = lengths.pop()
-        self._check_rows(n)
-        out = await self._run(model, p.encode(columns))
-        if p.task == "regression":
-            outputs = [{"name": "prediction", "datatype": "FP32", "shape": [n],
-                        "data": out["prediction"].reshape(-1).tolist()}]
-        else:
-            labels = [str(v) for v in p.decode(out).tolist()]
-            outputs = [{"name": "label", "datatype": "BYTES", "shape": [n], "data": labels},
-                       {"name": "probabilities", "datatype": "FP32", "shape": [n, len(p.labels)],
-                        "data": out["probabilities"].reshape(-1).round(7).tolist()}]
-        answer = {"model_name": model.name, "model_version": str(model.version or ""), "outputs": outputs}
-        if "id" in body:
-            answer["id"] = body["id"]
-        return answer
+
+def _check_finite_outputs(out: dict[str, np.ndarray]) -> None:
+    for values in out.values():
+        if values.dtype.kind == "f" and not np.isfinite(values.sum()) and not np.isfinite(values).all():
+            raise HTTPError(422, "the model produced a non-finite value for this input")
+
+
+def _warm_one(m: ServedModel) -> None:
+    columns = m.predictor.schema.features
+    row = {c.name: (0.0 if c.kind in ("numeric", "boolean") else "") for c in columns}
+    for c in columns:
+        if c.kind == "datetime":
+            row[c.name] = "2000-01-01"
+    m.predictor.run(m.predictor.encode(row))
 
 
 def _value_schema(kind: str, categories: list[str] | None) -> dict:
@@ -431,69 +509,6 @@ def openapi_document(models: list[ServedModel]) -> dict:
             "components": {"schemas": schemas}}
 
 
-class ServeMetrics:
-    """Prometheus metrics of one app (its own registry, so several apps never collide)."""
-
-    def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-        self.registry = CollectorRegistry()
-        self.requests = Counter("tandem_requests", "HTTP requests by model, route and status code",
-                                ["model", "route", "code"], registry=self.registry)
-        self.latency = Histogram("tandem_request_seconds", "Request latency: compute (model run) and total",
-                                 ["model", "phase"], registry=self.registry,
-                                 buckets=(1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0))
-        self.batch_rows = Histogram("tandem_batch_rows", "Rows per model run", ["model"], registry=self.registry,
-                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096, 16384))
-        self.in_flight = Gauge("tandem_in_flight_requests", "Requests being handled", registry=self.registry)
-
-    def render(self) -> bytes:
-        from prometheus_client import generate_latest
-
-        return generate_latest(self.registry)
-
-
-def _labels_of(path: str) -> tuple[str, str]:
-    """(model, route) metric labels of a request path; unknown paths share one label."""
-    parts = path.rstrip("/").split("/")[1:]
-    if len(parts) >= 3 and parts[1] == "models":
-        tail = parts[3] if len(parts) > 3 else "metadata"
-        route = {"predict": "predict", "infer": "infer", "ready": "ready", "reload": "reload"}.get(tail, "metadata")
-        return parts[2][:64], route
-    if parts[:1] == ["v2"] and len(parts) >= 2 and parts[1] == "health":
-        return "", "health"
-    if parts == ["metrics"]:
-        return "", "metrics"
-    return "", "other"
-
-
-def _flatten(values: list) -> object:
-    for v in values:
-        if isinstance(v, list):
-            yield from _flatten(v)
-        else:
-            yield v
-
-
-def _table_from_rows(rows: list[dict], columns: list[str]) -> pa.Table:
-    """The model's columns of ``rows`` as a table (other fields are ignored, never parsed)."""
-    for i, row in enumerate(rows):
-        missing = [c for c in columns if c not in row]
-        if missing:
-            raise HTTPError(422, f"field 'instances' row {i + 1} is missing column(s) "
-                                 f"{', '.join(repr(m) for m in missing)}")
-    try:
-        return pa.Table.from_pylist([{c: row[c] for c in columns} for row in rows])
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
-        for c in columns:  # name the column and row at fault
-            for i, row in enumerate(rows):
-                v = row[c]
-                if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**63:
-                    raise HTTPError(422, f"field 'instances' column '{c}' row {i + 1}: number {v} is out "
-                                         "of range") from None
-        raise HTTPError(422, f"field 'instances': values of one column must share a type ({exc})") from None
-
-
 def create_app() -> ServeApp:
     """Build the app from the environment ``tandem serve`` sets: the uvicorn factory."""
     from tandem.registry import Registry
@@ -507,4 +522,6 @@ def create_app() -> ServeApp:
                     max_batch_rows=int(env("TANDEM_SERVE_MAX_BATCH_ROWS", "0")),
                     queue_delay_us=float(env("TANDEM_SERVE_QUEUE_DELAY_US", "0")),
                     max_queue_rows=int(env("TANDEM_SERVE_MAX_QUEUE_ROWS", "4096")),
-                    request_timeout_s=float(env("TANDEM_SERVE_TIMEOUT_S", "10")))
+                    request_timeout_s=float(env("TANDEM_SERVE_TIMEOUT_S", "10")),
+                    watch_interval_s=float(env("TANDEM_SERVE_WATCH_S", "2")),
+                    metrics_dir=env("TANDEM_SERVE_METRICS_DIR") or None)

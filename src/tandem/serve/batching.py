@@ -10,6 +10,7 @@ rather than left to time out; each request also has a deadline (503 when it pass
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -18,6 +19,9 @@ import numpy as np
 
 from tandem.bundle.inputs import EncodedInputs
 from tandem.inference.predictor import Predictor
+
+OFFLOAD_ABOVE_S = 0.0005  # batches that take longer than this run in a thread, off the event loop
+CAN_OVERLAP = len(os.sched_getaffinity(0)) > 1 if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1) > 1
 
 
 class QueueFull(Exception):
@@ -39,6 +43,12 @@ class Batcher:
         self.queued_rows = 0
         self.wakeup = asyncio.Event()
         self.task: asyncio.Task | None = None
+        self.running = False  # a batch is in the model right now
+        self.compute_s = 0.0  # moving average of a batch's run time
+
+    def idle(self) -> bool:
+        """Nothing queued and nothing running: a request may run at once, without the queue."""
+        return not self.queue and not self.running
 
     async def submit(self, enc: EncodedInputs, timeout_s: float) -> dict[str, np.ndarray]:
         """Queue ``enc`` and wait for its outputs; QueueFull or TimeoutError when it cannot be served."""
@@ -46,11 +56,16 @@ class Batcher:
             raise QueueFull
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._drain())
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         self.queue.append((enc, future, time.perf_counter()))
         self.queued_rows += enc.n_rows
         self.wakeup.set()
-        return await asyncio.wait_for(future, timeout_s)
+        deadline = loop.call_later(timeout_s, _expire, future)  # lighter than asyncio.wait_for
+        try:
+            return await future
+        finally:
+            deadline.cancel()
 
     def _take(self) -> list[tuple[EncodedInputs, asyncio.Future, float]]:
         batch, rows = [], 0
@@ -69,6 +84,9 @@ class Batcher:
             if not self.queue:
                 self.wakeup.clear()
                 await self.wakeup.wait()
+            if self.in_flight() > len(self.queue):
+                # others are being read: one turn of the loop lets those already arrived join this batch
+                await asyncio.sleep(0)
             if self.queue_delay_s > 0 and self.in_flight() > len(self.queue) and self.queued_rows < self.max_batch_rows:
                 await asyncio.sleep(self.queue_delay_s)  # others are on their way: give them a moment
             batch = self._take()
@@ -76,20 +94,33 @@ class Batcher:
                 continue
             started = time.perf_counter()
             merged = _concat([enc for enc, _, _ in batch])
+            self.running = True
             try:
-                out = await loop.run_in_executor(None, self.predictor.run, merged)
+                if self.compute_s < OFFLOAD_ABOVE_S or not CAN_OVERLAP:  # a thread hop would cost more than it frees
+                    out = self.predictor.run(merged)
+                else:  # long runs leave the loop free to read and parse the next requests meanwhile
+                    out = await loop.run_in_executor(None, self.predictor.run, merged)
             except Exception as exc:  # a bug or a broken model: every waiter hears of it
                 for _, future, _ in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            self.observe(started - min(t for _, _, t in batch), time.perf_counter() - started, merged.n_rows)
+            finally:
+                self.running = False
+            took = time.perf_counter() - started
+            self.compute_s = 0.8 * self.compute_s + 0.2 * took
+            self.observe(started - min(t for _, _, t in batch), took, merged.n_rows)
             offset = 0
             for enc, future, _ in batch:
                 n = enc.n_rows
                 if not future.done():
                     future.set_result({k: v[offset: offset + n] for k, v in out.items()})
                 offset += n
+
+
+def _expire(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_exception(asyncio.TimeoutError())
 
 
 def _concat(parts: list[EncodedInputs]) -> EncodedInputs:

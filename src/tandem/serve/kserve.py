@@ -1,0 +1,185 @@
+"""KServe v2 / Open Inference Protocol: metadata, and the infer request and answer codecs.
+
+Both forms of the protocol are read and written: plain JSON, and Triton's binary tensor data
+extension (an ``Inference-Header-Content-Length`` JSON header followed by raw tensor bytes),
+which is what ``tritonclient`` sends by default.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+
+from tandem.inference.predictor import Predictor
+
+FIXED_DTYPES = {"BOOL": "?", "UINT8": "u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8", "INT8": "i1",
+                "INT16": "<i2", "INT32": "<i4", "INT64": "<i8", "FP16": "<f2", "FP32": "<f4", "FP64": "<f8"}
+
+
+class V2Error(ValueError):
+    """A malformed v2 request: the message names the tensor and what was expected (answered 400)."""
+
+
+@dataclass
+class InferRequest:
+    """A decoded v2 infer request: one list or array of values per input name."""
+
+    columns: dict[str, object]
+    n_rows: int
+    request_id: object
+    outputs: list[str] | None  # requested output names (None: all)
+    binary_output: bool
+
+
+def datatype_of(kind: str) -> str:
+    return {"numeric": "FP32", "boolean": "BOOL", "datetime": "BYTES"}.get(kind, "BYTES")
+
+
+def metadata(name: str, version: int | None, p: Predictor) -> dict:
+    """The model metadata document: inputs from the bundle's schema, outputs from its task."""
+    inputs = [{"name": c.name, "datatype": datatype_of(c.kind), "shape": [-1]} for c in p.schema.features]
+    return {"name": name, "versions": [str(version)] if version else [], "platform": "tandem-onnx",
+            "inputs": inputs, "outputs": output_specs(p)}
+
+
+def output_specs(p: Predictor) -> list[dict]:
+    if p.task == "regression":
+        return [{"name": "prediction", "datatype": "FP32", "shape": [-1]}]
+    return [{"name": "label", "datatype": "BYTES", "shape": [-1]},
+            {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(p.labels)]}]
+
+
+def decode_request(body: bytes, header_length: int | None) -> InferRequest:
+    """Parse an infer request (JSON, or JSON header + binary tensors); V2Error says what is wrong."""
+    if header_length is not None:
+        if not 0 < header_length <= len(body):
+            raise V2Error(f"Inference-Header-Content-Length {header_length} does not fit a body of {len(body)} bytes")
+        head, binary = body[:header_length], memoryview(body)[header_length:]
+    else:
+        head, binary = body, memoryview(b"")
+    try:
+        doc = orjson.loads(head)
+    except orjson.JSONDecodeError as exc:
+        raise V2Error(f"body is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or not doc["inputs"]:
+        raise V2Error('body: expected {"inputs": [{"name", "shape", "datatype", "data"}, ...]}')
+    columns: dict[str, object] = {}
+    offset = 0
+    for i, tensor in enumerate(doc["inputs"]):
+        if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
+            raise V2Error(f"inputs[{i}]: expected an object with a string 'name'")
+        where = f"inputs[{i}] ('{tensor['name']}')"
+        shape = tensor.get("shape")
+        if shape is not None and not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+            raise V2Error(f"{where}: 'shape' must be a list of non-negative integers")
+        params = tensor.get("parameters") or {}
+        size = params.get("binary_data_size") if isinstance(params, dict) else None
+        if size is not None:
+            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+                raise V2Error(f"{where}: binary_data_size {size!r} does not fit the {len(binary) - offset} "
+                              "bytes left in the body")
+            values = _binary_values(binary[offset: offset + size], tensor.get("datatype"), where)
+            offset += size
+        else:
+            data = tensor.get("data")
+            if not isinstance(data, list):
+                raise V2Error(f"{where}: field 'data' must be a list (or send binary data)")
+            values = list(_flatten(data))
+        if shape is not None and int(np.prod(shape)) != len(values):
+            raise V2Error(f"{where}: shape {shape} does not match {len(values)} values")
+        columns[tensor["name"]] = values
+    if offset != len(binary):
+        raise V2Error(f"body has {len(binary) - offset} bytes of binary data that no input claims")
+    lengths = {len(v) for v in columns.values()}
+    if len(lengths) != 1:
+        raise V2Error(f"inputs: every tensor needs the same number of rows, got {sorted(lengths)}")
+    params = doc.get("parameters") if isinstance(doc.get("parameters"), dict) else {}
+    requested = doc.get("outputs")
+    names = None
+    binary_output = bool(params.get("binary_data_output", False))
+    if requested is not None:
+        if not isinstance(requested, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
+                                                       for o in requested):
+            raise V2Error("field 'outputs': expected a list of {\"name\": ...} objects")
+        names = [o["name"] for o in requested]
+        binary_output = binary_output or any(bool((o.get("parameters") or {}).get("binary_data")) for o in requested)
+    return InferRequest(columns, lengths.pop(), doc.get("id"), names, binary_output)
+
+
+def encode_answer(name: str, version: int | None, p: Predictor, out: dict[str, np.ndarray], labels: np.ndarray,
+                  request: InferRequest) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]]:
+    """(body, content type, extra headers) of the infer answer, JSON or binary as the request asked."""
+    n = request.n_rows
+    if p.task == "regression":
+        tensors = {"prediction": ("FP32", [n], out["prediction"].reshape(-1).astype(np.float32))}
+    else:
+        probs = out["probabilities"].astype(np.float32)
+        tensors = {"label": ("BYTES", [n], [str(v) for v in labels.tolist()]),
+                   "probabilities": ("FP32", [n, probs.shape[1]], probs.reshape(-1))}
+    wanted = request.outputs if request.outputs is not None else list(tensors)
+    unknown = [w for w in wanted if w not in tensors]
+    if unknown:
+        raise V2Error(f"field 'outputs': unknown output(s) {', '.join(map(repr, unknown))}; "
+                      f"this model has {', '.join(map(repr, tensors))}")
+    answer: dict = {"model_name": name, "model_version": str(version or ""), "outputs": []}
+    if request.request_id is not None:
+        answer["id"] = request.request_id
+    if not request.binary_output:
+        for w in wanted:
+            datatype, shape, data = tensors[w]
+            answer["outputs"].append({"name": w, "datatype": datatype, "shape": shape, "data": data})
+        return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), b"application/json", []
+    chunks = []
+    for w in wanted:
+        datatype, shape, data = tensors[w]
+        raw = _bytes_tensor(data) if datatype == "BYTES" else np.ascontiguousarray(data, dtype="<f4").tobytes()
+        chunks.append(raw)
+        answer["outputs"].append({"name": w, "datatype": datatype, "shape": shape,
+                                  "parameters": {"binary_data_size": len(raw)}})
+    head = orjson.dumps(answer)
+    return (head + b"".join(chunks), b"application/octet-stream",
+            [(b"inference-header-content-length", str(len(head)).encode())])
+
+
+def _binary_values(raw: memoryview, datatype: object, where: str) -> object:
+    if datatype == "BYTES":
+        values, i = [], 0
+        while i < len(raw):
+            if i + 4 > len(raw):
+                raise V2Error(f"{where}: BYTES data ends inside an element's 4-byte length")
+            (length,) = struct.unpack_from("<I", raw, i)
+            if i + 4 + length > len(raw):
+                raise V2Error(f"{where}: BYTES element of {length} bytes runs past the tensor's data")
+            try:
+                values.append(bytes(raw[i + 4: i + 4 + length]).decode("utf-8"))
+            except UnicodeDecodeError:
+                raise V2Error(f"{where}: BYTES element {len(values) + 1} is not UTF-8 text") from None
+            i += 4 + length
+        return values
+    dtype = FIXED_DTYPES.get(datatype) if isinstance(datatype, str) else None
+    if dtype is None:
+        raise V2Error(f"{where}: datatype {datatype!r} is not one of {', '.join(['BYTES', *FIXED_DTYPES])}")
+    width = np.dtype(dtype).itemsize
+    if len(raw) % width:
+        raise V2Error(f"{where}: {len(raw)} bytes is not a whole number of {datatype} values")
+    values = np.frombuffer(raw, dtype=dtype)
+    return values.astype(np.float64) if values.dtype.kind == "f" else values
+
+
+def _bytes_tensor(values: list[str]) -> bytes:
+    parts = []
+    for v in values:
+        b = v.encode("utf-8")
+        parts.append(struct.pack("<I", len(b)) + b)
+    return b"".join(parts)
+
+
+def _flatten(values: list) -> object:
+    for v in values:
+        if isinstance(v, list):
+            yield from _flatten(v)
+        else:
+            yield v
