@@ -139,7 +139,8 @@ def test_tokens_and_hot_reload_under_load(tmp_path):
     registry = Registry(home)
     registry.set_alias("churn", 1, "production")
     port = _free_port()
-    proc = _start(home, port, "--api-key", "key-1", ref="churn@production", env={"TANDEM_ADMIN_TOKEN": "admin-secret"})
+    proc = _start(home, port, "--api-key", "key-1", "--watch-interval", "0", ref="churn@production",
+                  env={"TANDEM_ADMIN_TOKEN": "admin-secret"})
     base = f"http://127.0.0.1:{port}"
     try:
         row = {"instances": _records(frame.drop(columns=["churn"]).iloc[:1])}
@@ -196,20 +197,43 @@ def test_python_client_round_trip(server):
     assert "server answered 422" in str(info.value) and "missing column(s) 'age'" in str(info.value)
 
 
-def test_metrics_count_requests_and_latency(server):
-    base, _, x = server
-    _call(base + "/v1/models/churn/predict", {"instances": _records(x.iloc[:4])})
-    _call(base + "/v1/models/churn/predict", {"rows": []})
+def _scrape(base: str) -> dict:
+    """/metrics parsed by Prometheus' own parser: {(name, frozenset(labels)): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     with urllib.request.urlopen(base + "/metrics", timeout=10) as resp:
         assert resp.headers["Content-Type"].startswith("text/plain")
         text = resp.read().decode()
-    counts = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
-              if line.startswith("tandem_requests_total{")}
-    assert counts['tandem_requests_total{code="200",model="churn",route="predict"}'] >= 2
-    assert counts['tandem_requests_total{code="400",model="churn",route="predict"}'] >= 1
-    assert 'tandem_request_seconds_count{model="churn",phase="compute"}' in text
-    assert 'tandem_batch_rows_bucket{le="4.0",model="churn"}' in text
-    assert "tandem_in_flight_requests" in text
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def _sample(metrics: dict, name: str, **labels) -> float:
+    return metrics.get((name, frozenset(labels.items())), 0.0)
+
+
+def test_metrics_count_requests_and_latency(server):
+    base, _, x = server
+    before = _scrape(base)
+    _call(base + "/v1/models/churn/predict", {"instances": _records(x.iloc[:4])})
+    _call(base + "/v1/models/churn/predict", {"instances": _records(x.iloc[:1])})
+    _call(base + "/v1/models/churn/predict", {"rows": []})
+    _call(base + "/v1/models/made-up/predict", {"rows": []})
+    after = _scrape(base)
+
+    def grew(name, **labels):
+        return _sample(after, name, **labels) - _sample(before, name, **labels)
+
+    assert grew("tandem_requests_total", model="churn", route="predict", code="200") == 2
+    assert grew("tandem_requests_total", model="churn", route="predict", code="400") == 1
+    assert grew("tandem_requests_total", model="", route="predict", code="404") == 1  # no label per made-up name
+    assert not any("made-up" in str(labels) for _, labels in after)
+    assert grew("tandem_request_seconds_count", model="churn", phase="compute") == 2
+    assert grew("tandem_request_seconds_count", model="churn", phase="total") == 3
+    assert grew("tandem_batch_rows_bucket", model="churn", le="4.0") == 2  # 4 rows and 1 row
+    assert grew("tandem_batch_rows_bucket", model="churn", le="2.0") == 1
+    assert grew("tandem_batch_rows_sum", model="churn") == 5
+    assert _sample(after, "tandem_in_flight_requests") == 1  # the scrape itself
 
 
 def test_openapi_document_comes_from_the_schema(server):
@@ -304,12 +328,11 @@ def test_micro_batching_merges_concurrent_requests_and_bounds_its_queue(tmp_path
         assert [r[0] for r in results] == [200] * 48
         assert [r[1]["predictions"][0] for r in results] == model.predict(x).tolist()
         assert np.allclose([r[1]["probabilities"][0] for r in results], model.predict_proba(x), atol=1e-6)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port_a}/metrics", timeout=10) as resp:
-            text = resp.read().decode()
-        runs = next(float(line.split()[1]) for line in text.splitlines()
-                    if line.startswith('tandem_batch_rows_count{model="churn"}'))
-        assert runs < 48, runs  # fewer model runs than requests: concurrent requests were batched
-        assert 'tandem_request_seconds_count{model="churn",phase="queue"}' in text
+        metrics = _scrape(f"http://127.0.0.1:{port_a}")
+        runs = _sample(metrics, "tandem_batch_rows_count", model="churn")
+        assert 0 < runs < 48, runs  # fewer model runs than requests: concurrent requests were batched
+        assert _sample(metrics, "tandem_batch_rows_sum", model="churn") == 48
+        assert _sample(metrics, "tandem_request_seconds_count", model="churn", phase="queue") == runs
 
         results = _concurrently(f"http://127.0.0.1:{port_b}/v1/models/churn/predict", bodies[:16])
         codes = [r[0] for r in results]
@@ -333,22 +356,30 @@ def test_schemathesis_finds_no_server_error(server):
 
 def test_sigterm_drains_requests_in_flight(tmp_path):
     import signal
-    import threading
 
     home = tmp_path / "home"
     frame = mixed_frame(300, task="binary", seed=0)
     tandem.train(frame, "churn", time_limit=2, name="churn", home=home, families=["linear"])
     port = _free_port()
-    proc = _start(home, port, "--max-batch-rows", "64", "--queue-delay-us", "1500000")  # batches wait 1.5 s
-    bodies = [{"instances": [r]} for r in _records(frame.drop(columns=["churn"]).iloc[:2])]
-    results: list = []
-    worker = threading.Thread(target=lambda: results.extend(
-        _concurrently(f"http://127.0.0.1:{port}/v1/models/churn/predict", bodies)))
-    worker.start()
-    time.sleep(0.5)  # both requests are in flight, their batch is waiting
-    proc.send_signal(signal.SIGTERM)
-    worker.join(timeout=20)
-    assert [r[0] for r in results] == [200, 200], results
+    proc = _start(home, port)
+    body = json.dumps({"instances": _records(frame.drop(columns=["churn"]).iloc[:2])}).encode()
+    head = (f"POST /v1/models/churn/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as conn:
+        conn.sendall(head + body[:10])  # a request in flight: its body is still arriving
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert proc.poll() is None  # still draining
+        conn.sendall(body[10:])
+        answer = b""
+        while b"\r\n\r\n" not in answer or len(answer.split(b"\r\n\r\n", 1)[1]) < 20:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert b'"predictions"' in answer
     assert proc.wait(timeout=20) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once drained
 
 
@@ -389,4 +420,147 @@ def test_numbers_beyond_range_are_a_4xx(server, raw, status, message):
 def test_huge_integers_in_columns_are_a_4xx(server, path, body):
     base, _, _ = server
     got, answer = _call(base + path, body)
-    assert got == 422 and "column 'age'" in answer["error"], answer
+    assert got == 422 and "column '" in answer["error"] and "row 1" in answer["error"], answer
+
+
+def test_tritonclient_drives_the_v2_protocol_json_and_binary(server):
+    """A real Open Inference Protocol client (tritonclient, as users of Triton have it)."""
+    import tritonclient.http as triton
+    from tritonclient.utils import InferenceServerException
+
+    base, model, x = server
+    x = x.dropna().head(12)
+    client = triton.InferenceServerClient(base.removeprefix("http://"))
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("churn")
+    meta = client.get_model_metadata("churn")
+    assert meta["name"] == "churn" and {i["name"] for i in meta["inputs"]} == set(x.columns) - {"customer_id"}
+    types = {i["name"]: i["datatype"] for i in meta["inputs"]}
+
+    def request(binary: bool):
+        inputs = []
+        for name, datatype in types.items():
+            values = x[name].to_numpy()
+            if datatype in ("FP32", "BOOL"):
+                array = values.astype(np.float32 if datatype == "FP32" else bool)
+            else:
+                array = np.array([str(v) for v in values], dtype=np.object_)
+            tensor = triton.InferInput(name, [len(x)], datatype)
+            tensor.set_data_from_numpy(array, binary_data=binary)
+            inputs.append(tensor)
+        return inputs
+
+    for binary in (True, False):
+        outputs = [triton.InferRequestedOutput("label", binary_data=binary),
+                   triton.InferRequestedOutput("probabilities", binary_data=binary)]
+        result = client.infer("churn", request(binary), outputs=outputs, request_id="r7")
+        assert result.get_response()["id"] == "r7"
+        labels = [v.decode() if isinstance(v, bytes) else v for v in result.as_numpy("label").tolist()]
+        assert labels == [str(v) for v in model.predict(x)]
+        assert np.allclose(result.as_numpy("probabilities").reshape(-1, 2), model.predict_proba(x), atol=1e-6)
+    default = client.infer("churn", request(True))  # no outputs named: all of them, as binary
+    assert default.as_numpy("probabilities").shape == (len(x), 2)
+    assert client.infer("churn", request(True), model_version="1").as_numpy("label").shape == (len(x),)
+    with pytest.raises(InferenceServerException, match="served at version 1, not 9"):
+        client.infer("churn", request(True), model_version="9")
+    with pytest.raises(InferenceServerException, match="unknown output"):
+        client.infer("churn", request(True), outputs=[triton.InferRequestedOutput("score")])
+
+
+def _post_raw(url: str, body: bytes, headers: dict) -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=body, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.mark.parametrize("tensors, tail, header_extra, message", [
+    ([{"name": "age", "shape": [2], "datatype": "FP32", "parameters": {"binary_data_size": 8}}], b"\0" * 4, 0,
+     "binary_data_size 8 does not fit"),
+    ([{"name": "age", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": 3}}], b"\0" * 3, 0,
+     "not a whole number of FP32 values"),
+    ([{"name": "city", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": 6}}],
+     b"\x09\0\0\0ab", 0, "runs past the tensor's data"),
+    ([{"name": "city", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": 5}}],
+     b"\x01\0\0\0\xff", 0, "not UTF-8 text"),
+    ([{"name": "age", "shape": [1], "datatype": "COMPLEX", "parameters": {"binary_data_size": 4}}], b"\0" * 4, 0,
+     "datatype 'COMPLEX' is not one of"),
+    ([{"name": "age", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": 4}}], b"\0" * 8, 0,
+     "4 bytes of binary data that no input claims"),
+    ([{"name": "age", "shape": [1], "datatype": "FP32", "data": [1]}], b"", 10_000,
+     "does not fit a body"),
+])
+def test_bad_binary_v2_requests_are_400(server, tensors, tail, header_extra, message):
+    base, _, _ = server
+    head = json.dumps({"inputs": tensors}).encode()
+    status, body = _post_raw(base + "/v2/models/churn/infer", head + tail,
+                             {"Inference-Header-Content-Length": str(len(head) + header_extra),
+                              "Content-Type": "application/octet-stream"})
+    assert status == 400 and message in body["error"], body
+
+
+def test_a_moved_alias_is_followed_without_an_admin_call(tmp_path):
+    import threading
+
+    from tandem.registry import Registry
+
+    home = tmp_path / "home"
+    frame = mixed_frame(300, task="binary", seed=0)
+    train = lambda: tandem.train(frame, "churn", time_limit=2, name="churn", home=home, families=["linear"])  # noqa: E731
+    train()
+    registry = Registry(home)
+    registry.set_alias("churn", 1, "production")
+    port = _free_port()
+    proc = _start(home, port, "--watch-interval", "0.3", "--workers", "2", ref="churn@production")
+    base = f"http://127.0.0.1:{port}"
+    row = {"instances": _records(frame.drop(columns=["churn"]).iloc[:1])}
+    predict = base + "/v1/models/churn/predict"
+    try:
+        assert _call(predict, row)[1]["version"] == 1
+        train()
+        codes: list[int] = []
+        versions: list[int] = []
+        stop = threading.Event()
+
+        def hammer():
+            while not stop.is_set():
+                status, body = _call(predict, row)
+                codes.append(status)
+                versions.append(body.get("version"))
+
+        worker = threading.Thread(target=hammer)
+        worker.start()
+        time.sleep(0.3)
+        registry.set_alias("churn", 2, "production")
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and versions[-20:] != [2] * 20:
+            time.sleep(0.2)
+        stop.set()
+        worker.join()
+        assert set(codes) == {200}
+        assert versions[-20:] == [2] * 20  # both workers moved on
+        assert versions.index(2) > 0 and 1 in versions
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def test_metrics_add_up_over_workers(tmp_path):
+    home = tmp_path / "home"
+    frame = mixed_frame(300, task="binary", seed=0)
+    tandem.train(frame, "churn", time_limit=2, name="churn", home=home, families=["linear"])
+    port = _free_port()
+    proc = _start(home, port, "--workers", "2")
+    base = f"http://127.0.0.1:{port}"
+    row = {"instances": _records(frame.drop(columns=["churn"]).iloc[:1])}
+    try:
+        for _ in range(60):  # new connections each time: the kernel spreads them over both workers
+            assert _call(base + "/v1/models/churn/predict", row)[0] == 200
+        time.sleep(1.5)  # each worker publishes its figures about once a second
+        totals = [_sample(_scrape(base), "tandem_requests_total", model="churn", route="predict", code="200")
+                  for _ in range(6)]
+        assert totals == [60] * 6, totals  # whichever worker answers the scrape, it counts all of them
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)

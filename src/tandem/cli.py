@@ -260,6 +260,8 @@ def serve(
                                                    "in flight (µs)."),
     max_queue_rows: int = typer.Option(4096, help="Rows a model may have queued before answering 429."),
     request_timeout: float = typer.Option(10.0, help="Seconds a request may wait before 503."),
+    watch_interval: float = typer.Option(2.0, help="Seconds between checks of the registry: a served alias "
+                                                   "(or bare name) that moved is reloaded (0: off)."),
 ) -> None:
     """Serve models over HTTP: REST JSON and the KServe v2 protocol."""
     import os
@@ -276,6 +278,11 @@ def serve(
         names[name] = ref
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
+    if watch_interval < 0:
+        raise ConfigError(f"--watch-interval must be 0 (off) or more seconds, got {watch_interval:g}")
+    import shutil
+    import tempfile
+
     import uvicorn
 
     os.environ["TANDEM_SERVE_MODELS"] = ",".join(models)
@@ -284,10 +291,19 @@ def serve(
         if value:
             os.environ[var] = value
     os.environ.update(TANDEM_SERVE_MAX_BATCH_ROWS=str(max_batch_rows), TANDEM_SERVE_QUEUE_DELAY_US=str(queue_delay_us),
-                      TANDEM_SERVE_MAX_QUEUE_ROWS=str(max_queue_rows), TANDEM_SERVE_TIMEOUT_S=str(request_timeout))
+                      TANDEM_SERVE_MAX_QUEUE_ROWS=str(max_queue_rows), TANDEM_SERVE_TIMEOUT_S=str(request_timeout),
+                      TANDEM_SERVE_WATCH_S=str(watch_interval))
+    # several workers share their metrics through a folder that lives as long as this server
+    metrics_dir = tempfile.mkdtemp(prefix="tandem-serve-metrics-") if workers > 1 else None
+    if metrics_dir:
+        os.environ["TANDEM_SERVE_METRICS_DIR"] = metrics_dir
     err.print(f"serving {', '.join(names)} on http://{host}:{port} ({workers} worker{'s' if workers > 1 else ''})")
-    uvicorn.run("tandem.serve.app:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level="warning", access_log=False)
+    try:
+        uvicorn.run("tandem.serve.app:create_app", factory=True, host=host, port=port, workers=workers,
+                    log_level="warning", access_log=False)
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 @app.command()

@@ -57,6 +57,7 @@ class InputEncoder:
         self.num_columns = [c for c in feats if c.kind in ("numeric", "boolean", "datetime")]
         self.cat_columns = [c for c in feats if c.kind == "categorical"]
         self.required = [c.name for c in feats]
+        self._required_set = frozenset(self.required)
         self.num_feature_names: list[str] = []
         for c in self.num_columns:
             if c.kind == "datetime":
@@ -155,8 +156,10 @@ class InputEncoder:
         if len(rows) == 1:
             return self.encode_row(rows[0], what=what)
         if not self._simple_num:
-            return self.encode_table(pa.Table.from_pylist([{n: r.get(n) for n in self.required} for r in rows]),
-                                     what=what)
+            for i, row in enumerate(rows):
+                if not self._required_set <= row.keys():
+                    self._check_columns(row, f"{what} row {i + 1}")
+            return self.encode_table(_rows_table(rows, self.required, what), what=what)
         try:
             num = None
             if self._num_names:
@@ -183,6 +186,21 @@ class InputEncoder:
             i, j = (int(v) for v in np.argwhere(bad)[0])
             raise SchemaError(f"{what} column '{self.num_feature_names[j]}' row {i + 1 + row_offset}: "
                               "expected a finite number within float32 range (about ±3.4e38)")
+
+
+def _rows_table(rows: list[dict], columns: list[str], what: str) -> pa.Table:
+    """The model's columns of ``rows`` as a table; a column whose values do not share a type is named."""
+    arrays = []
+    for c in columns:
+        values = [r[c] for r in rows]
+        try:
+            arrays.append(pa.array(values))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+            for i, v in enumerate(values):
+                if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**63:
+                    raise SchemaError(f"{what} column '{c}' row {i + 1}: number {v} is out of range") from None
+            raise SchemaError(f"{what} column '{c}': values must share one type ({exc})") from None
+    return pa.Table.from_arrays(arrays, names=columns)
 
 
 def _expected(c: ColumnSpec) -> str:

@@ -210,7 +210,7 @@ class ServeApp:
             tail = parts[3:]
             if parts[0] == "v1" and tail == ["predict"]:
                 self._expect(method, "POST", path)
-                self._admit(model)
+                await self._admit(model, scope, receive)
                 return 200, await self._predict_rest(model, self._parse_json(await self._body(scope, receive)))
             if parts[0] == "v2" and tail[:1] == ["versions"] and len(tail) >= 2:
                 if tail[1] != str(model.version):
@@ -223,7 +223,7 @@ class ServeApp:
                 return (200 if self.ready else 503), {"name": model.name, "ready": self.ready}
             if parts[0] == "v2" and tail == ["infer"]:
                 self._expect(method, "POST", path)
-                self._admit(model)
+                await self._admit(model, scope, receive)
                 return await self._infer_v2(model, scope, receive)
         if path == "/v2/health/live":
             return 200, {"live": True}
@@ -296,11 +296,14 @@ class ServeApp:
         if method != wanted:
             raise HTTPError(405, f"{path} takes {wanted}, not {method}")
 
-    def _admit(self, model: ServedModel) -> None:
-        """Refuse at once, before reading the body, while the model's queue is full: shedding load must
-        cost far less than serving it."""
+    async def _admit(self, model: ServedModel, scope: Scope, receive: Receive) -> None:
+        """Refuse at once, without parsing the body, while the model's queue is full: shedding load
+        must cost far less than serving it. The body is still read, so the connection stays usable."""
         current = self.batchers.get(model.name)
         if current is not None and current[1].queued_rows >= self.max_queue_rows:
+            more = True
+            while more:
+                more = (await receive()).get("more_body", False)
             raise HTTPError(429, f"model '{model.name}' has {self.max_queue_rows} rows queued: retry shortly",
                             [(b"retry-after", b"1")])
 
@@ -347,8 +350,8 @@ class ServeApp:
     async def _run(self, model: ServedModel, enc: EncodedInputs) -> dict[str, np.ndarray]:
         """Run encoded (so already validated) rows, on their own or in a micro-batch."""
         p = model.predictor
-        if self.max_batch_rows <= 1 or (self.arrived_quiet and self.metrics.in_flight <= 1
-                                        and self._batcher(model).idle()):
+        if (self.max_batch_rows <= 1 or enc.n_rows >= self.max_batch_rows  # too big to share a run
+                or (self.arrived_quiet and self.metrics.in_flight <= 1 and self._batcher(model).idle())):
             started = time.perf_counter()
             out = p.run(enc)
             self._observe(model.name, 0.0, time.perf_counter() - started, enc.n_rows)

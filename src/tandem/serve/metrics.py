@@ -111,7 +111,7 @@ def _histogram(name: str, help_text: str, label_names: tuple, buckets: tuple, se
     for key, counts in sorted(series.items()):
         labels = ",".join(f'{n}="{_esc(v)}"' for n, v in zip(label_names, key, strict=True))
         running = 0
-        for bound, n in zip((*buckets, "+Inf"), counts[:-1], strict=True):
+        for bound, n in zip((*(repr(float(b)) for b in buckets), "+Inf"), counts[:-1], strict=True):
             running += n
             lines.append(f'{name}_bucket{{{labels},le="{bound}"}} {running}')
         lines.append(f"{name}_sum{{{labels}}} {counts[-1]}")
