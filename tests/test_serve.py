@@ -72,6 +72,35 @@ def _records(x):
     return x.astype(object).where(x.notna(), None).to_dict(orient="records")
 
 
+def _linear_churn(home, rows: int = 300):
+    """(frame, train): ``train()`` adds the next version of a quick linear 'churn' model to ``home``."""
+    frame = mixed_frame(rows, task="binary", seed=0)
+    return frame, lambda: tandem.train(frame, "churn", time_limit=2, name="churn", home=home, families=["linear"])
+
+
+class _Hammer:
+    """Posts ``body`` to ``url`` in a loop on a thread while the block runs; ``answers`` are (status, body)."""
+
+    def __init__(self, url: str, body: dict, token: str | None = None):
+        import threading
+
+        self.answers: list[tuple[int, dict]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(url, body, token))
+
+    def _run(self, url, body, token):
+        while not self._stop.is_set():
+            self.answers.append(_call(url, body, token=token))
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
 def test_rest_predict_matches_the_model(server):
     base, model, x = server
     status, body = _call(base + "/v1/models/churn/predict", {"instances": _records(x)})
@@ -128,13 +157,10 @@ def test_bad_requests_get_4xx_with_a_message(server, path, kwargs, status, messa
 
 
 def test_tokens_and_hot_reload_under_load(tmp_path):
-    import threading
-
     from tandem.registry import Registry
 
     home = tmp_path / "home"
-    frame = mixed_frame(400, task="binary", seed=0)
-    train = lambda: tandem.train(frame, "churn", time_limit=2, name="churn", home=home, families=["linear"])  # noqa: E731
+    frame, train = _linear_churn(home, 400)
     train()
     registry = Registry(home)
     registry.set_alias("churn", 1, "production")
@@ -155,21 +181,12 @@ def test_tokens_and_hot_reload_under_load(tmp_path):
 
         train()
         registry.set_alias("churn", 2, "production")
-        codes: list[int] = []
-        stop = threading.Event()
-
-        def hammer():
-            while not stop.is_set():
-                codes.append(_call(predict, row, token="key-1")[0])
-
-        worker = threading.Thread(target=hammer)
-        worker.start()
-        time.sleep(0.3)
-        status, body = _call(reload, {}, token="admin-secret")
-        time.sleep(0.3)
-        stop.set()
-        worker.join()
+        with _Hammer(predict, row, token="key-1") as load:
+            time.sleep(0.3)
+            status, body = _call(reload, {}, token="admin-secret")
+            time.sleep(0.3)
         assert status == 200 and body == {"name": "churn", "previous_version": 1, "version": 2}
+        codes = [code for code, _ in load.answers]
         assert codes and set(codes) == {200}
         assert _call(predict, row, token="key-1")[1]["version"] == 2
 
@@ -252,8 +269,8 @@ def test_killing_a_worker_leaves_the_server_answering(tmp_path):
     import signal
 
     home = tmp_path / "home"
-    frame = mixed_frame(300, task="binary", seed=0)
-    tandem.train(frame, "churn", time_limit=2, name="churn", home=home, families=["linear"])
+    frame, train = _linear_churn(home)
+    train()
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "tandem.cli", "serve", "churn", "--port", str(port),
                              "--workers", "2"], env=dict(os.environ, TANDEM_HOME=str(home)),
@@ -358,8 +375,8 @@ def test_sigterm_drains_requests_in_flight(tmp_path):
     import signal
 
     home = tmp_path / "home"
-    frame = mixed_frame(300, task="binary", seed=0)
-    tandem.train(frame, "churn", time_limit=2, name="churn", home=home, families=["linear"])
+    frame, train = _linear_churn(home)
+    train()
     port = _free_port()
     proc = _start(home, port)
     body = json.dumps({"instances": _records(frame.drop(columns=["churn"]).iloc[:2])}).encode()
@@ -501,13 +518,10 @@ def test_bad_binary_v2_requests_are_400(server, tensors, tail, header_extra, mes
 
 
 def test_a_moved_alias_is_followed_without_an_admin_call(tmp_path):
-    import threading
-
     from tandem.registry import Registry
 
     home = tmp_path / "home"
-    frame = mixed_frame(300, task="binary", seed=0)
-    train = lambda: tandem.train(frame, "churn", time_limit=2, name="churn", home=home, families=["linear"])  # noqa: E731
+    frame, train = _linear_churn(home)
     train()
     registry = Registry(home)
     registry.set_alias("churn", 1, "production")
@@ -519,25 +533,14 @@ def test_a_moved_alias_is_followed_without_an_admin_call(tmp_path):
     try:
         assert _call(predict, row)[1]["version"] == 1
         train()
-        codes: list[int] = []
-        versions: list[int] = []
-        stop = threading.Event()
-
-        def hammer():
-            while not stop.is_set():
-                status, body = _call(predict, row)
-                codes.append(status)
-                versions.append(body.get("version"))
-
-        worker = threading.Thread(target=hammer)
-        worker.start()
-        time.sleep(0.3)
-        registry.set_alias("churn", 2, "production")
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and versions[-20:] != [2] * 20:
-            time.sleep(0.2)
-        stop.set()
-        worker.join()
+        with _Hammer(predict, row) as load:
+            time.sleep(0.3)
+            registry.set_alias("churn", 2, "production")
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and [b.get("version") for _, b in load.answers[-20:]] != [2] * 20:
+                time.sleep(0.2)
+        codes = [code for code, _ in load.answers]
+        versions = [body.get("version") for _, body in load.answers]
         assert set(codes) == {200}
         assert versions[-20:] == [2] * 20  # both workers moved on
         assert versions.index(2) > 0 and 1 in versions
@@ -548,8 +551,8 @@ def test_a_moved_alias_is_followed_without_an_admin_call(tmp_path):
 
 def test_metrics_add_up_over_workers(tmp_path):
     home = tmp_path / "home"
-    frame = mixed_frame(300, task="binary", seed=0)
-    tandem.train(frame, "churn", time_limit=2, name="churn", home=home, families=["linear"])
+    frame, train = _linear_churn(home)
+    train()
     port = _free_port()
     proc = _start(home, port, "--workers", "2")
     base = f"http://127.0.0.1:{port}"
