@@ -199,6 +199,17 @@ def run_tandem(row: dict, budget: float, data: tuple) -> dict:
     return row
 
 
+def measure_fitted(row: dict, model, t0: float, dataset: str, y_test, test_x, frames: list) -> None:
+    """Fill ``row`` for a scikit-learn-style classifier fitted since ``t0``: train time, peak memory,
+    test metric, 1-row latency and batch throughput (read in this order: memory right after the fit)."""
+    row["train_seconds"] = time.perf_counter() - t0
+    row["peak_rss_mb"] = peak_rss_mb()
+    pos = list(model.classes_).index(1)
+    row["test_metric"] = score(dataset, y_test, model.predict_proba(test_x)[:, pos])
+    row["predict_1row_p50_us"] = latency_p50_us(model.predict_proba, frames)
+    row["batch_rows_per_s"] = rows_per_s(model.predict_proba, test_x)
+
+
 def run_one(system: str, dataset: str, budget: float | None) -> dict:
     """Fit one system on one dataset (in this fresh process) and measure it."""
     target, positive, metric_name, _, flaml_metric = DATASETS[dataset]
@@ -219,12 +230,7 @@ def run_one(system: str, dataset: str, budget: float | None) -> dict:
     if system == "lightgbm":
         t0 = time.perf_counter()
         model = fit_lightgbm(train_x, y_train)
-        row["train_seconds"] = time.perf_counter() - t0
-        row["peak_rss_mb"] = peak_rss_mb()
-        pos = list(model.classes_).index(1)
-        row["test_metric"] = score(dataset, y_test, model.predict_proba(test_x)[:, pos])
-        row["predict_1row_p50_us"] = latency_p50_us(model.predict_proba, frames)
-        row["batch_rows_per_s"] = rows_per_s(model.predict_proba, test_x)
+        measure_fitted(row, model, t0, dataset, y_test, test_x, frames)
         row["size_bytes"] = len(model.booster_.model_to_string().encode())
         return row
     if system == "flaml":
@@ -236,12 +242,7 @@ def run_one(system: str, dataset: str, budget: float | None) -> dict:
         t0 = time.perf_counter()
         automl.fit(train_x, y_train, task="classification", time_budget=budget, metric=flaml_metric, seed=0,
                    verbose=0)
-        row["train_seconds"] = time.perf_counter() - t0
-        row["peak_rss_mb"] = peak_rss_mb()
-        pos = list(automl.classes_).index(1)
-        row["test_metric"] = score(dataset, y_test, automl.predict_proba(test_x)[:, pos])
-        row["predict_1row_p50_us"] = latency_p50_us(automl.predict_proba, frames)
-        row["batch_rows_per_s"] = rows_per_s(automl.predict_proba, test_x)
+        measure_fitted(row, automl, t0, dataset, y_test, test_x, frames)
         row["size_bytes"] = len(pickle.dumps(automl))
         row["flaml_best_estimator"] = automl.best_estimator
         return row
