@@ -128,8 +128,10 @@ class ServeApp:
         metrics.in_flight += 1
         extra_headers: list[tuple[bytes, bytes]] = []
         ctype = b"application/json"
+        path = scope["path"].rstrip("/")
+        parts = path.split("/")[1:]
         try:
-            status, payload = await self._route(scope, receive)
+            status, payload = await self._route(scope, receive, path, parts)
             if isinstance(payload, RawResponse):
                 payload, ctype, extra_headers = payload.body, payload.content_type, payload.headers
             else:
@@ -146,7 +148,7 @@ class ServeApp:
         await send({"type": "http.response.body", "body": payload})
         if metrics.in_flight == 0:
             self.idle_since = time.perf_counter()
-        model, route = self._labels_of(scope["path"])
+        model, route = self._labels_of(parts)
         metrics.count(model, route, status)
         metrics.observe_latency(model, "total", time.perf_counter() - started)
 
@@ -156,7 +158,8 @@ class ServeApp:
             if message["type"] == "lifespan.startup":
                 self._warm_up()
                 self.ready = True
-                self._housekeeping = asyncio.get_running_loop().create_task(self._keep_house())
+                if self.metrics.directory or self._watching():
+                    self._housekeeping = asyncio.get_running_loop().create_task(self._keep_house())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self._housekeeping is not None:
@@ -168,16 +171,20 @@ class ServeApp:
     async def _keep_house(self) -> None:
         """Publish metrics for the other workers each second; follow moved aliases every watch interval."""
         next_watch = time.monotonic() + self.watch_interval_s
+        tick = min(1.0, self.watch_interval_s) if self._watching() else 1.0
         while True:
-            await asyncio.sleep(1.0 if self.metrics.directory else max(self.watch_interval_s, 1.0))
+            await asyncio.sleep(tick)
             try:
                 self.metrics.publish()
-                if self.watch_interval_s > 0 and self.registry is not None and time.monotonic() >= next_watch:
+                if self._watching() and time.monotonic() >= next_watch:
                     next_watch = time.monotonic() + self.watch_interval_s
                     for model in list(self.models.values()):
                         await self._follow(model)
             except Exception as exc:  # housekeeping must never stop: say why and go on
                 print(f"tandem serve: housekeeping: {exc}", file=sys.stderr)
+
+    def _watching(self) -> bool:
+        return self.watch_interval_s > 0 and self.registry is not None
 
     async def _follow(self, model: ServedModel) -> None:
         """Reload ``model`` when its reference (an alias, or a bare name: the latest version) resolves anew."""
@@ -201,17 +208,17 @@ class ServeApp:
             _warm_one(m)
 
     # -- routing ------------------------------------------------------------------------------
-    async def _route(self, scope: Scope, receive: Receive) -> tuple[int, object]:
-        method, path = scope["method"], scope["path"].rstrip("/")
-        parts = path.split("/")[1:]
+    async def _route(self, scope: Scope, receive: Receive, path: str, parts: list[str]) -> tuple[int, object]:
+        method = scope["method"]
         if len(parts) >= 3 and parts[0] in ("v1", "v2") and parts[1] == "models":
             self._authorize(scope, self.api_key, "API key", required=False)
             model = self._model(parts[2])
             tail = parts[3:]
             if parts[0] == "v1" and tail == ["predict"]:
                 self._expect(method, "POST", path)
-                await self._admit(model, scope, receive)
-                return 200, await self._predict_rest(model, self._parse_json(await self._body(scope, receive)))
+                raw = await self._body(scope, receive)
+                self._admit(model)
+                return 200, await self._predict_rest(model, self._parse_json(raw))
             if parts[0] == "v2" and tail[:1] == ["versions"] and len(tail) >= 2:
                 if tail[1] != str(model.version):
                     raise HTTPError(404, f"model '{model.name}' is served at version {model.version}, not {tail[1]}")
@@ -223,7 +230,6 @@ class ServeApp:
                 return (200 if self.ready else 503), {"name": model.name, "ready": self.ready}
             if parts[0] == "v2" and tail == ["infer"]:
                 self._expect(method, "POST", path)
-                await self._admit(model, scope, receive)
                 return await self._infer_v2(model, scope, receive)
         if path == "/v2/health/live":
             return 200, {"live": True}
@@ -241,10 +247,9 @@ class ServeApp:
             return await self._reload(self._model(parts[2]))
         raise HTTPError(404, f"no route {method} {scope['path']}")
 
-    def _labels_of(self, path: str) -> tuple[str, str]:
-        """(model, route) metric labels of a request path; names not served share one label, so
-        requests for made-up models cannot grow the metrics without bound."""
-        parts = path.rstrip("/").split("/")[1:]
+    def _labels_of(self, parts: list[str]) -> tuple[str, str]:
+        """(model, route) metric labels of a request path's parts; names not served share one label,
+        so requests for made-up models cannot grow the metrics without bound."""
         if len(parts) >= 3 and parts[1] == "models":
             tail = parts[-1] if len(parts) > 3 else "metadata"
             route = tail if tail in ("predict", "infer", "ready", "reload") else "metadata"
@@ -296,14 +301,11 @@ class ServeApp:
         if method != wanted:
             raise HTTPError(405, f"{path} takes {wanted}, not {method}")
 
-    async def _admit(self, model: ServedModel, scope: Scope, receive: Receive) -> None:
-        """Refuse at once, without parsing the body, while the model's queue is full: shedding load
-        must cost far less than serving it. The body is still read, so the connection stays usable."""
+    def _admit(self, model: ServedModel) -> None:
+        """Refuse at once, before the body is parsed, while the model's queue is full: shedding load
+        must cost far less than serving it. (The body is read first, so the connection stays usable.)"""
         current = self.batchers.get(model.name)
         if current is not None and current[1].queued_rows >= self.max_queue_rows:
-            more = True
-            while more:
-                more = (await receive()).get("more_body", False)
             raise HTTPError(429, f"model '{model.name}' has {self.max_queue_rows} rows queued: retry shortly",
                             [(b"retry-after", b"1")])
 
@@ -318,13 +320,7 @@ class ServeApp:
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             raise HTTPError(413, f"body of {int(declared)} bytes is over the limit of {self.max_body_bytes} bytes")
-        message = await receive()
-        body = message.get("body", b"")
-        if not message.get("more_body"):
-            if len(body) > self.max_body_bytes:
-                raise HTTPError(413, f"body is over the limit of {self.max_body_bytes} bytes")
-            return body
-        chunks, size = [body], len(body)
+        chunks, size = [], 0
         while True:
             message = await receive()
             chunk = message.get("body", b"")
@@ -333,7 +329,7 @@ class ServeApp:
                 raise HTTPError(413, f"body is over the limit of {self.max_body_bytes} bytes")
             chunks.append(chunk)
             if not message.get("more_body"):
-                return b"".join(chunks)
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     @staticmethod
     def _parse_json(raw: bytes) -> object:
@@ -429,6 +425,7 @@ class ServeApp:
         # v2 clients may send no content type; binary requests are application/octet-stream
         raw = await self._body(scope, receive, headers=headers,
                                types=(b"application/json", b"", b"application/octet-stream"))
+        self._admit(model)
         try:
             request = kserve.decode_request(raw, None if header_length is None else int(header_length))
         except kserve.V2Error as exc:
