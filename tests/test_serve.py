@@ -307,28 +307,33 @@ def test_killing_a_worker_leaves_the_server_answering(tmp_path):
         proc.wait(timeout=15)
 
 
-def _concurrently(url, bodies):
-    import threading
-
-    barrier = threading.Barrier(len(bodies))
-    results: list = [None] * len(bodies)
-
-    def one(i):
-        barrier.wait()
-        req = urllib.request.Request(url, data=json.dumps(bodies[i]).encode(), method="POST")
-        req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=20) as resp:
-                results[i] = (resp.status, json.loads(resp.read()), None)
-        except urllib.error.HTTPError as exc:
-            results[i] = (exc.code, json.loads(exc.read()), exc.headers.get("Retry-After"))
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(bodies))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
+def _burst(port: int, path: str, bodies: list[dict]) -> list[tuple[int, dict, str | None]]:
+    """Send every request at once, as a backlog: all connections open (and used once) first, then the
+    requests written back to back, so the server reads them together. (status, JSON body, Retry-After) per request."""
+    conns = [socket.create_connection(("127.0.0.1", port), timeout=20) for _ in bodies]
+    try:
+        for conn in conns:  # every connection accepted and idle first: only the requests remain to be read
+            conn.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            raw = b""
+            while not raw.endswith(b"}"):
+                raw += conn.recv(65536)
+        for conn, body in zip(conns, bodies, strict=True):
+            data = json.dumps(body).encode()
+            conn.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode() + data)
+        results = []
+        for conn in conns:
+            raw = b""
+            while chunk := conn.recv(65536):
+                raw += chunk
+            head, payload = raw.split(b"\r\n\r\n", 1)
+            lines = head.decode("latin-1").split("\r\n")
+            headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+            results.append((int(lines[0].split()[1]), json.loads(payload), headers.get("retry-after")))
+        return results
+    finally:
+        for conn in conns:
+            conn.close()
 
 
 def test_micro_batching_merges_concurrent_requests_and_bounds_its_queue(tmp_path):
@@ -341,7 +346,7 @@ def test_micro_batching_merges_concurrent_requests_and_bounds_its_queue(tmp_path
     batching = _start(home, port_a, "--max-batch-rows", "64", "--queue-delay-us", "3000")
     tiny_queue = _start(home, port_b, "--max-batch-rows", "64", "--queue-delay-us", "100000", "--max-queue-rows", "1")
     try:
-        results = _concurrently(f"http://127.0.0.1:{port_a}/v1/models/churn/predict", bodies)
+        results = _burst(port_a, "/v1/models/churn/predict", bodies)
         assert [r[0] for r in results] == [200] * 48
         assert [r[1]["predictions"][0] for r in results] == model.predict(x).tolist()
         assert np.allclose([r[1]["probabilities"][0] for r in results], model.predict_proba(x), atol=1e-6)
@@ -351,7 +356,7 @@ def test_micro_batching_merges_concurrent_requests_and_bounds_its_queue(tmp_path
         assert _sample(metrics, "tandem_batch_rows_sum", model="churn") == 48
         assert _sample(metrics, "tandem_request_seconds_count", model="churn", phase="queue") == runs
 
-        results = _concurrently(f"http://127.0.0.1:{port_b}/v1/models/churn/predict", bodies[:16])
+        results = _burst(port_b, "/v1/models/churn/predict", bodies[:16])
         codes = [r[0] for r in results]
         assert set(codes) <= {200, 429} and 429 in codes and 200 in codes, codes
         refused = [r for r in results if r[0] == 429]
