@@ -299,8 +299,9 @@ def serve(
         os.environ["TANDEM_SERVE_METRICS_DIR"] = metrics_dir
     err.print(f"serving {', '.join(names)} on http://{host}:{port} ({workers} worker{'s' if workers > 1 else ''})")
     try:
+        # uvicorn runs the server; tandem's own HTTP protocol replaces uvicorn's per-request ASGI machinery
         uvicorn.run("tandem.serve.app:create_app", factory=True, host=host, port=port, workers=workers,
-                    log_level="warning", access_log=False)
+                    http="tandem.serve.http:TandemHTTP", log_level="warning", access_log=False)
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)

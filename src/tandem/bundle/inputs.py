@@ -10,6 +10,7 @@ is encoded the same way in both lives.
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,6 +68,10 @@ class InputEncoder:
         self.cat_feature_names = [c.name for c in self.cat_columns]
         self._simple_num = all(c.kind == "numeric" for c in self.num_columns)
         self._num_names = [c.name for c in self.num_columns]
+        self._cat_names = [c.name for c in self.cat_columns]
+        # one C call fetches a row's values (itemgetter of one name returns the value, not a tuple)
+        self._get_num = _getter(self._num_names)
+        self._get_cat = _getter(self._cat_names)
 
     def _check_columns(self, present: object, what: str) -> None:
         missing = [n for n in self.required if n not in present]
@@ -107,6 +112,10 @@ class InputEncoder:
     # -- one row as a dict (the latency-critical path) ------------------------------------------
     def encode_row(self, row: dict, *, what: str = "input") -> EncodedInputs:
         """Encode one row given as ``{column: value}``."""
+        if self._simple_num:  # the common case in a few C calls: numbers (or null) and text categories
+            fast = self._encode_plain_row(row, what)
+            if fast is not None:
+                return fast
         try:
             if self._simple_num:
                 values = [row[n] for n in self._num_names]
@@ -148,6 +157,30 @@ class InputEncoder:
         cat = np.array([cat_values], dtype=object) if self.cat_columns else None
         return EncodedInputs(num, cat)
 
+    def _encode_plain_row(self, row: dict, what: str) -> EncodedInputs | None:
+        """A row whose numeric values are numbers or null and whose categories are text, or None (then
+        the general path reads it, and names what is wrong)."""
+        try:
+            nums = self._get_num(row)
+            cats = self._get_cat(row)
+        except KeyError:
+            return None
+        for v in cats:
+            if type(v) is not str:
+                return None
+        num = None
+        if nums:
+            try:
+                num = np.array([nums], dtype=np.float32)
+            except (TypeError, ValueError, OverflowError):
+                return None
+            if num.shape != (1, len(nums)):
+                return None
+            if not math.isfinite(sum(num.tolist()[0])):  # NaN (missing) or infinite: the general check
+                self._check_finite(num, what, 0)
+        cat = np.array([cats], dtype=object) if cats else None
+        return EncodedInputs(num, cat)
+
     def encode_rows(self, rows: list[dict], *, what: str = "input") -> EncodedInputs:
         """Encode a list of ``{column: value}`` rows (a request's worth) without building a table.
 
@@ -186,6 +219,16 @@ class InputEncoder:
             i, j = (int(v) for v in np.argwhere(bad)[0])
             raise SchemaError(f"{what} column '{self.num_feature_names[j]}' row {i + 1 + row_offset}: "
                               "expected a finite number within float32 range (about ±3.4e38)")
+
+
+def _getter(names: list[str]) -> object:
+    """``row -> tuple of row[name]`` for ``names``."""
+    if not names:
+        return lambda row: ()
+    if len(names) == 1:
+        name = names[0]
+        return lambda row: (row[name],)
+    return operator.itemgetter(*names)
 
 
 def _rows_table(rows: list[dict], columns: list[str], what: str) -> pa.Table:

@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
+import math
 import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import orjson
@@ -31,15 +34,47 @@ from tandem.serve.metrics import ServeMetrics
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_ROWS = 10_000
-QUIET_GAP_S = 20e-6  # a request arriving this long after the server fell idle found it quiet
+# a request finds the server quiet when the event loop slept at least this long since the last answer (wall
+# time minus this thread's CPU time: a busy loop reading a backlog never sleeps, whatever its pace)
+QUIET_SLEPT_S = 20e-6
+JSON = b"application/json"
 Scope = dict
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
+logger = logging.getLogger("tandem.serve")
+
+
+class Request:
+    """One HTTP request as the server read it: header names lower-case, the whole body.
+
+    ``body`` is None when the body went over the size limit (``body_size`` says how big it was
+    declared or had grown); the route that reads it answers 413."""
+
+    __slots__ = ("method", "path", "headers", "body", "body_size")
+
+    def __init__(self, method: str, path: str, headers: dict[bytes, bytes], body: bytes | None, body_size: int = 0):
+        self.method = method
+        self.path = path
+        self.headers = headers
+        self.body = body
+        self.body_size = body_size
+
+
+class Response(NamedTuple):
+    """An answer, ready to write: the body is bytes, header names lower-case."""
+
+    status: int
+    body: bytes
+    content_type: bytes
+    headers: tuple | list
+
+
+Respond = Callable[[Response], None]
 
 
 @dataclass
 class RawResponse:
-    """A non-JSON answer (Prometheus text)."""
+    """A non-JSON answer (Prometheus text, v2 binary tensors)."""
 
     body: bytes
     content_type: bytes
@@ -54,6 +89,57 @@ class HTTPError(Exception):
         self.status = status
         self.message = message
         self.headers = headers or []
+
+
+Answer = tuple  # (status, payload: JSON-able or RawResponse, extra headers)
+
+
+class Later:
+    """A request answered later: queued for a micro-batch, or waiting for a reload. Called once with its
+    result (the model's outputs, a finished answer, or the exception that stopped it), it answers."""
+
+    __slots__ = ("app", "model", "make_answer", "respond", "parts", "started")
+
+    def __init__(self, app: ServeApp, model: ServedModel | None,
+                 make_answer: Callable[[dict[str, np.ndarray]], Answer] | None):
+        self.app = app
+        self.model = model
+        self.make_answer = make_answer  # outputs -> answer (None: the result is the answer)
+        self.respond, self.parts, self.started = app._current
+
+    def __call__(self, result: object) -> None:
+        try:
+            if isinstance(result, BaseException):
+                answer = error_answer(self.app._batch_error(self.model, result))
+            else:
+                answer = result if self.make_answer is None else self.make_answer(result)
+        except Exception as exc:
+            answer = error_answer(exc)
+        self.respond(self.app._finish(answer, self.parts, self.started))
+
+    def after(self, coro: Awaitable[Answer]) -> Later:
+        """Answer with what ``coro`` returns, once it has run as a task."""
+        def finished(task: asyncio.Task) -> None:
+            self(task.exception() or task.result() if not task.cancelled()
+                 else HTTPError(503, "the server is shutting down"))
+
+        asyncio.get_running_loop().create_task(coro).add_done_callback(finished)
+        return self
+
+
+def error_answer(exc: BaseException) -> Answer:
+    """The answer for an exception: HTTPError as it says, a user's mistake 422, anything else a logged 500."""
+    if isinstance(exc, HTTPError):
+        return exc.status, {"error": exc.message}, exc.headers
+    if isinstance(exc, TandemError):
+        return 422, {"error": str(exc)}, ()
+    logger.error("tandem serve: unexpected error", exc_info=exc)
+    return 500, {"error": f"internal error ({type(exc).__name__}); the server log has the details"}, ()
+
+
+def error_response(exc: BaseException) -> Response:
+    status, payload, headers = error_answer(exc)
+    return Response(status, orjson.dumps(payload), JSON, headers)
 
 
 @dataclass
@@ -88,7 +174,11 @@ def _finite_float(text: str) -> float:
 
 
 class ServeApp:
-    """ASGI callable serving a set of models by name."""
+    """The server's logic: ``handle(request, respond)`` answers one request, now or later.
+
+    It is also an ASGI application (lifespan, and HTTP through ``handle``), so any ASGI server can
+    run it; ``tandem serve`` runs it on uvicorn with tandem's own HTTP protocol (serve/http.py),
+    which calls ``handle`` directly."""
 
     def __init__(self, models: list[ServedModel], *, max_body_bytes: int = MAX_BODY_BYTES,
                  max_rows: int = MAX_ROWS, admin_token: str | None = None, api_key: str | None = None,
@@ -111,46 +201,65 @@ class ServeApp:
         self.batchers: dict[str, tuple[Predictor, Batcher]] = {}
         self.failed_loads: dict[str, str] = {}  # model name -> bundle path that failed to load (not retried)
         self._housekeeping: asyncio.Task | None = None
-        self.idle_since = 0.0  # when the last request in flight finished
-        self.arrived_quiet = True
+        self.answered_at = 0.0  # when the last answer was made (wall clock, and this thread's CPU clock)
+        self.answered_cpu = 0.0
+        self._current: tuple = (None, [], 0.0)
 
+    # -- the core: one request in, one answer out --------------------------------------------------
+    def handle(self, request: Request, respond: Respond) -> None:
+        """Answer ``request`` by calling ``respond`` once: before returning, or later (micro-batch, reload)."""
+        started = time.perf_counter()
+        self.metrics.in_flight += 1
+        parts = request.path.rstrip("/").split("/")[1:]
+        self._current = (respond, parts, started)  # what a Later needs to answer this request
+        try:
+            answer = self._route(request, parts)
+        except Exception as exc:
+            answer = error_answer(exc)
+        if type(answer) is tuple:
+            respond(self._finish(answer, parts, started))
+
+    def _finish(self, answer: Answer, parts: list[str], started: float) -> Response:
+        status, payload, headers = answer
+        if isinstance(payload, RawResponse):
+            response = Response(status, payload.body, payload.content_type, payload.headers)
+        else:
+            response = Response(status, orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), JSON, headers)
+        metrics = self.metrics
+        metrics.in_flight -= 1
+        model, route = self._labels_of(parts)
+        metrics.count(model, route, status)
+        self.answered_at = now = time.perf_counter()
+        if self.max_batch_rows > 1:
+            self.answered_cpu = time.thread_time()
+        metrics.observe_latency(model, "total", now - started)
+        return response
+
+    # -- ASGI ---------------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
-        started = time.perf_counter()
-        metrics = self.metrics
-        # a request that finds the server quiet runs at once; one that follows another back to back
-        # (a backlog is being read) goes through the batcher, where it can share a model run
-        self.arrived_quiet = metrics.in_flight == 0 and started - self.idle_since > QUIET_GAP_S
-        metrics.in_flight += 1
-        extra_headers: list[tuple[bytes, bytes]] = []
-        ctype = b"application/json"
-        path = scope["path"].rstrip("/")
-        parts = path.split("/")[1:]
-        try:
-            status, payload = await self._route(scope, receive, path, parts)
-            if isinstance(payload, RawResponse):
-                payload, ctype, extra_headers = payload.body, payload.content_type, payload.headers
-            else:
-                payload = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
-        except HTTPError as exc:
-            status, payload, extra_headers = exc.status, orjson.dumps({"error": exc.message}), exc.headers
-        except TandemError as exc:
-            status, payload = 422, orjson.dumps({"error": str(exc)})
-        finally:
-            metrics.in_flight -= 1
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", ctype), (b"content-length", str(len(payload)).encode()),
-                                *extra_headers]})
-        await send({"type": "http.response.body", "body": payload})
-        if metrics.in_flight == 0:
-            self.idle_since = time.perf_counter()
-        model, route = self._labels_of(parts)
-        metrics.count(model, route, status)
-        metrics.observe_latency(model, "total", time.perf_counter() - started)
+        headers = dict(scope.get("headers") or [])
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size <= self.max_body_bytes:
+                chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks) if size <= self.max_body_bytes else None
+        answered: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.handle(Request(scope["method"], scope["path"], headers, body, size), answered.set_result)
+        response: Response = await answered
+        await send({"type": "http.response.start", "status": response.status,
+                    "headers": [(b"content-type", response.content_type),
+                                (b"content-length", str(len(response.body)).encode()), *response.headers]})
+        await send({"type": "http.response.body", "body": response.body})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -197,7 +306,7 @@ class ServeApp:
             return  # the alias was removed: keep serving what we have
         if path == str(model.predictor.path) or self.failed_loads.get(model.name) == path:
             return
-        status, answer = await self._reload(model)
+        status, answer, _ = await self._reload(model)
         if status != 200:
             self.failed_loads[model.name] = path
             print(f"tandem serve: {answer['error']}", file=sys.stderr)
@@ -208,44 +317,49 @@ class ServeApp:
             _warm_one(m)
 
     # -- routing ------------------------------------------------------------------------------
-    async def _route(self, scope: Scope, receive: Receive, path: str, parts: list[str]) -> tuple[int, object]:
-        method = scope["method"]
-        if len(parts) >= 3 and parts[0] in ("v1", "v2") and parts[1] == "models":
-            self._authorize(scope, self.api_key, "API key", required=False)
+    def _route(self, request: Request, parts: list[str]) -> Answer | Later:
+        method = request.method
+        if len(parts) >= 3 and parts[1] == "models" and parts[0] in ("v1", "v2"):
+            if self.api_key is not None:
+                self._authorize(request, self.api_key, "API key")
             model = self._model(parts[2])
             tail = parts[3:]
             if parts[0] == "v1" and tail == ["predict"]:
-                self._expect(method, "POST", path)
-                raw = await self._body(scope, receive)
+                self._expect(method, "POST", request)
+                raw = self._body(request)
                 self._admit(model)
-                return 200, await self._predict_rest(model, self._parse_json(raw))
+                return self._predict_rest(model, self._parse_json(raw))
             if parts[0] == "v2" and tail[:1] == ["versions"] and len(tail) >= 2:
                 if tail[1] != str(model.version):
                     raise HTTPError(404, f"model '{model.name}' is served at version {model.version}, not {tail[1]}")
                 tail = tail[2:]
             if parts[0] == "v2" and not tail:
-                self._expect(method, "GET", path)
-                return 200, kserve.metadata(model.name, model.version, model.predictor)
+                self._expect(method, "GET", request)
+                return 200, kserve.metadata(model.name, model.version, model.predictor), ()
             if parts[0] == "v2" and tail == ["ready"]:
-                return (200 if self.ready else 503), {"name": model.name, "ready": self.ready}
+                return (200 if self.ready else 503), {"name": model.name, "ready": self.ready}, ()
             if parts[0] == "v2" and tail == ["infer"]:
-                self._expect(method, "POST", path)
-                return await self._infer_v2(model, scope, receive)
+                self._expect(method, "POST", request)
+                return self._infer_v2(model, request)
+        path = "/" + "/".join(parts)
         if path == "/v2/health/live":
-            return 200, {"live": True}
+            return 200, {"live": True}, ()
         if path == "/v2/health/ready":
-            return (200 if self.ready else 503), {"ready": self.ready}
+            return (200 if self.ready else 503), {"ready": self.ready}, ()
         if path == "/v2":
-            return 200, {"name": "tandem", "version": "1", "extensions": ["binary_tensor_data"]}
+            return 200, {"name": "tandem", "version": "1", "extensions": ["binary_tensor_data"]}, ()
         if path == "/openapi.json":
-            return 200, openapi_document(list(self.models.values()))
+            return 200, openapi_document(list(self.models.values())), ()
         if path == "/metrics":
-            return 200, RawResponse(self.metrics.render(), b"text/plain; version=0.0.4; charset=utf-8")
+            return 200, RawResponse(self.metrics.render(), b"text/plain; version=0.0.4; charset=utf-8"), ()
         if len(parts) == 4 and parts[:2] == ["admin", "models"] and parts[3] == "reload":
-            self._expect(method, "POST", path)
-            self._authorize(scope, self.admin_token, "admin", required=True)
-            return await self._reload(self._model(parts[2]))
-        raise HTTPError(404, f"no route {method} {scope['path']}")
+            self._expect(method, "POST", request)
+            if self.admin_token is None:
+                raise HTTPError(403, "admin endpoints are off: start the server with --admin-token "
+                                     "(or TANDEM_ADMIN_TOKEN)")
+            self._authorize(request, self.admin_token, "admin")
+            return Later(self, None, None).after(self._reload(self._model(parts[2])))
+        raise HTTPError(404, f"no route {method} {request.path[:200]}")
 
     def _labels_of(self, parts: list[str]) -> tuple[str, str]:
         """(model, route) metric labels of a request path's parts; names not served share one label,
@@ -259,18 +373,13 @@ class ServeApp:
         return "", ("metrics" if parts == ["metrics"] else "other")
 
     @staticmethod
-    def _authorize(scope: Scope, secret: str | None, what: str, *, required: bool) -> None:
-        if secret is None:
-            if required:
-                raise HTTPError(403, "admin endpoints are off: start the server with --admin-token "
-                                     "(or TANDEM_ADMIN_TOKEN)")
-            return
-        given = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
+    def _authorize(request: Request, secret: str, what: str) -> None:
+        given = request.headers.get(b"authorization", b"").decode("latin-1")
         token = given[7:] if given.lower().startswith("bearer ") else ""
         if not token or not hmac.compare_digest(token.encode(), secret.encode()):
             raise HTTPError(401, f"missing or wrong {what} token: send 'Authorization: Bearer <token>'")
 
-    async def _reload(self, current: ServedModel) -> tuple[int, dict]:
+    async def _reload(self, current: ServedModel) -> Answer:
         """Load the model's reference again beside the old one (off the event loop); swap only if the
         new one loads and runs."""
         def load() -> ServedModel:
@@ -283,12 +392,13 @@ class ServeApp:
         try:
             fresh = await asyncio.get_running_loop().run_in_executor(None, load)
         except TandemError as exc:
-            return 409, {"error": f"reload of '{current.name}' failed, still serving version {current.version}: {exc}"}
+            return 409, {"error": f"reload of '{current.name}' failed, still serving version {current.version}: "
+                                  f"{exc}"}, ()
         if self.models.get(current.name) is not current:
             fresh = self.models[current.name]  # another reload won the race: keep its result
         self.models[current.name] = fresh  # one assignment: requests in flight keep the old predictor
         self.failed_loads.pop(current.name, None)
-        return 200, {"name": fresh.name, "previous_version": current.version, "version": fresh.version}
+        return 200, {"name": fresh.name, "previous_version": current.version, "version": fresh.version}, ()
 
     def _model(self, name: str) -> ServedModel:
         model = self.models.get(name)
@@ -297,39 +407,30 @@ class ServeApp:
         return model
 
     @staticmethod
-    def _expect(method: str, wanted: str, path: str) -> None:
+    def _expect(method: str, wanted: str, request: Request) -> None:
         if method != wanted:
-            raise HTTPError(405, f"{path} takes {wanted}, not {method}")
+            raise HTTPError(405, f"{request.path[:200]} takes {wanted}, not {method}")
 
     def _admit(self, model: ServedModel) -> None:
         """Refuse at once, before the body is parsed, while the model's queue is full: shedding load
-        must cost far less than serving it. (The body is read first, so the connection stays usable.)"""
+        must cost far less than serving it."""
         current = self.batchers.get(model.name)
         if current is not None and current[1].queued_rows >= self.max_queue_rows:
             raise HTTPError(429, f"model '{model.name}' has {self.max_queue_rows} rows queued: retry shortly",
                             [(b"retry-after", b"1")])
 
-    async def _body(self, scope: Scope, receive: Receive, *, types: tuple[bytes, ...] = (b"application/json",),
-                    headers: dict | None = None) -> bytes:
-        headers = headers if headers is not None else dict(scope.get("headers") or [])
-        ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        if ctype not in types:
-            raise HTTPError(415, f"content type must be application/json, got '{ctype.decode(errors='replace')}'")
-        if headers.get(b"content-encoding", b"identity").lower() != b"identity":
+    def _body(self, request: Request, types: tuple[bytes, ...] = (JSON,)) -> bytes:
+        headers = request.headers
+        ctype = headers.get(b"content-type", b"")
+        if ctype != JSON:
+            ctype = ctype.split(b";")[0].strip().lower()
+            if ctype not in types:
+                raise HTTPError(415, f"content type must be application/json, got '{ctype.decode(errors='replace')}'")
+        if b"content-encoding" in headers and headers[b"content-encoding"].lower() != b"identity":
             raise HTTPError(415, "compressed bodies are not accepted: send the body without Content-Encoding")
-        declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise HTTPError(413, f"body of {int(declared)} bytes is over the limit of {self.max_body_bytes} bytes")
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise HTTPError(413, f"body is over the limit of {self.max_body_bytes} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if request.body is None:
+            raise HTTPError(413, f"body of {request.body_size} bytes is over the limit of {self.max_body_bytes} bytes")
+        return request.body
 
     @staticmethod
     def _parse_json(raw: bytes) -> object:
@@ -343,30 +444,39 @@ class ServeApp:
             raise HTTPError(400, f"body is not valid JSON: {exc}") from None
         raise HTTPError(400, "body is not valid JSON (a number or string could not be read)")
 
-    async def _run(self, model: ServedModel, enc: EncodedInputs) -> dict[str, np.ndarray]:
-        """Run encoded (so already validated) rows, on their own or in a micro-batch."""
-        p = model.predictor
-        if (self.max_batch_rows <= 1 or enc.n_rows >= self.max_batch_rows  # too big to share a run
-                or (self.arrived_quiet and self.metrics.in_flight <= 1 and self._batcher(model).idle())):
-            started = time.perf_counter()
-            out = p.run(enc)
+    def _run(self, model: ServedModel, enc: EncodedInputs,
+             answer: Callable[[dict[str, np.ndarray]], Answer]) -> Answer | Later:
+        """Run encoded (so already validated) rows, on their own or in a micro-batch, and make the answer."""
+        started = time.perf_counter()
+        if (self.max_batch_rows <= 1 or enc.n_rows >= self.max_batch_rows  # batching off, or too big to share
+                or (self._found_quiet(started) and self._batcher(model).idle())):  # nobody to share a run with
+            out = model.predictor.run(enc)
             self._observe(model.name, 0.0, time.perf_counter() - started, enc.n_rows)
-            return out
+            return answer(out)
+        later = Later(self, model, answer)
         try:
-            return await self._batcher(model).submit(enc, self.request_timeout_s)
+            self._batcher(model).submit(enc, later)
         except QueueFull:
             raise HTTPError(429, f"model '{model.name}' has {self.max_queue_rows} rows queued: retry shortly",
                             [(b"retry-after", b"1")]) from None
-        except asyncio.TimeoutError:
-            raise HTTPError(503, f"model '{model.name}' did not answer within {self.request_timeout_s:g} s",
-                            [(b"retry-after", b"1")]) from None
+        return later
+
+    def _found_quiet(self, now: float) -> bool:
+        """Did the event loop sleep since the last answer? Then no backlog is being read: run at once."""
+        return (now - self.answered_at) - (time.thread_time() - self.answered_cpu) > QUIET_SLEPT_S
+
+    def _batch_error(self, model: ServedModel | None, exc: BaseException) -> BaseException:
+        if isinstance(exc, TimeoutError) and model is not None:
+            return HTTPError(503, f"model '{model.name}' did not answer within {self.request_timeout_s:g} s",
+                             [(b"retry-after", b"1")])
+        return exc
 
     def _batcher(self, model: ServedModel) -> Batcher:
         current = self.batchers.get(model.name)
         if current is None or current[0] is not model.predictor:  # first use, or a reload swapped the model
             name = model.name
             batcher = Batcher(model.predictor, max_batch_rows=self.max_batch_rows, queue_delay_s=self.queue_delay_s,
-                              max_queue_rows=self.max_queue_rows, in_flight=lambda: self.metrics.in_flight,
+                              max_queue_rows=self.max_queue_rows, timeout_s=self.request_timeout_s,
                               observe=lambda q, c, n: self._observe(name, q, c, n))
             self.batchers[model.name] = current = (model.predictor, batcher)
         return current[1]
@@ -400,50 +510,54 @@ class ServeApp:
         if n > self.max_rows:
             raise HTTPError(413, f"{n} rows in one request is over the limit of {self.max_rows}")
 
-    async def _predict_rest(self, model: ServedModel, body: object) -> dict:
+    def _predict_rest(self, model: ServedModel, body: object) -> Answer | Later:
         p = model.predictor
         data = self._rows_to_input(body)
         if isinstance(data, list):
             enc = p.encoder.encode_rows(data, what="field 'instances'")
         else:
             enc = p.encode(data)
-        out = await self._run(model, enc)
-        _check_finite_outputs(out)
-        answer = {"model": model.name, "version": model.version, "predictions": p.decode(out).tolist()}
-        if p.task != "regression":
-            answer["labels"] = model.labels
-            answer["probabilities"] = out["probabilities"]
-        return answer
+
+        def answer(out: dict[str, np.ndarray]) -> Answer:
+            _check_finite_outputs(out)
+            result = {"model": model.name, "version": model.version, "predictions": p.decode(out).tolist()}
+            if p.task != "regression":
+                result["labels"] = model.labels
+                result["probabilities"] = out["probabilities"]
+            return 200, result, ()
+
+        return self._run(model, enc, answer)
 
     # -- KServe v2 ----------------------------------------------------------------------------
-    async def _infer_v2(self, model: ServedModel, scope: Scope, receive: Receive) -> tuple[int, RawResponse]:
+    def _infer_v2(self, model: ServedModel, request: Request) -> Answer | Later:
         p = model.predictor
-        headers = dict(scope.get("headers") or [])
-        header_length = headers.get(b"inference-header-content-length")
+        header_length = request.headers.get(b"inference-header-content-length")
         if header_length is not None and not header_length.isdigit():
             raise HTTPError(400, "Inference-Header-Content-Length must be a number of bytes")
         # v2 clients may send no content type; binary requests are application/octet-stream
-        raw = await self._body(scope, receive, headers=headers,
-                               types=(b"application/json", b"", b"application/octet-stream"))
+        raw = self._body(request, types=(JSON, b"", b"application/octet-stream"))
         self._admit(model)
         try:
-            request = kserve.decode_request(raw, None if header_length is None else int(header_length))
+            v2 = kserve.decode_request(raw, None if header_length is None else int(header_length))
         except kserve.V2Error as exc:
             raise HTTPError(400, str(exc)) from None
-        self._check_rows(request.n_rows)
-        out = await self._run(model, p.encode(request.columns))
-        _check_finite_outputs(out)
-        labels = p.decode(out) if p.task != "regression" else None
-        try:
-            body, ctype, extra = kserve.encode_answer(model.name, model.version, p, out, labels, request)
-        except kserve.V2Error as exc:
-            raise HTTPError(400, str(exc)) from None
-        return 200, RawResponse(body, ctype, extra)
+        self._check_rows(v2.n_rows)
+
+        def answer(out: dict[str, np.ndarray]) -> Answer:
+            _check_finite_outputs(out)
+            labels = p.decode(out) if p.task != "regression" else None
+            try:
+                body, ctype, extra = kserve.encode_answer(model.name, model.version, p, out, labels, v2)
+            except kserve.V2Error as exc:
+                raise HTTPError(400, str(exc)) from None
+            return 200, RawResponse(body, ctype, extra), ()
+
+        return self._run(model, p.encode(v2.columns), answer)
 
 
 def _check_finite_outputs(out: dict[str, np.ndarray]) -> None:
     for values in out.values():
-        if values.dtype.kind == "f" and not np.isfinite(values.sum()) and not np.isfinite(values).all():
+        if values.dtype.kind == "f" and not math.isfinite(values.sum()):
             raise HTTPError(422, "the model produced a non-finite value for this input")
 
 

@@ -1,10 +1,19 @@
-"""Adaptive micro-batching (Triton's dynamic batcher): requests that wait together run together.
+"""Adaptive micro-batching (Triton's dynamic batcher): requests that arrive together run together.
 
-A request never waits for company when the server is idle: the first one runs at once, and
-whatever arrives while a batch runs forms the next batch (up to ``max_batch_rows``). With a queue
-delay, a batch also waits up to that long for more rows, but only while other requests are in
-flight. The queue is bounded in rows: past it, a request is refused at once (429 + Retry-After)
-rather than left to time out; each request also has a deadline (503 when it passes).
+Nothing ever waits for company by default. A request queued for a model schedules the queue's
+drain for the end of the current turn of the event loop, so every request read in that turn
+(the event loop reads all connections that have data before it runs scheduled callbacks) joins
+the same model run, up to ``max_batch_rows``; a request that arrives alone runs alone in the same
+turn. With ``queue_delay_s`` (Triton's ``max_queue_delay``) a batch that is not full waits up to
+that long after its first request for more rows.
+
+Batches that take longer than ``OFFLOAD_ABOVE_S`` run in a thread when the process may use more
+than one CPU, so the event loop reads and parses the next requests meanwhile (they form the next
+batch). The queue is bounded in rows (``QueueFull`` past it: the server answers 429), and a
+request that waits longer than ``timeout_s`` is failed with ``TimeoutError`` (503).
+
+Everything is callbacks on the event loop: a queued request costs a deque entry and one call of
+its ``on_done``, not a task and a future.
 """
 
 from __future__ import annotations
@@ -23,104 +32,134 @@ from tandem.inference.predictor import Predictor
 OFFLOAD_ABOVE_S = 0.0005  # batches that take longer than this run in a thread, off the event loop
 CAN_OVERLAP = len(os.sched_getaffinity(0)) > 1 if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1) > 1
 
+Outputs = dict[str, np.ndarray]
+OnDone = Callable[[Outputs | BaseException], None]
+
 
 class QueueFull(Exception):
     """The batcher's queue holds its maximum number of rows."""
 
 
 class Batcher:
-    """One model's queue and the task that drains it."""
+    """One model's queue, drained on the event loop it was first used on."""
 
     def __init__(self, predictor: Predictor, *, max_batch_rows: int, queue_delay_s: float, max_queue_rows: int,
-                 in_flight: Callable[[], int], observe: Callable[[float, float, int], None]):
+                 timeout_s: float, observe: Callable[[float, float, int], None]):
         self.predictor = predictor
         self.max_batch_rows = max_batch_rows
         self.queue_delay_s = queue_delay_s
         self.max_queue_rows = max_queue_rows
-        self.in_flight = in_flight
-        self.observe = observe  # (queue seconds, compute seconds, rows) of each batch
-        self.queue: deque[tuple[EncodedInputs, asyncio.Future, float]] = deque()
+        self.timeout_s = timeout_s
+        self.observe = observe  # (queue seconds, compute seconds, rows) of each model run
+        self.queue: deque[tuple[EncodedInputs, OnDone, float]] = deque()
         self.queued_rows = 0
-        self.wakeup = asyncio.Event()
-        self.task: asyncio.Task | None = None
-        self.running = False  # a batch is in the model right now
+        self.scheduled = False  # a drain is due on the loop
+        self.running = False  # a batch is in the model right now (in a thread)
         self.compute_s = 0.0  # moving average of a batch's run time
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
 
     def idle(self) -> bool:
-        """Nothing queued and nothing running: a request may run at once, without the queue."""
-        return not self.queue and not self.running
+        """Nothing queued, nothing running."""
+        return not self.queue and not self.running and not self.scheduled
 
-    async def submit(self, enc: EncodedInputs, timeout_s: float) -> dict[str, np.ndarray]:
-        """Queue ``enc`` and wait for its outputs; QueueFull or TimeoutError when it cannot be served."""
+    def submit(self, enc: EncodedInputs, on_done: OnDone) -> None:
+        """Queue ``enc``; ``on_done`` gets its outputs, or the exception that stopped them. QueueFull at once
+        when the queue cannot take the rows."""
         if self.queued_rows + enc.n_rows > self.max_queue_rows:
             raise QueueFull
-        if self.task is None or self.task.done():
-            self.task = asyncio.get_running_loop().create_task(self._drain())
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self.queue.append((enc, future, time.perf_counter()))
+        self.queue.append((enc, on_done, time.perf_counter()))
         self.queued_rows += enc.n_rows
-        self.wakeup.set()
-        deadline = loop.call_later(timeout_s, _expire, future)  # lighter than asyncio.wait_for
-        try:
-            return await future
-        finally:
-            deadline.cancel()
+        if not self.scheduled and not self.running:
+            self.scheduled = True
+            if self.loop is None:
+                self.loop = asyncio.get_running_loop()
+            self.loop.call_soon(self._drain)
 
-    def _take(self) -> list[tuple[EncodedInputs, asyncio.Future, float]]:
+    def _drain(self) -> None:
+        self.scheduled = False
+        if self.running or not self.queue:
+            return
+        if self.queue_delay_s > 0 and self.queued_rows < self.max_batch_rows:
+            wait = self.queue[0][2] + self.queue_delay_s - time.perf_counter()
+            if wait > 0:  # not full yet: give the others a moment
+                self.scheduled = True
+                self.loop.call_later(wait, self._drain)
+                return
+        batch = self._take()
+        if not batch:
+            return
+        merged = _concat([enc for enc, _, _ in batch])
+        started = time.perf_counter()
+        if self.compute_s < OFFLOAD_ABOVE_S or not CAN_OVERLAP:  # a thread hop would cost more than it frees
+            try:
+                out: Outputs | BaseException = self.predictor.run(merged)
+            except Exception as exc:  # a bug or a broken model: every waiter hears of it
+                out = exc
+            self._deliver(batch, out, started)
+            return
+        self.running = True
+        future = self.loop.run_in_executor(None, self.predictor.run, merged)
+        future.add_done_callback(lambda f: self._ran(batch, f, started))
+        self._arm_watchdog()
+
+    def _ran(self, batch: list, future: asyncio.Future, started: float) -> None:
+        self.running = False
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        out = future.exception() if not future.cancelled() else asyncio.CancelledError()
+        self._deliver(batch, out if out is not None else future.result(), started)
+
+    def _take(self) -> list[tuple[EncodedInputs, OnDone, float]]:
         batch, rows = [], 0
+        expired_before = time.perf_counter() - self.timeout_s
         while self.queue and (not batch or rows + self.queue[0][0].n_rows <= self.max_batch_rows):
             item = self.queue.popleft()
             self.queued_rows -= item[0].n_rows
-            if item[1].done():  # its request timed out or went away
+            if item[2] < expired_before:
+                item[1](TimeoutError())
                 continue
             batch.append(item)
             rows += item[0].n_rows
         return batch
 
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self.queue:
-                self.wakeup.clear()
-                await self.wakeup.wait()
-            if self.in_flight() > len(self.queue):
-                # others are being read: one turn of the loop lets those already arrived join this batch
-                await asyncio.sleep(0)
-            if self.queue_delay_s > 0 and self.in_flight() > len(self.queue) and self.queued_rows < self.max_batch_rows:
-                await asyncio.sleep(self.queue_delay_s)  # others are on their way: give them a moment
-            batch = self._take()
-            if not batch:
-                continue
-            started = time.perf_counter()
-            merged = _concat([enc for enc, _, _ in batch])
-            self.running = True
-            try:
-                if self.compute_s < OFFLOAD_ABOVE_S or not CAN_OVERLAP:  # a thread hop would cost more than it frees
-                    out = self.predictor.run(merged)
-                else:  # long runs leave the loop free to read and parse the next requests meanwhile
-                    out = await loop.run_in_executor(None, self.predictor.run, merged)
-            except Exception as exc:  # a bug or a broken model: every waiter hears of it
-                for _, future, _ in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            finally:
-                self.running = False
-            took = time.perf_counter() - started
-            self.compute_s = 0.8 * self.compute_s + 0.2 * took
-            self.observe(started - min(t for _, _, t in batch), took, merged.n_rows)
+    def _deliver(self, batch: list, out: Outputs | BaseException, started: float) -> None:
+        took = time.perf_counter() - started
+        self.compute_s = 0.8 * self.compute_s + 0.2 * took
+        rows = sum(enc.n_rows for enc, _, _ in batch)
+        self.observe(started - batch[0][2], took, rows)
+        if isinstance(out, BaseException):
+            for _, on_done, _ in batch:
+                on_done(out)
+        elif len(batch) == 1:
+            batch[0][1](out)
+        else:
             offset = 0
-            for enc, future, _ in batch:
+            for enc, on_done, _ in batch:
                 n = enc.n_rows
-                if not future.done():
-                    future.set_result({k: v[offset: offset + n] for k, v in out.items()})
+                on_done({k: v[offset: offset + n] for k, v in out.items()})
                 offset += n
+        if self.queue and not self.scheduled:  # rows left over (a full batch, or queued while it ran)
+            self.scheduled = True
+            self.loop.call_soon(self._drain)
 
+    def _arm_watchdog(self) -> None:
+        """While a batch runs in a thread, requests queued behind it still get their 503 on time."""
+        if self.queue:
+            wait = max(self.queue[0][2] + self.timeout_s - time.perf_counter(), 0.0)
+        else:
+            wait = self.timeout_s
+        self._watchdog = self.loop.call_later(wait + 1e-3, self._expire_overdue)
 
-def _expire(future: asyncio.Future) -> None:
-    if not future.done():
-        future.set_exception(asyncio.TimeoutError())
+    def _expire_overdue(self) -> None:
+        expired_before = time.perf_counter() - self.timeout_s
+        while self.queue and self.queue[0][2] < expired_before:
+            enc, on_done, _ = self.queue.popleft()
+            self.queued_rows -= enc.n_rows
+            on_done(TimeoutError())
+        if self.running:
+            self._arm_watchdog()
 
 
 def _concat(parts: list[EncodedInputs]) -> EncodedInputs:
