@@ -4,8 +4,8 @@ Servers, each started fresh in its own process pinned to CPU 0 (``taskset``), on
 
 - ``floor``: a bare ASGI handler answering a constant (bench/serve_apps.py), under uvicorn;
 - ``naive``: FastAPI + a pydantic row model + pandas + the native LightGBM ``predict``, under uvicorn;
-- ``tandem``: ``tandem serve`` with micro-batching off (``batch_off``) and on (``batch_on``:
-  ``--max-batch-rows 64``).
+- ``tandem``: ``tandem serve`` with micro-batching on (``batch_on``: ``--max-batch-rows 64``, the
+  default) and off (``batch_off``: ``--max-batch-rows 0``).
 
 The load generator is ``wrk`` (Debian package ``wrk``), pinned to CPU 1, cycling through 200
 different real rows of the Adult test file. For each server x request size (1 row, 100 rows) x
@@ -18,8 +18,9 @@ LightGBM's defaults (100 trees of 31 leaves); the naive server serves a LightGBM
 default parameters fitted on the same rows. ``wide_mlp`` is a tandem bundle of one wide MLP (2
 hidden layers of 2048), a model whose compute dominates a request.
 
-Checks (the serving issue's acceptance): CPU per 1-row request of tandem <= 1.5x the floor at
-every concurrency; throughput >= 3x naive at concurrency 64 (1-row and 100-row); wide MLP with
+Checks (the serving issue's acceptance): CPU per 1-row request of tandem as it ships (batching on)
+<= 1.5x the floor at every concurrency (the ratio with batching off is reported beside it);
+throughput >= 3x naive at concurrency 64 (1-row and 100-row); wide MLP with
 batching >= 2x the throughput without it at a p95 no worse (concurrency 64); tree model with
 batching loses <= 5% throughput; a saturation run (``--saturation-s``, default 60) at concurrency
 256 with 100-row requests has no answer other than 2xx, 429 or 503; with ``--soak N`` the
@@ -231,7 +232,7 @@ def start(kind: str, setup: dict, model: str = "tree") -> Server:
         env = {"BENCH_NAIVE_MODEL": str(setup["naive_model"]),
                "BENCH_NAIVE_COLUMNS": setup["naive_columns"].read_text()}
         return Server(kind, [*uvicorn, "--factory", "serve_apps:naive"], env, "/predict", "/docs")
-    batching = ["--max-batch-rows", "64"] if kind == "batch_on" else []
+    batching = ["--max-batch-rows", "64"] if kind == "batch_on" else ["--max-batch-rows", "0"]
     argv = [sys.executable, "-m", "tandem.cli", "serve", model, "--port", "{port}", *batching]
     return Server(kind, argv, {"TANDEM_HOME": str(setup["home"])}, f"/v1/models/{model}/predict", "/v2/health/ready")
 
@@ -329,9 +330,11 @@ def checks(rows: list[dict], sat: dict | None, soaked: dict | None, concurrencie
     def ratio(a: dict | None, b: dict | None, key: str) -> float | None:
         return None if not a or not b or not b[key] else round(a[key] / b[key], 3)
 
-    cpu = {c: ratio(pick(rows, "batch_off", "tree", 1, c), pick(rows, "floor", "tree", 1, c), "cpu_ms_per_request")
-           for c in concurrencies}
-    vs_naive = {size: ratio(pick(rows, "batch_off", "tree", size, 64), pick(rows, "naive", "tree", size, 64),
+    cpu = {c: ratio(pick(rows, "batch_on", "tree", 1, c), pick(rows, "floor", "tree", 1, c), "cpu_ms_per_request")
+           for c in concurrencies}  # tandem serve as it ships: batching on (64 rows)
+    cpu_off = {c: ratio(pick(rows, "batch_off", "tree", 1, c), pick(rows, "floor", "tree", 1, c),
+                        "cpu_ms_per_request") for c in concurrencies}
+    vs_naive = {size: ratio(pick(rows, "batch_on", "tree", size, 64), pick(rows, "naive", "tree", size, 64),
                             "throughput_rps") for size in (1, 100)}
     mlp_on, mlp_off = pick(rows, "batch_on", "wide_mlp", 1, 64), pick(rows, "batch_off", "wide_mlp", 1, 64)
     tree_on = {c: ratio(pick(rows, "batch_on", "tree", 1, c), pick(rows, "batch_off", "tree", 1, c),
@@ -339,6 +342,7 @@ def checks(rows: list[dict], sat: dict | None, soaked: dict | None, concurrencie
     out = {
         "cpu_per_1row_request_vs_floor": cpu,
         "cpu_per_1row_request_le_1.5x_floor": all(v is not None and v <= 1.5 for v in cpu.values()),
+        "cpu_per_1row_request_vs_floor_batching_off": cpu_off,
         "throughput_vs_naive_c64": vs_naive,
         "throughput_ge_3x_naive_c64": all(v is not None and v >= 3 for v in vs_naive.values()),
         "wide_mlp_batching_throughput_ratio_c64": ratio(mlp_on, mlp_off, "throughput_rps"),

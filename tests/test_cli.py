@@ -288,7 +288,7 @@ def test_train_with_own_configurations_tries_exactly_those(reg, tmp_path) -> Non
     configs = [{"name": "tiny_trees", "family": "lightgbm", "params": {"num_leaves": 4, "n_estimators": 20}},
                {"name": "plain_linear", "family": "linear", "params": {"C": 0.5}}]
     (tmp_path / "mine.json").write_text(json.dumps({"configs": configs}))
-    ok(reg.cli("train", str(reg.root / "train.csv"), "--target", "income", "--time-limit", "3", "--name", "mine",
+    ok(reg.cli("train", str(reg.root / "train.csv"), "--target", "income", "--time-limit", "8", "--name", "mine",
                "--configs", str(tmp_path / "mine.json"), cwd=tmp_path))
     model = tandem.load("mine", home=reg.home)
     assert {row["model"] for row in model.leaderboard()} == {"tiny_trees", "plain_linear"}

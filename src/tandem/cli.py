@@ -255,7 +255,8 @@ def serve(
                                            help="Bearer token for /admin endpoints (off without one)."),
     api_key: str | None = typer.Option(None, envvar="TANDEM_API_KEY",
                                        help="Bearer token required on prediction endpoints."),
-    max_batch_rows: int = typer.Option(0, help="Micro-batching: rows per model run (0: off)."),
+    max_batch_rows: int = typer.Option(64, help="Micro-batching: at most this many rows per model run (0: off). "
+                                                "Requests that arrive together share a run; none waits."),
     queue_delay_us: float = typer.Option(0.0, help="How long a batch may wait for more rows while others are "
                                                    "in flight (µs)."),
     max_queue_rows: int = typer.Option(4096, help="Rows a model may have queued before answering 429."),

@@ -187,7 +187,7 @@ class InputEncoder:
         Only the model's columns are read; other fields are ignored. Errors name the row and column.
         """
         if len(rows) == 1:
-            return self.encode_row(rows[0], what=what)
+            return (self._simple_num and self._encode_plain_row(rows[0], what)) or self.encode_row(rows[0], what=what)
         if not self._simple_num:
             for i, row in enumerate(rows):
                 if not self._required_set <= row.keys():

@@ -13,7 +13,6 @@ import asyncio
 import hmac
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -29,7 +28,7 @@ from tandem.bundle.inputs import EncodedInputs
 from tandem.errors import TandemError
 from tandem.inference.predictor import Predictor
 from tandem.serve import kserve
-from tandem.serve.batching import Batcher, QueueFull
+from tandem.serve.batching import Batcher, NonFiniteOutput, QueueFull, all_finite
 from tandem.serve.metrics import ServeMetrics
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -133,6 +132,8 @@ def error_answer(exc: BaseException) -> Answer:
         return exc.status, {"error": exc.message}, exc.headers
     if isinstance(exc, TandemError):
         return 422, {"error": str(exc)}, ()
+    if isinstance(exc, NonFiniteOutput):
+        return 422, {"error": "the model produced a non-finite value for this input"}, ()
     logger.error("tandem serve: unexpected error", exc_info=exc)
     return 500, {"error": f"internal error ({type(exc).__name__}); the server log has the details"}, ()
 
@@ -182,7 +183,7 @@ class ServeApp:
 
     def __init__(self, models: list[ServedModel], *, max_body_bytes: int = MAX_BODY_BYTES,
                  max_rows: int = MAX_ROWS, admin_token: str | None = None, api_key: str | None = None,
-                 registry: object | None = None, max_batch_rows: int = 0, queue_delay_us: float = 0.0,
+                 registry: object | None = None, max_batch_rows: int = 64, queue_delay_us: float = 0.0,
                  max_queue_rows: int = 4096, request_timeout_s: float = 10.0, watch_interval_s: float = 0.0,
                  metrics_dir: str | None = None):
         self.models = {m.name: m for m in models}
@@ -230,7 +231,7 @@ class ServeApp:
         model, route = self._labels_of(parts)
         metrics.count(model, route, status)
         self.answered_at = now = time.perf_counter()
-        if self.max_batch_rows > 1:
+        if self.max_batch_rows > 1 and metrics.in_flight == 0:  # (while others wait, none can find it quiet)
             self.answered_cpu = time.thread_time()
         metrics.observe_latency(model, "total", now - started)
         return response
@@ -421,6 +422,8 @@ class ServeApp:
 
     def _body(self, request: Request, types: tuple[bytes, ...] = (JSON,)) -> bytes:
         headers = request.headers
+        if request.body is None:
+            raise HTTPError(413, f"body of {request.body_size} bytes is over the limit of {self.max_body_bytes} bytes")
         ctype = headers.get(b"content-type", b"")
         if ctype != JSON:
             ctype = ctype.split(b";")[0].strip().lower()
@@ -428,8 +431,6 @@ class ServeApp:
                 raise HTTPError(415, f"content type must be application/json, got '{ctype.decode(errors='replace')}'")
         if b"content-encoding" in headers and headers[b"content-encoding"].lower() != b"identity":
             raise HTTPError(415, "compressed bodies are not accepted: send the body without Content-Encoding")
-        if request.body is None:
-            raise HTTPError(413, f"body of {request.body_size} bytes is over the limit of {self.max_body_bytes} bytes")
         return request.body
 
     @staticmethod
@@ -449,9 +450,11 @@ class ServeApp:
         """Run encoded (so already validated) rows, on their own or in a micro-batch, and make the answer."""
         started = time.perf_counter()
         if (self.max_batch_rows <= 1 or enc.n_rows >= self.max_batch_rows  # batching off, or too big to share
-                or (self._found_quiet(started) and self._batcher(model).idle())):  # nobody to share a run with
+                or (self._batcher(model).idle() and self._found_quiet(started))):  # nobody to share a run with
             out = model.predictor.run(enc)
             self._observe(model.name, 0.0, time.perf_counter() - started, enc.n_rows)
+            if not all_finite(out):
+                raise NonFiniteOutput()
             return answer(out)
         later = Later(self, model, answer)
         try:
@@ -463,7 +466,8 @@ class ServeApp:
 
     def _found_quiet(self, now: float) -> bool:
         """Did the event loop sleep since the last answer? Then no backlog is being read: run at once."""
-        return (now - self.answered_at) - (time.thread_time() - self.answered_cpu) > QUIET_SLEPT_S
+        wall = now - self.answered_at
+        return wall > QUIET_SLEPT_S and wall - (time.thread_time() - self.answered_cpu) > QUIET_SLEPT_S
 
     def _batch_error(self, model: ServedModel | None, exc: BaseException) -> BaseException:
         if isinstance(exc, TimeoutError) and model is not None:
@@ -488,6 +492,10 @@ class ServeApp:
 
     # -- REST ---------------------------------------------------------------------------------
     def _rows_to_input(self, body: object) -> object:
+        if type(body) is dict and "instances" in body:  # the common request, checked first
+            rows = body["instances"]
+            if type(rows) is list and len(rows) == 1 and type(rows[0]) is dict:
+                return rows
         if not isinstance(body, dict) or not ({"instances", "inputs"} & set(body)):
             raise HTTPError(400, 'body: expected {"instances": [{column: value}, ...]} or '
                                  '{"inputs": {column: [values]}}')
@@ -519,7 +527,6 @@ class ServeApp:
             enc = p.encode(data)
 
         def answer(out: dict[str, np.ndarray]) -> Answer:
-            _check_finite_outputs(out)
             result = {"model": model.name, "version": model.version, "predictions": p.decode(out).tolist()}
             if p.task != "regression":
                 result["labels"] = model.labels
@@ -544,7 +551,6 @@ class ServeApp:
         self._check_rows(v2.n_rows)
 
         def answer(out: dict[str, np.ndarray]) -> Answer:
-            _check_finite_outputs(out)
             labels = p.decode(out) if p.task != "regression" else None
             try:
                 body, ctype, extra = kserve.encode_answer(model.name, model.version, p, out, labels, v2)
@@ -553,12 +559,6 @@ class ServeApp:
             return 200, RawResponse(body, ctype, extra), ()
 
         return self._run(model, p.encode(v2.columns), answer)
-
-
-def _check_finite_outputs(out: dict[str, np.ndarray]) -> None:
-    for values in out.values():
-        if values.dtype.kind == "f" and not math.isfinite(values.sum()):
-            raise HTTPError(422, "the model produced a non-finite value for this input")
 
 
 def _warm_one(m: ServedModel) -> None:
@@ -633,7 +633,7 @@ def create_app() -> ServeApp:
     return ServeApp([load_model(ref, registry) for ref in refs],
                     max_body_bytes=int(env("TANDEM_SERVE_MAX_BODY", MAX_BODY_BYTES)),
                     admin_token=env("TANDEM_ADMIN_TOKEN"), api_key=env("TANDEM_API_KEY"), registry=registry,
-                    max_batch_rows=int(env("TANDEM_SERVE_MAX_BATCH_ROWS", "0")),
+                    max_batch_rows=int(env("TANDEM_SERVE_MAX_BATCH_ROWS", "64")),
                     queue_delay_us=float(env("TANDEM_SERVE_QUEUE_DELAY_US", "0")),
                     max_queue_rows=int(env("TANDEM_SERVE_MAX_QUEUE_ROWS", "4096")),
                     request_timeout_s=float(env("TANDEM_SERVE_TIMEOUT_S", "10")),

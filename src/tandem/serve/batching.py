@@ -13,12 +13,14 @@ batch). The queue is bounded in rows (``QueueFull`` past it: the server answers 
 request that waits longer than ``timeout_s`` is failed with ``TimeoutError`` (503).
 
 Everything is callbacks on the event loop: a queued request costs a deque entry and one call of
-its ``on_done``, not a task and a future.
+its ``on_done``, not a task and a future. A batch's outputs are checked for NaN and infinity once;
+a request whose rows produced one gets ``NonFiniteOutput`` instead of its outputs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 from collections import deque
@@ -38,6 +40,18 @@ OnDone = Callable[[Outputs | BaseException], None]
 
 class QueueFull(Exception):
     """The batcher's queue holds its maximum number of rows."""
+
+
+class NonFiniteOutput(Exception):
+    """The model answered NaN or infinity for a request's rows (its inputs were finite)."""
+
+
+def all_finite(out: Outputs) -> bool:
+    """No NaN or infinity in any floating-point output."""
+    for values in out.values():
+        if values.dtype.kind == "f" and not math.isfinite(values.sum()):
+            return False
+    return True
 
 
 class Batcher:
@@ -133,12 +147,14 @@ class Batcher:
             for _, on_done, _ in batch:
                 on_done(out)
         elif len(batch) == 1:
-            batch[0][1](out)
+            batch[0][1](out if all_finite(out) else NonFiniteOutput())
         else:
+            checked = all_finite(out)  # once for the batch; only if it fails, request by request
             offset = 0
             for enc, on_done, _ in batch:
                 n = enc.n_rows
-                on_done({k: v[offset: offset + n] for k, v in out.items()})
+                part = {k: v[offset: offset + n] for k, v in out.items()}
+                on_done(part if checked or all_finite(part) else NonFiniteOutput())
                 offset += n
         if self.queue and not self.scheduled:  # rows left over (a full batch, or queued while it ran)
             self.scheduled = True

@@ -29,6 +29,9 @@ from tandem.serve.app import HTTPError, Request, Response, ServeApp, error_respo
 
 SWEEP_EVERY_S = 1.0
 DISCARD_AT_MOST = 64 * 1024 * 1024  # bytes of a refused body read (and dropped) before the connection is cut
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+HEAD = b"%scontent-type: %s\r\ncontent-length: %d\r\n%s"
+METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH")}
 STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
 logger = logging.getLogger("uvicorn.error")
 
@@ -57,8 +60,9 @@ class TandemHTTP(asyncio.Protocol):
         self.max_body = self.app.max_body_bytes
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
-        self.last_active = self.loop.time()
-        self.waiting: deque[tuple[Request, bool]] = deque()  # pipelined requests behind the one being answered
+        self.active = True  # data came in since the last idle sweep
+        self.idle_sweeps = 0  # sweeps in a row that found the connection idle
+        self.waiting: deque[tuple[Request | Response, bool]] = deque()  # what is behind the answer being made
         self.busy = False  # a request is being answered
         self.dispatching = False  # inside app.handle: an answer given now is written by the caller's loop
         self.receiving = False  # a request has begun and is not complete
@@ -67,6 +71,8 @@ class TandemHTTP(asyncio.Protocol):
         self.write_paused = False
         self.head = False
         self.keep_alive = True
+        self.broken = False  # a malformed request was read: answer what is owed, a 400, then close
+        self.continue_owed = False  # the request being read expects 100 Continue once earlier answers are out
         self._reset()
 
     def _reset(self) -> None:
@@ -88,7 +94,9 @@ class TandemHTTP(asyncio.Protocol):
         self.waiting.clear()
 
     def data_received(self, data: bytes) -> None:
-        self.last_active = self.loop.time()
+        self.active = True
+        if self.broken:
+            return  # after a malformed request nothing more is parsed; the connection closes once answered
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -119,8 +127,14 @@ class TandemHTTP(asyncio.Protocol):
         else:
             self.transport.close()
 
-    def idle_for(self, now: float) -> float:
-        return 0.0 if self.busy else now - self.last_active
+    def idle_too_long(self) -> bool:
+        """Called once a sweep: has nothing happened on this connection for the keep-alive timeout?"""
+        if self.active or self.busy:
+            self.active = False
+            self.idle_sweeps = 0
+            return False
+        self.idle_sweeps += 1
+        return self.idle_sweeps * SWEEP_EVERY_S > self.keep_alive_s
 
     # -- httptools callbacks --------------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -134,14 +148,18 @@ class TandemHTTP(asyncio.Protocol):
         self.headers[name.lower()] = value
 
     def on_headers_complete(self) -> None:
+        expects = b"expect" in self.headers and self.headers[b"expect"].lower() == b"100-continue"
         declared = self.headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            if expects:
+                self.receiving = False  # the client waits for our word before sending the body: the 413 is it
             self._too_large(int(declared))
-            if self.headers.get(b"expect", b"").lower() == b"100-continue":
-                self.transport.close()  # the client waits for our word before sending the body: it has it
             return
-        if self.headers.get(b"expect", b"").lower() == b"100-continue":
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if expects:
+            if self.busy or self.waiting:
+                self.continue_owed = True  # after the answers owed before it
+            else:
+                self.transport.write(CONTINUE)
 
     def on_body(self, body: bytes) -> None:
         if self.refused:
@@ -157,8 +175,10 @@ class TandemHTTP(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.receiving = False
+        self.continue_owed = False
         if self.refused:
-            self.transport.close()  # the 413 is written; the client has finished sending
+            if not self.busy and not self.waiting:
+                self.transport.close()  # the 413 is written and the client has finished sending
             return
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
         request = self._request(body)
@@ -177,7 +197,8 @@ class TandemHTTP(asyncio.Protocol):
         path = raw.decode("latin-1")
         if "%" in path:
             path = urllib.parse.unquote(path)
-        return Request(self.parser.get_method().decode("ascii", "replace"), path, self.headers, body)
+        method = self.parser.get_method()
+        return Request(METHODS.get(method) or method.decode("ascii", "replace"), path, self.headers, body)
 
     def _dispatch(self, request: Request, keep_alive: bool) -> None:
         self.busy = True
@@ -195,9 +216,17 @@ class TandemHTTP(asyncio.Protocol):
     def _serve_waiting(self) -> None:
         while self.waiting and not self.busy and not self.transport.is_closing():
             request, keep_alive = self.waiting.popleft()
-            self._dispatch(request, keep_alive)
-        if not self.waiting and not self.write_paused:
-            self._resume_reading()
+            if isinstance(request, Response):  # a refusal made by the protocol itself (malformed request)
+                self.busy, self.head, self.keep_alive = True, False, False
+                self._respond(request)
+            else:
+                self._dispatch(request, keep_alive)
+        if not self.waiting and not self.busy:
+            if self.continue_owed:
+                self.continue_owed = False
+                self.transport.write(CONTINUE)
+            if not self.write_paused:
+                self._resume_reading()
 
     def _respond(self, response: Response) -> None:
         if not self.busy:
@@ -208,29 +237,25 @@ class TandemHTTP(asyncio.Protocol):
             return
         status, body, content_type, extra = response
         close = self.closing or not self.keep_alive
-        parts = [STATUS_LINES.get(status) or f"HTTP/1.1 {status} \r\n".encode(),
-                 b"content-type: ", content_type, b"\r\ncontent-length: ", str(len(body)).encode(), b"\r\n",
-                 _default_headers(self.server_state)]
-        for name, value in extra:
-            parts += (name, b": ", value, b"\r\n")
-        if close:
-            parts.append(b"connection: close\r\n")
-        parts.append(b"\r\n")
-        if not self.head:
-            parts.append(body)
-        transport.write(b"".join(parts))
+        head = HEAD % (STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status, content_type, len(body),
+                       _default_headers(self.server_state))
+        if extra or close:
+            lines = [name + b": " + value + b"\r\n" for name, value in extra]
+            if close:
+                lines.append(b"connection: close\r\n")
+            head += b"".join(lines)
+        transport.write(head + b"\r\n" if self.head else head + b"\r\n" + body)
         self.server_state.total_requests += 1
-        self.last_active = self.loop.time()
+        self.active = True
         if close:
             if not (self.refused and self.receiving):
                 transport.close()  # (a refused body still arriving: closed once it is read, so no reset)
-        elif self.waiting and not self.dispatching:
+        elif (self.waiting or self.continue_owed) and not self.dispatching:
             self._serve_waiting()  # an answer given later: the requests behind it go on now
 
     def _too_large(self, declared: int | None) -> None:
         """Answer 413 at once (in order: after any answers still owed) and drop the rest of the body."""
-        self.refused = True
-        self.closing = True
+        self.refused = True  # (its answer says connection: close and closes it: keep_alive False below)
         request = self._request(None)  # no body: the app answers 413 for it
         request.body_size = declared if declared is not None else self.body_size
         self.body = []
@@ -240,11 +265,15 @@ class TandemHTTP(asyncio.Protocol):
             self._dispatch(request, False)
 
     def _refuse(self, status: int, message: str) -> None:
-        self.closing = True
-        if not self.busy:
-            self.busy = True
-            self._respond(error_response(HTTPError(status, message)))
-        self.transport.close()
+        """A malformed request: after the answers owed, a 4xx, then the connection closes."""
+        self.broken = True
+        self.receiving = False
+        refusal = error_response(HTTPError(status, message))
+        if self.busy or self.waiting:
+            self.waiting.append((refusal, False))
+        else:
+            self.busy, self.head, self.keep_alive = True, False, False
+            self._respond(refusal)
 
     def _pause_reading(self) -> None:
         if not self.read_paused and not self.transport.is_closing():
@@ -281,8 +310,7 @@ class _IdleSweep:
 
     @classmethod
     def _sweep(cls, loop: asyncio.AbstractEventLoop, server_state: object) -> None:
-        now = loop.time()
         for conn in list(server_state.connections):
-            if isinstance(conn, TandemHTTP) and conn.idle_for(now) > conn.keep_alive_s:
+            if isinstance(conn, TandemHTTP) and conn.idle_too_long():
                 conn.transport.close()
         cls.running[id(server_state)] = loop.call_later(SWEEP_EVERY_S, cls._sweep, loop, server_state)
