@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import operator
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -25,16 +24,15 @@ _TRUE = {"true", "yes", "y", "t", "1"}
 _FALSE = {"false", "no", "n", "f", "0"}
 
 
-@dataclass
 class EncodedInputs:
     """The ONNX inputs of a batch of rows."""
 
-    num: np.ndarray | None  # float32 [N, n_num]
-    cat: np.ndarray | None  # object (str) [N, n_cat]
+    __slots__ = ("num", "cat", "n_rows")
 
-    @property
-    def n_rows(self) -> int:
-        return len(self.num) if self.num is not None else len(self.cat)
+    def __init__(self, num: np.ndarray | None, cat: np.ndarray | None):
+        self.num = num  # float32 [N, n_num]
+        self.cat = cat  # object (str) [N, n_cat]
+        self.n_rows = len(num) if num is not None else len(cat)
 
     def feeds(self) -> dict[str, np.ndarray]:
         out = {}

@@ -21,14 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import orjson
 
 from tandem.bundle.inputs import EncodedInputs
 from tandem.errors import TandemError
 from tandem.inference.predictor import Predictor
 from tandem.serve import kserve
-from tandem.serve.batching import Batcher, NonFiniteOutput, QueueFull, all_finite
+from tandem.serve.batching import Batcher, NonFiniteOutput, QueueFull, RunOutputs, all_finite
 from tandem.serve.metrics import ServeMetrics
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -97,24 +96,24 @@ class Later:
     """A request answered later: queued for a micro-batch, or waiting for a reload. Called once with its
     result (the model's outputs, a finished answer, or the exception that stopped it), it answers."""
 
-    __slots__ = ("app", "model", "make_answer", "respond", "parts", "started")
+    __slots__ = ("app", "model", "make_answer", "respond", "labels", "started")
 
     def __init__(self, app: ServeApp, model: ServedModel | None,
-                 make_answer: Callable[[dict[str, np.ndarray]], Answer] | None):
+                 make_answer: Callable[[RunOutputs, int, int], Answer] | None):
         self.app = app
         self.model = model
-        self.make_answer = make_answer  # outputs -> answer (None: the result is the answer)
-        self.respond, self.parts, self.started = app._current
+        self.make_answer = make_answer  # (run, start, stop) -> answer (None: the result is the answer)
+        self.respond, self.labels, self.started = app._current
 
-    def __call__(self, result: object) -> None:
+    def __call__(self, result: object, start: int = 0, stop: int = 0) -> None:
         try:
             if isinstance(result, BaseException):
                 answer = error_answer(self.app._batch_error(self.model, result))
             else:
-                answer = result if self.make_answer is None else self.make_answer(result)
+                answer = result if self.make_answer is None else self.make_answer(result, start, stop)
         except Exception as exc:
             answer = error_answer(exc)
-        self.respond(self.app._finish(answer, self.parts, self.started))
+        self.respond(self.app._finish(answer, self.labels, self.started))
 
     def after(self, coro: Awaitable[Answer]) -> Later:
         """Answer with what ``coro`` returns, once it has run as a task."""
@@ -204,36 +203,42 @@ class ServeApp:
         self._housekeeping: asyncio.Task | None = None
         self.answered_at = 0.0  # when the last answer was made (wall clock, and this thread's CPU clock)
         self.answered_cpu = 0.0
-        self._current: tuple = (None, [], 0.0)
+        self._current: tuple = (None, ("", ""), 0.0)
+        self._predict_paths = {f"/v1/models/{name}/predict": name for name in self.models}
 
     # -- the core: one request in, one answer out --------------------------------------------------
     def handle(self, request: Request, respond: Respond) -> None:
         """Answer ``request`` by calling ``respond`` once: before returning, or later (micro-batch, reload)."""
         started = time.perf_counter()
         self.metrics.in_flight += 1
-        parts = request.path.rstrip("/").split("/")[1:]
-        self._current = (respond, parts, started)  # what a Later needs to answer this request
+        name = self._predict_paths.get(request.path)  # the common request skips the general routing
+        labels = (name, "predict") if name is not None else None
         try:
-            answer = self._route(request, parts)
+            if name is not None:
+                self._current = (respond, labels, started)  # what a Later needs to answer this request
+                answer = self._predict_route(request, self.models[name])
+            else:
+                parts = request.path.rstrip("/").split("/")[1:]
+                labels = self._labels_of(parts)
+                self._current = (respond, labels, started)
+                answer = self._route(request, parts)
         except Exception as exc:
             answer = error_answer(exc)
         if type(answer) is tuple:
-            respond(self._finish(answer, parts, started))
+            respond(self._finish(answer, labels, started))
 
-    def _finish(self, answer: Answer, parts: list[str], started: float) -> Response:
+    def _finish(self, answer: Answer, labels: tuple[str, str], started: float) -> Response:
         status, payload, headers = answer
-        if isinstance(payload, RawResponse):
+        if type(payload) is RawResponse:
             response = Response(status, payload.body, payload.content_type, payload.headers)
         else:
             response = Response(status, orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), JSON, headers)
         metrics = self.metrics
         metrics.in_flight -= 1
-        model, route = self._labels_of(parts)
-        metrics.count(model, route, status)
         self.answered_at = now = time.perf_counter()
         if self.max_batch_rows > 1 and metrics.in_flight == 0:  # (while others wait, none can find it quiet)
             self.answered_cpu = time.thread_time()
-        metrics.observe_latency(model, "total", now - started)
+        metrics.answered(*labels, status, now - started)
         return response
 
     # -- ASGI ---------------------------------------------------------------------------------------
@@ -326,10 +331,7 @@ class ServeApp:
             model = self._model(parts[2])
             tail = parts[3:]
             if parts[0] == "v1" and tail == ["predict"]:
-                self._expect(method, "POST", request)
-                raw = self._body(request)
-                self._admit(model)
-                return self._predict_rest(model, self._parse_json(raw))
+                return self._predict_route(request, model)
             if parts[0] == "v2" and tail[:1] == ["versions"] and len(tail) >= 2:
                 if tail[1] != str(model.version):
                     raise HTTPError(404, f"model '{model.name}' is served at version {model.version}, not {tail[1]}")
@@ -361,6 +363,15 @@ class ServeApp:
             self._authorize(request, self.admin_token, "admin")
             return Later(self, None, None).after(self._reload(self._model(parts[2])))
         raise HTTPError(404, f"no route {method} {request.path[:200]}")
+
+    def _predict_route(self, request: Request, model: ServedModel) -> Answer | Later:
+        """``POST /v1/models/{name}/predict``."""
+        if self.api_key is not None:
+            self._authorize(request, self.api_key, "API key")
+        self._expect(request.method, "POST", request)
+        raw = self._body(request)
+        self._admit(model)
+        return self._predict_rest(model, self._parse_json(raw))
 
     def _labels_of(self, parts: list[str]) -> tuple[str, str]:
         """(model, route) metric labels of a request path's parts; names not served share one label,
@@ -446,19 +457,19 @@ class ServeApp:
         raise HTTPError(400, "body is not valid JSON (a number or string could not be read)")
 
     def _run(self, model: ServedModel, enc: EncodedInputs,
-             answer: Callable[[dict[str, np.ndarray]], Answer]) -> Answer | Later:
+             answer: Callable[[RunOutputs, int, int], Answer]) -> Answer | Later:
         """Run encoded (so already validated) rows, on their own or in a micro-batch, and make the answer."""
         started = time.perf_counter()
-        if (self.max_batch_rows <= 1 or enc.n_rows >= self.max_batch_rows  # batching off, or too big to share
-                or (self._batcher(model).idle() and self._found_quiet(started))):  # nobody to share a run with
-            out = model.predictor.run(enc)
+        batcher = self._batcher(model) if enc.n_rows < self.max_batch_rows else None
+        if batcher is None or (batcher.idle() and self._found_quiet(started)):  # batching off, too big to share,
+            out = model.predictor.run(enc)                                      # or nobody to share a run with
             self._observe(model.name, 0.0, time.perf_counter() - started, enc.n_rows)
             if not all_finite(out):
                 raise NonFiniteOutput()
-            return answer(out)
+            return answer(RunOutputs(out), 0, enc.n_rows)
         later = Later(self, model, answer)
         try:
-            self._batcher(model).submit(enc, later)
+            batcher.submit(enc, later)
         except QueueFull:
             raise HTTPError(429, f"model '{model.name}' has {self.max_queue_rows} rows queued: retry shortly",
                             [(b"retry-after", b"1")]) from None
@@ -526,11 +537,14 @@ class ServeApp:
         else:
             enc = p.encode(data)
 
-        def answer(out: dict[str, np.ndarray]) -> Answer:
-            result = {"model": model.name, "version": model.version, "predictions": p.decode(out).tolist()}
+        def answer(run: RunOutputs, start: int, stop: int) -> Answer:
+            predictions = run.cache.get("predictions")
+            if predictions is None:  # decoded once per model run, whatever the number of requests it served
+                run.cache["predictions"] = predictions = p.decode(run.out).tolist()
+            result = {"model": model.name, "version": model.version, "predictions": predictions[start:stop]}
             if p.task != "regression":
                 result["labels"] = model.labels
-                result["probabilities"] = out["probabilities"]
+                result["probabilities"] = run.out["probabilities"][start:stop]  # float32: written as such
             return 200, result, ()
 
         return self._run(model, enc, answer)
@@ -550,7 +564,8 @@ class ServeApp:
             raise HTTPError(400, str(exc)) from None
         self._check_rows(v2.n_rows)
 
-        def answer(out: dict[str, np.ndarray]) -> Answer:
+        def answer(run: RunOutputs, start: int, stop: int) -> Answer:
+            out = run.rows(start, stop)
             labels = p.decode(out) if p.task != "regression" else None
             try:
                 body, ctype, extra = kserve.encode_answer(model.name, model.version, p, out, labels, v2)

@@ -35,7 +35,25 @@ OFFLOAD_ABOVE_S = 0.0005  # batches that take longer than this run in a thread, 
 CAN_OVERLAP = len(os.sched_getaffinity(0)) > 1 if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1) > 1
 
 Outputs = dict[str, np.ndarray]
-OnDone = Callable[[Outputs | BaseException], None]
+
+
+class RunOutputs:
+    """One model run's outputs, shared by the requests whose rows it ran: each answers from its rows
+    ``[start, stop)``. ``cache`` keeps what is worth converting once per run (decoded labels, lists)."""
+
+    __slots__ = ("out", "cache")
+
+    def __init__(self, out: Outputs):
+        self.out = out
+        self.cache: dict = {}
+
+    def rows(self, start: int, stop: int) -> Outputs:
+        if start == 0 and stop == len(next(iter(self.out.values()))):
+            return self.out
+        return {k: v[start:stop] for k, v in self.out.items()}
+
+
+OnDone = Callable[[RunOutputs | BaseException, int, int], None]
 
 
 class QueueFull(Exception):
@@ -78,8 +96,8 @@ class Batcher:
         return not self.queue and not self.running and not self.scheduled
 
     def submit(self, enc: EncodedInputs, on_done: OnDone) -> None:
-        """Queue ``enc``; ``on_done`` gets its outputs, or the exception that stopped them. QueueFull at once
-        when the queue cannot take the rows."""
+        """Queue ``enc``; ``on_done(run, start, stop)`` gets the run that had its rows (at ``start:stop``), or
+        ``on_done(exception, 0, 0)``. QueueFull at once when the queue cannot take the rows."""
         if self.queued_rows + enc.n_rows > self.max_queue_rows:
             raise QueueFull
         self.queue.append((enc, on_done, time.perf_counter()))
@@ -132,7 +150,7 @@ class Batcher:
             item = self.queue.popleft()
             self.queued_rows -= item[0].n_rows
             if item[2] < expired_before:
-                item[1](TimeoutError())
+                item[1](TimeoutError(), 0, 0)
                 continue
             batch.append(item)
             rows += item[0].n_rows
@@ -145,17 +163,18 @@ class Batcher:
         self.observe(started - batch[0][2], took, rows)
         if isinstance(out, BaseException):
             for _, on_done, _ in batch:
-                on_done(out)
-        elif len(batch) == 1:
-            batch[0][1](out if all_finite(out) else NonFiniteOutput())
+                on_done(out, 0, 0)
         else:
+            run = RunOutputs(out)
             checked = all_finite(out)  # once for the batch; only if it fails, request by request
             offset = 0
             for enc, on_done, _ in batch:
-                n = enc.n_rows
-                part = {k: v[offset: offset + n] for k, v in out.items()}
-                on_done(part if checked or all_finite(part) else NonFiniteOutput())
-                offset += n
+                stop = offset + enc.n_rows
+                if checked or all_finite(run.rows(offset, stop)):
+                    on_done(run, offset, stop)
+                else:
+                    on_done(NonFiniteOutput(), 0, 0)
+                offset = stop
         if self.queue and not self.scheduled:  # rows left over (a full batch, or queued while it ran)
             self.scheduled = True
             self.loop.call_soon(self._drain)
@@ -173,7 +192,7 @@ class Batcher:
         while self.queue and self.queue[0][2] < expired_before:
             enc, on_done, _ = self.queue.popleft()
             self.queued_rows -= enc.n_rows
-            on_done(TimeoutError())
+            on_done(TimeoutError(), 0, 0)
         if self.running:
             self._arm_watchdog()
 

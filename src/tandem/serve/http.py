@@ -73,9 +73,7 @@ class TandemHTTP(asyncio.Protocol):
         self.keep_alive = True
         self.broken = False  # a malformed request was read: answer what is owed, a 400, then close
         self.continue_owed = False  # the request being read expects 100 Continue once earlier answers are out
-        self._reset()
-
-    def _reset(self) -> None:
+        # the request being read (reset by on_message_begin)
         self.url = b""
         self.headers: dict[bytes, bytes] = {}
         self.body: list[bytes] = []
@@ -139,7 +137,11 @@ class TandemHTTP(asyncio.Protocol):
     # -- httptools callbacks --------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self.receiving = True
-        self._reset()
+        self.url = b""
+        self.headers = {}
+        self.body = []
+        self.body_size = 0
+        self.refused = False
 
     def on_url(self, url: bytes) -> None:
         self.url += url

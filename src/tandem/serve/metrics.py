@@ -30,9 +30,11 @@ class ServeMetrics:
         self.batch_rows: dict[tuple[str], list] = {}
         self.in_flight = 0
 
-    def count(self, model: str, route: str, code: int) -> None:
+    def answered(self, model: str, route: str, code: int, seconds: float) -> None:
+        """One request answered: counted, and its total latency observed."""
         key = (model, route, str(code))
         self.requests[key] = self.requests.get(key, 0) + 1
+        _observe(self.latency, (model, "total"), LATENCY_BUCKETS, seconds)
 
     def observe_latency(self, model: str, phase: str, seconds: float) -> None:
         _observe(self.latency, (model, phase), LATENCY_BUCKETS, seconds)
