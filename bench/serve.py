@@ -5,7 +5,9 @@ Servers, each started fresh in its own process pinned to CPU 0 (``taskset``), on
 - ``floor``: a bare ASGI handler answering a constant (bench/serve_apps.py), under uvicorn;
 - ``naive``: FastAPI + a pydantic row model + pandas + the native LightGBM ``predict``, under uvicorn;
 - ``tandem``: ``tandem serve`` with micro-batching on (``batch_on``: ``--max-batch-rows 64``, the
-  default) and off (``batch_off``: ``--max-batch-rows 0``).
+  default) and off (``batch_off``: ``--max-batch-rows 0``);
+- ``tandem_http``: ``tandem serve`` answering ``/v2/health/live`` to the same requests: tandem's HTTP
+  layer and app without the model, to compare with the floor.
 
 The load generator is ``wrk`` (Debian package ``wrk``), pinned to CPU 1, cycling through 200
 different real rows of the Adult test file. For each server x request size (1 row, 100 rows) x
@@ -232,9 +234,12 @@ def start(kind: str, setup: dict, model: str = "tree") -> Server:
         env = {"BENCH_NAIVE_MODEL": str(setup["naive_model"]),
                "BENCH_NAIVE_COLUMNS": setup["naive_columns"].read_text()}
         return Server(kind, [*uvicorn, "--factory", "serve_apps:naive"], env, "/predict", "/docs")
-    batching = ["--max-batch-rows", "64"] if kind == "batch_on" else ["--max-batch-rows", "0"]
+    batching = ["--max-batch-rows", "64"] if kind in ("batch_on", "tandem_http") else ["--max-batch-rows", "0"]
     argv = [sys.executable, "-m", "tandem.cli", "serve", model, "--port", "{port}", *batching]
-    return Server(kind, argv, {"TANDEM_HOME": str(setup["home"])}, f"/v1/models/{model}/predict", "/v2/health/ready")
+    # tandem_http: tandem serve answering its liveness route (the request's body is read and ignored), the
+    # cost of tandem's HTTP layer and app without a model
+    path = "/v2/health/live" if kind == "tandem_http" else f"/v1/models/{model}/predict"
+    return Server(kind, argv, {"TANDEM_HOME": str(setup["home"])}, path, "/v2/health/ready")
 
 
 # ------------------------------------------------------------------------------------------- load
@@ -343,6 +348,9 @@ def checks(rows: list[dict], sat: dict | None, soaked: dict | None, concurrencie
         "cpu_per_1row_request_vs_floor": cpu,
         "cpu_per_1row_request_le_1.5x_floor": all(v is not None and v <= 1.5 for v in cpu.values()),
         "cpu_per_1row_request_vs_floor_batching_off": cpu_off,
+        "cpu_per_request_of_tandem_http_layer_vs_floor": {
+            c: ratio(pick(rows, "tandem_http", "tree", 1, c), pick(rows, "floor", "tree", 1, c), "cpu_ms_per_request")
+            for c in concurrencies},
         "throughput_vs_naive_c64": vs_naive,
         "throughput_ge_3x_naive_c64": all(v is not None and v >= 3 for v in vs_naive.values()),
         "wide_mlp_batching_throughput_ratio_c64": ratio(mlp_on, mlp_off, "throughput_rps"),
@@ -386,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
             for kind in ("floor", "naive", "batch_off", "batch_on"):
                 rows += sweep(kind, setup, script, model="tree", sizes=(1, 100), concurrencies=concurrencies,
                               seconds=seconds)
+            rows += sweep("tandem_http", setup, script, model="tree", sizes=(1,), concurrencies=concurrencies,
+                          seconds=seconds)
             for kind in ("batch_off", "batch_on"):
                 rows += sweep(kind, setup, script, model="wide_mlp", sizes=(1,), concurrencies=(16, 64),
                               seconds=seconds)

@@ -32,3 +32,50 @@ def mixed_frame(n: int = 600, *, task: str = "binary", seed: int = 0) -> pd.Data
     else:
         frame["churn"] = score * 10 + 50
     return frame
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def records(x: pd.DataFrame) -> list[dict]:
+    """Rows as JSON-ready dicts (missing values as None)."""
+    return x.astype(object).where(x.notna(), None).to_dict(orient="records")
+
+
+def start_server(home, port: int, *args: str, ref: str = "churn", env: dict | None = None,
+                 stdout: int | None = None):
+    """Run `tandem serve REF` on loopback and wait until /v2/health/ready answers 200."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    proc = subprocess.Popen([sys.executable, "-m", "tandem.cli", "serve", ref, "--port", str(port), *args],
+                            env=dict(os.environ, TANDEM_HOME=str(home), **(env or {})),
+                            stdout=subprocess.PIPE if stdout is None else stdout, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError("server exited: " + proc.stderr.read().decode())
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2) as resp:
+                if resp.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("server did not start: " + proc.stderr.read().decode())
+
+
+def linear_churn(home, rows: int = 300):
+    """(frame, train): ``train()`` adds the next version of a quick linear 'churn' model to ``home``."""
+    import tandem
+
+    frame = mixed_frame(rows, task="binary", seed=0)
+    return frame, lambda: tandem.train(frame, "churn", time_limit=2, name="churn", home=home, families=["linear"])

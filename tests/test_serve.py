@@ -15,13 +15,7 @@ import numpy as np
 import pytest
 
 import tandem
-from helpers import mixed_frame
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from helpers import free_port, linear_churn, mixed_frame, records, start_server
 
 
 def _call(url: str, body: object = None, *, method: str | None = None, content_type: str = "application/json",
@@ -39,43 +33,17 @@ def _call(url: str, body: object = None, *, method: str | None = None, content_t
         return exc.code, json.loads(exc.read())
 
 
-def _start(home, port, *args, ref: str = "churn", env: dict | None = None):
-    """Run `tandem serve` on loopback and wait until it is ready."""
-    proc = subprocess.Popen([sys.executable, "-m", "tandem.cli", "serve", ref, "--port", str(port), *args],
-                            env=dict(os.environ, TANDEM_HOME=str(home), **(env or {})), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if _call(f"http://127.0.0.1:{port}/v2/health/ready")[0] == 200:
-                return proc
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("server did not start: " + proc.stderr.read().decode())
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     home = tmp_path_factory.mktemp("serve-home")
     frame = mixed_frame(600, task="binary", seed=0)
     model = tandem.train(frame, "churn", time_limit=4, name="churn", home=home, families=["lightgbm", "linear"])
-    port = _free_port()
-    proc = _start(home, port, "--max-body-bytes", "200000")
+    port = free_port()
+    proc = start_server(home, port, "--max-body-bytes", "200000")
     base = f"http://127.0.0.1:{port}"
     yield base, model, mixed_frame(50, task="binary", seed=5).drop(columns=["churn"])
     proc.terminate()
     proc.wait(timeout=10)
-
-
-def _records(x):
-    return x.astype(object).where(x.notna(), None).to_dict(orient="records")
-
-
-def _linear_churn(home, rows: int = 300):
-    """(frame, train): ``train()`` adds the next version of a quick linear 'churn' model to ``home``."""
-    frame = mixed_frame(rows, task="binary", seed=0)
-    return frame, lambda: tandem.train(frame, "churn", time_limit=2, name="churn", home=home, families=["linear"])
 
 
 class _Hammer:
@@ -103,12 +71,12 @@ class _Hammer:
 
 def test_rest_predict_matches_the_model(server):
     base, model, x = server
-    status, body = _call(base + "/v1/models/churn/predict", {"instances": _records(x)})
+    status, body = _call(base + "/v1/models/churn/predict", {"instances": records(x)})
     assert status == 200
     assert body["model"] == "churn" and body["version"] == 1 and body["labels"] == ["no", "yes"]
     assert body["predictions"] == model.predict(x).tolist()
     assert np.allclose(body["probabilities"], model.predict_proba(x), atol=1e-6)
-    status, one = _call(base + "/v1/models/churn/predict", {"instances": _records(x)[:1]})
+    status, one = _call(base + "/v1/models/churn/predict", {"instances": records(x)[:1]})
     assert status == 200 and one["predictions"] == body["predictions"][:1]
     columns = {c: x[c].astype(object).where(x[c].notna(), None).tolist() for c in x.columns}
     status, col = _call(base + "/v1/models/churn/predict", {"inputs": columns})
@@ -160,16 +128,16 @@ def test_tokens_and_hot_reload_under_load(tmp_path):
     from tandem.registry import Registry
 
     home = tmp_path / "home"
-    frame, train = _linear_churn(home, 400)
+    frame, train = linear_churn(home, 400)
     train()
     registry = Registry(home)
     registry.set_alias("churn", 1, "production")
-    port = _free_port()
-    proc = _start(home, port, "--api-key", "key-1", "--watch-interval", "0", ref="churn@production",
+    port = free_port()
+    proc = start_server(home, port, "--api-key", "key-1", "--watch-interval", "0", ref="churn@production",
                   env={"TANDEM_ADMIN_TOKEN": "admin-secret"})
     base = f"http://127.0.0.1:{port}"
     try:
-        row = {"instances": _records(frame.drop(columns=["churn"]).iloc[:1])}
+        row = {"instances": records(frame.drop(columns=["churn"]).iloc[:1])}
         predict = base + "/v1/models/churn/predict"
         reload = base + "/admin/models/churn/reload"
         assert _call(predict, row)[0] == 401
@@ -232,8 +200,8 @@ def _sample(metrics: dict, name: str, **labels) -> float:
 def test_metrics_count_requests_and_latency(server):
     base, _, x = server
     before = _scrape(base)
-    _call(base + "/v1/models/churn/predict", {"instances": _records(x.iloc[:4])})
-    _call(base + "/v1/models/churn/predict", {"instances": _records(x.iloc[:1])})
+    _call(base + "/v1/models/churn/predict", {"instances": records(x.iloc[:4])})
+    _call(base + "/v1/models/churn/predict", {"instances": records(x.iloc[:1])})
     _call(base + "/v1/models/churn/predict", {"rows": []})
     _call(base + "/v1/models/made-up/predict", {"rows": []})
     after = _scrape(base)
@@ -269,14 +237,14 @@ def test_killing_a_worker_leaves_the_server_answering(tmp_path):
     import signal
 
     home = tmp_path / "home"
-    frame, train = _linear_churn(home)
+    frame, train = linear_churn(home)
     train()
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "tandem.cli", "serve", "churn", "--port", str(port),
                              "--workers", "2"], env=dict(os.environ, TANDEM_HOME=str(home)),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
-    row = {"instances": _records(frame.drop(columns=["churn"]).iloc[:1])}
+    row = {"instances": records(frame.drop(columns=["churn"]).iloc[:1])}
     try:
         deadline = time.monotonic() + 40
         workers: list[int] = []
@@ -341,10 +309,11 @@ def test_micro_batching_merges_concurrent_requests_and_bounds_its_queue(tmp_path
     frame = mixed_frame(400, task="binary", seed=0)
     model = tandem.train(frame, "churn", time_limit=3, name="churn", home=home, families=["lightgbm"])
     x = mixed_frame(48, task="binary", seed=9).drop(columns=["churn"])
-    bodies = [{"instances": [r]} for r in _records(x)]
-    port_a, port_b = _free_port(), _free_port()
-    batching = _start(home, port_a, "--max-batch-rows", "64", "--queue-delay-us", "3000")
-    tiny_queue = _start(home, port_b, "--max-batch-rows", "64", "--queue-delay-us", "100000", "--max-queue-rows", "1")
+    bodies = [{"instances": [r]} for r in records(x)]
+    port_a, port_b = free_port(), free_port()
+    batching = start_server(home, port_a, "--max-batch-rows", "64", "--queue-delay-us", "3000")
+    tiny_queue = start_server(home, port_b, "--max-batch-rows", "64", "--queue-delay-us", "100000",
+                              "--max-queue-rows", "1")
     try:
         results = _burst(port_a, "/v1/models/churn/predict", bodies)
         assert [r[0] for r in results] == [200] * 48
@@ -380,11 +349,11 @@ def test_sigterm_drains_requests_in_flight(tmp_path):
     import signal
 
     home = tmp_path / "home"
-    frame, train = _linear_churn(home)
+    frame, train = linear_churn(home)
     train()
-    port = _free_port()
-    proc = _start(home, port)
-    body = json.dumps({"instances": _records(frame.drop(columns=["churn"]).iloc[:2])}).encode()
+    port = free_port()
+    proc = start_server(home, port)
+    body = json.dumps({"instances": records(frame.drop(columns=["churn"]).iloc[:2])}).encode()
     head = (f"POST /v1/models/churn/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n").encode()
     with socket.create_connection(("127.0.0.1", port), timeout=20) as conn:
@@ -526,14 +495,14 @@ def test_a_moved_alias_is_followed_without_an_admin_call(tmp_path):
     from tandem.registry import Registry
 
     home = tmp_path / "home"
-    frame, train = _linear_churn(home)
+    frame, train = linear_churn(home)
     train()
     registry = Registry(home)
     registry.set_alias("churn", 1, "production")
-    port = _free_port()
-    proc = _start(home, port, "--watch-interval", "0.3", "--workers", "2", ref="churn@production")
+    port = free_port()
+    proc = start_server(home, port, "--watch-interval", "0.3", "--workers", "2", ref="churn@production")
     base = f"http://127.0.0.1:{port}"
-    row = {"instances": _records(frame.drop(columns=["churn"]).iloc[:1])}
+    row = {"instances": records(frame.drop(columns=["churn"]).iloc[:1])}
     predict = base + "/v1/models/churn/predict"
     try:
         assert _call(predict, row)[1]["version"] == 1
@@ -556,12 +525,12 @@ def test_a_moved_alias_is_followed_without_an_admin_call(tmp_path):
 
 def test_metrics_add_up_over_workers(tmp_path):
     home = tmp_path / "home"
-    frame, train = _linear_churn(home)
+    frame, train = linear_churn(home)
     train()
-    port = _free_port()
-    proc = _start(home, port, "--workers", "2")
+    port = free_port()
+    proc = start_server(home, port, "--workers", "2")
     base = f"http://127.0.0.1:{port}"
-    row = {"instances": _records(frame.drop(columns=["churn"]).iloc[:1])}
+    row = {"instances": records(frame.drop(columns=["churn"]).iloc[:1])}
     try:
         for _ in range(60):  # new connections each time: the kernel spreads them over both workers
             assert _call(base + "/v1/models/churn/predict", row)[0] == 200

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import socket
 import subprocess
-import sys
 import threading
 import time
 from email.utils import parsedate_to_datetime
@@ -24,8 +22,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-import tandem
-from helpers import mixed_frame
+from helpers import free_port, linear_churn, mixed_frame, records, start_server
 
 MAX_BODY = 2000
 ADMIN_TOKEN = "sekret"
@@ -35,16 +32,6 @@ LIVE_BODY = b'{"live":true}'
 
 
 # -- helpers -----------------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _records(x):
-    return x.astype(object).where(x.notna(), None).to_dict(orient="records")
-
-
 class Answer(SimpleNamespace):
     status: int
     reason: str
@@ -157,37 +144,16 @@ def _too_large_message(size: int) -> str:
     return f"body of {size} bytes is over the limit of {MAX_BODY} bytes"
 
 
-def _start(home, port: int, *args: str) -> subprocess.Popen:
-    """Run `tandem serve churn` on loopback and wait until /v2/health/ready answers 200."""
-    proc = subprocess.Popen([sys.executable, "-m", "tandem.cli", "serve", "churn", "--port", str(port), *args],
-                            env=dict(os.environ, TANDEM_HOME=str(home)), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError("server exited: " + proc.stderr.read().decode())
-        try:
-            with Conn(port) as c:
-                c.send(_request("GET", "/v2/health/ready"))
-                if c.read_answer().status == 200:
-                    return proc
-        except (OSError, EOFError):
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("server did not start: " + proc.stderr.read().decode())
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     home = tmp_path_factory.mktemp("serve-http-home")
-    frame = mixed_frame(300, task="binary", seed=0)
-    model = tandem.train(frame, "churn", time_limit=2, name="churn", home=home, families=["linear"])
+    model = linear_churn(home)[1]()
     x = mixed_frame(40, task="binary", seed=5).drop(columns=["churn"])
-    port = _free_port()
-    proc = _start(home, port, "--max-body-bytes", str(MAX_BODY), "--admin-token", ADMIN_TOKEN)
+    port = free_port()
+    proc = start_server(home, port, "--max-body-bytes", str(MAX_BODY), "--admin-token", ADMIN_TOKEN,
+                        stdout=subprocess.DEVNULL)
     try:
-        yield SimpleNamespace(port=port, home=home, model=model, x=x, rows=_records(x))
+        yield SimpleNamespace(port=port, home=home, model=model, x=x, rows=records(x))
     finally:
         proc.terminate()
         try:
@@ -673,7 +639,7 @@ def test_asgi_adapter_in_process(served):
     from tandem.serve.app import ServeApp, load_model
 
     x = served.x.iloc[:20]
-    body = _predict_body(_records(x))
+    body = _predict_body(records(x))
     app = ServeApp([load_model("churn", Registry(served.home))])
     status, _, answer = _asgi_answer(_asgi_post(app, PREDICT, [body[:37], body[37:]]))
     assert status == 200
