@@ -113,7 +113,10 @@ class Later:
                 answer = result if self.make_answer is None else self.make_answer(result, start, stop)
         except Exception as exc:
             answer = error_answer(exc)
-        self.respond(self.app._finish(answer, self.labels, self.started))
+        try:
+            self.respond(self.app._finish(answer, self.labels, self.started))
+        except Exception as exc:  # a writer's bug must not stop the other requests of a batch from being answered
+            logger.error("tandem serve: could not write an answer", exc_info=exc)
 
     def after(self, coro: Awaitable[Answer]) -> Later:
         """Answer with what ``coro`` returns, once it has run as a task."""
@@ -260,7 +263,9 @@ class ServeApp:
                 break
         body = b"".join(chunks) if size <= self.max_body_bytes else None
         answered: asyncio.Future = asyncio.get_running_loop().create_future()
-        self.handle(Request(scope["method"], scope["path"], headers, body, size), answered.set_result)
+        # (a client gone meanwhile cancels the wait: a late answer is then dropped)
+        self.handle(Request(scope["method"], scope["path"], headers, body, size),
+                    lambda response: answered.done() or answered.set_result(response))
         response: Response = await answered
         await send({"type": "http.response.start", "status": response.status,
                     "headers": [(b"content-type", response.content_type),

@@ -97,7 +97,7 @@ class Batcher:
 
     def submit(self, enc: EncodedInputs, on_done: OnDone) -> None:
         """Queue ``enc``; ``on_done(run, start, stop)`` gets the run that had its rows (at ``start:stop``), or
-        ``on_done(exception, 0, 0)``. QueueFull at once when the queue cannot take the rows."""
+        ``on_done(exception, 0, 0)``; it must not raise. QueueFull at once when the queue cannot take the rows."""
         if self.queued_rows + enc.n_rows > self.max_queue_rows:
             raise QueueFull
         self.queue.append((enc, on_done, time.perf_counter()))
