@@ -541,3 +541,27 @@ def test_metrics_add_up_over_workers(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+def test_the_serving_side_never_imports_the_training_stack(server):
+    """A serving host needs numpy, onnxruntime, pyarrow and the server: never torch, lightgbm, sklearn, onnx..."""
+    _, model, x = server
+    row = records(x.iloc[:1])[0]
+    code = f"""
+import json, sys
+import tandem.serve.http
+from tandem.inference import Predictor
+from tandem.serve.app import Request, ServeApp, ServedModel
+app = ServeApp([ServedModel("churn", 1, Predictor({str(model.path)!r}, threads=1))])
+answers = []
+body = json.dumps({{"instances": [json.loads({json.dumps(json.dumps(row, default=str))})]}}).encode()
+app.handle(Request("POST", "/v1/models/churn/predict", {{b"content-type": b"application/json"}}, body), answers.append)
+print(answers[0].status, json.dumps(json.loads(answers[0].body)["predictions"]))
+heavy = [m for m in ("torch", "lightgbm", "sklearn", "optuna", "onnx", "scipy") if m in sys.modules]
+print(json.dumps(heavy))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    answer_line, heavy_line = out.stdout.strip().splitlines()
+    assert json.loads(heavy_line) == []
+    status, predictions = answer_line.split(" ", 1)
+    assert status == "200" and json.loads(predictions) == model.predict(x.iloc[:1]).tolist()

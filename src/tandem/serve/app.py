@@ -1,4 +1,8 @@
-"""A bare ASGI application serving bundles: no framework, validation from each bundle's schema.
+"""The server's logic, serving bundles: no framework, validation from each bundle's schema.
+
+``ServeApp.handle(request, respond)`` answers one request, at once or later (a micro-batch, a
+reload); tandem's HTTP protocol (serve/http.py) calls it directly, and ``ServeApp`` is also an ASGI
+application for any ASGI server.
 
 Routes:
 - ``POST /v1/models/{name}/predict``: ``{"instances": [{col: value}, ...]}`` or ``{"inputs": {col: [values]}}``
