@@ -115,19 +115,8 @@ class InputEncoder:
             if fast is not None:
                 return fast
         try:
-            if self._simple_num:
-                values = [row[n] for n in self._num_names]
-                try:  # numpy reads numbers, numeric text and None (as NaN) in one call
-                    num = np.array([values], dtype=np.float32) if values else None
-                except (TypeError, ValueError, OverflowError):
-                    num = None
-                if num is not None and num.shape != (1, len(values)):  # nested values: checked one by one
-                    num = None
-                if num is not None:
-                    self._check_finite(num, what, 0)
-                if num is not None and not self.cat_columns:
-                    return EncodedInputs(num, None)
-                num_values = values if num is not None else [_to_float(v) for v in values]
+            if self._simple_num:  # (plain rows took the fast path above: this one has text, bools or worse)
+                num_values = [_to_float(row[n]) for n in self._num_names]
             else:
                 num_values = []
                 for c in self.num_columns:
@@ -185,7 +174,7 @@ class InputEncoder:
         Only the model's columns are read; other fields are ignored. Errors name the row and column.
         """
         if len(rows) == 1:
-            return (self._simple_num and self._encode_plain_row(rows[0], what)) or self.encode_row(rows[0], what=what)
+            return self.encode_row(rows[0], what=what)
         if not self._simple_num:
             for i, row in enumerate(rows):
                 if not self._required_set <= row.keys():

@@ -340,7 +340,7 @@ class ServeApp:
             model = self._model(parts[2])
             tail = parts[3:]
             if parts[0] == "v1" and tail == ["predict"]:
-                return self._predict_route(request, model)
+                return self._predict(request, model)
             if parts[0] == "v2" and tail[:1] == ["versions"] and len(tail) >= 2:
                 if tail[1] != str(model.version):
                     raise HTTPError(404, f"model '{model.name}' is served at version {model.version}, not {tail[1]}")
@@ -374,9 +374,12 @@ class ServeApp:
         raise HTTPError(404, f"no route {method} {request.path[:200]}")
 
     def _predict_route(self, request: Request, model: ServedModel) -> Answer | Later:
-        """``POST /v1/models/{name}/predict``."""
+        """``POST /v1/models/{name}/predict`` found by its exact path (``_route`` checks the key itself)."""
         if self.api_key is not None:
             self._authorize(request, self.api_key, "API key")
+        return self._predict(request, model)
+
+    def _predict(self, request: Request, model: ServedModel) -> Answer | Later:
         self._expect(request.method, "POST", request)
         raw = self._body(request)
         self._admit(model)
@@ -437,8 +440,11 @@ class ServeApp:
         must cost far less than serving it."""
         current = self.batchers.get(model.name)
         if current is not None and current[1].queued_rows >= self.max_queue_rows:
-            raise HTTPError(429, f"model '{model.name}' has {self.max_queue_rows} rows queued: retry shortly",
-                            [(b"retry-after", b"1")])
+            raise self._queue_full(model)
+
+    def _queue_full(self, model: ServedModel) -> HTTPError:
+        return HTTPError(429, f"model '{model.name}' has {self.max_queue_rows} rows queued: retry shortly",
+                         [(b"retry-after", b"1")])
 
     def _body(self, request: Request, types: tuple[bytes, ...] = (JSON,)) -> bytes:
         headers = request.headers
@@ -480,8 +486,7 @@ class ServeApp:
         try:
             batcher.submit(enc, later)
         except QueueFull:
-            raise HTTPError(429, f"model '{model.name}' has {self.max_queue_rows} rows queued: retry shortly",
-                            [(b"retry-after", b"1")]) from None
+            raise self._queue_full(model) from None
         return later
 
     def _found_quiet(self, now: float) -> bool:

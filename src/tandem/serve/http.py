@@ -164,12 +164,11 @@ class TandemHTTP(asyncio.Protocol):
                 self.transport.write(CONTINUE)
 
     def on_body(self, body: bytes) -> None:
+        self.body_size += len(body)
         if self.refused:
-            self.body_size += len(body)
             if self.body_size > DISCARD_AT_MOST:
                 self.transport.close()  # the 413 is out; this client would keep us reading for nothing
             return
-        self.body_size += len(body)
         if self.body_size > self.max_body:
             self._too_large(None)
             return
