@@ -25,6 +25,12 @@ def load(name_or_path: object, **kwargs: object) -> Model:
     return _load(name_or_path, **kwargs)
 
 
+def check(*args: object, **kwargs: object) -> object:
+    """The quality gate on a table; see :func:`tandem.api.check`."""
+    from tandem.api import check as _check
+    return _check(*args, **kwargs)
+
+
 def __getattr__(name: str) -> object:
     if name == "Client":  # stdlib-only HTTP client for `tandem serve`, loaded on first use
         from tandem.client import Client
@@ -32,4 +38,4 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'tandem' has no attribute {name!r}")
 
 
-__all__ = ["Client", "TandemError", "__version__", "load", "train"]
+__all__ = ["Client", "TandemError", "__version__", "check", "load", "train"]

@@ -89,13 +89,15 @@ def train(data: object, target: str, *, time_limit: float = 60.0, metric: str | 
           bagging: str = "auto", split: str | None = None, group: str | None = None,
           time_column: str | None = None, ignore: list[str] | None = None, families: list[str] | None = None,
           latency_budget_us: float = 100.0, configs: list[dict] | None = None, path: str | Path | None = None,
-          home: str | Path | None = None, progress: Callable[[str], None] | None = None) -> Model:
+          home: str | Path | None = None, progress: Callable[[str], None] | None = None,
+          strict: bool = False) -> Model:
     """Train within ``time_limit`` seconds on ``data`` (file path or frame) and return the saved model.
 
     The bundle goes into the registry under ``name`` (default ``model``) as its next version, or
     to the directory ``path`` when given. ``latency_budget_us`` caps the one-row latency the
     ensemble may add up to (it never exceeds twice its best member's either). ``configs`` replaces
-    the built-in portfolio: a list of ``{"name", "family", "params"}`` tried in order.
+    the built-in portfolio: a list of ``{"name", "family", "params"}`` tried in order. The quality
+    gate (:func:`check`) runs first; its report is in the manifest, and ``strict`` stops on an error.
     """
     from tandem.data.infer import check_target
     from tandem.data.readers import read_table
@@ -117,7 +119,7 @@ def train(data: object, target: str, *, time_limit: float = 60.0, metric: str | 
     config = StudyConfig(target=target, time_limit=float(time_limit), metric=metric, task=task, seed=seed,
                          bagging=bagging, split=split, group_column=group, time_column=time_column,
                          search=search, families=families, ignore=ignore, latency_budget_us=latency_budget_us,
-                         configs=configs)
+                         configs=configs, strict=strict)
     result = run_study(table, config, progress=progress, started=started)
     if path is not None:
         export(result, Path(path), name=name, version=None, say=progress or (lambda _m: None))
@@ -133,3 +135,13 @@ def train(data: object, target: str, *, time_limit: float = 60.0, metric: str | 
 def load(name_or_path: str | Path, *, home: str | Path | None = None) -> Model:
     """Load a model by registry reference (``name``, ``name:3``, ``name@production``) or bundle path."""
     return Model(Registry(home).resolve(name_or_path))
+
+
+def check(data: object, target: str, *, test: object | None = None, task: str | None = None, seed: int = 0):
+    """The quality gate on ``data`` (and ``test`` when given): a :class:`tandem.data.quality.QualityReport`."""
+    from tandem.data.quality import check_quality
+    from tandem.data.readers import read_table
+
+    table = read_table(data, what="data")
+    test_table = read_table(test, what="test data") if test is not None else None
+    return check_quality(table, target, test=test_table, task=task, seed=seed)

@@ -105,6 +105,8 @@ def _print_model(model, *, console: Console = out) -> None:
     ens = ", ".join(f"{e['model']} x{e['weight']:.2f}" for e in m["ensemble"])
     console.print(f"ensemble: {ens}; ONNX vs native max abs diff {m['parity']['max_abs_diff']:.2e}; "
                   f"1-row predict p50 {m['latency']['predict_1row_us_p50']} µs")
+    if m.get("quality"):
+        _print_findings(m["quality"], console=console, least="warning")
     for w in m.get("warnings", []):
         console.print(f"[yellow]warning:[/yellow] {w}")
     for n in m.get("notes", []):
@@ -133,8 +135,9 @@ def train(
     configs: Path | None = typer.Option(None, "--configs", help="JSON file of configurations to try instead of the "
                                         'built-in portfolio: [{"name", "family", "params"}, ...].'),
     out_dir: Path | None = typer.Option(None, "--out", help="Write the bundle here instead of the registry."),
+    strict: bool = typer.Option(False, "--strict", help="Stop before fitting when the quality gate finds an error."),
 ) -> None:
-    """Train within the time limit and save the bundle."""
+    """Train within the time limit and save the bundle (the quality gate runs first)."""
     from tandem.api import train as train_model
 
     with _BudgetBar(time_limit) as bar:
@@ -144,8 +147,52 @@ def train(
                             ignore=[c.strip() for c in ignore.split(",")] if ignore else None,
                             families=[f.strip() for f in families.split(",")] if families else None,
                             configs=_read_configs(configs) if configs else None,
-                            latency_budget_us=latency_budget_us, path=out_dir, progress=bar.say)
+                            latency_budget_us=latency_budget_us, path=out_dir, progress=bar.say, strict=strict)
     _print_model(model)
+
+
+_SEVERITY_STYLE = {"error": "[red]error[/red]", "warning": "[yellow]warning[/yellow]", "info": "note"}
+
+
+def _print_findings(report: dict, *, console: Console = out, least: str = "info") -> None:
+    """One line per finding at least as severe as ``least``, after a one-line summary."""
+    from rich.markup import escape
+
+    from tandem.data.quality import SEVERITIES
+
+    shown = SEVERITIES[: SEVERITIES.index(least) + 1]
+    c = report["counts"]
+    console.print(f"quality gate: {c['error']} error(s), {c['warning']} warning(s), {c['info']} note(s) "
+                  f"({report['rows']} rows, {report['columns']} columns, {report['seconds']:.2f} s)")
+    for f in report["findings"]:
+        if f["severity"] in shown:
+            where = f"column '{f['column']}': " if f["column"] else ""
+            console.print(f"  {_SEVERITY_STYLE[f['severity']]} {f['check']}: {escape(where + f['message'])}",
+                          highlight=False)
+
+
+@app.command()
+def check(
+    data: Path = typer.Argument(..., help="The training data (CSV/TSV, Parquet, JSON lines or Arrow)."),
+    target: str = typer.Option(..., "--target", "-t", help="The column to predict."),
+    test: Path | None = typer.Option(None, "--test", help="Test data, to look for rows shared with the training data."),
+    task: str | None = typer.Option(None, help="binary, multiclass or regression (default: inferred)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 1 when any finding is an error."),
+) -> None:
+    """The quality gate: missing values, duplicates, leakage, id-like and constant columns, label conflicts,
+    class imbalance, mixed types, high cardinality, outliers."""
+    from tandem.api import check as check_data
+
+    report = check_data(str(data), target, test=str(test) if test else None, task=task).to_dict()
+    if as_json:
+        sys.stdout.write(json.dumps(report) + "\n")
+    else:
+        _print_findings(report)
+    if strict and report["counts"]["error"]:
+        from tandem.data.quality import QualityError
+
+        raise QualityError(f"the quality gate found {report['counts']['error']} error(s) (--strict)")
 
 
 def _read_configs(path: Path) -> object:

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from tandem.bundle.inputs import EncodedInputs, InputEncoder
 from tandem.data.infer import check_target, infer_schema, infer_task
+from tandem.data.quality import QualityError, check_quality
 from tandem.data.splits import make_folds
 from tandem.errors import ConfigError, DataError
 from tandem.features.preprocess import Preprocessor
@@ -51,6 +52,7 @@ class StudyConfig:
     ignore: list[str] | None = None
     latency_budget_us: float = 100.0  # one-row latency (p50, one thread) the ensemble's graph may cost
     configs: list[dict] | None = None  # configurations to try instead of the portfolio (same shape)
+    strict: bool = False  # stop before fitting when the quality gate finds an error
 
 
 @dataclass
@@ -97,6 +99,7 @@ class StudyResult:
     n_rows: int
     fingerprint: str
     train_inputs: EncodedInputs
+    quality: dict | None = None  # the quality gate's report (QualityReport.to_dict())
 
     def native_predict(self, enc: EncodedInputs) -> np.ndarray:
         """The ensemble's prediction in the learners' own runtimes (the parity reference)."""
@@ -142,6 +145,12 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
     notes: list[str] = []
 
     target_col = check_target(table, config.target)
+    say("checking the data")
+    quality = check_quality(table, config.target, task=config.task, seed=config.seed)
+    if config.strict and quality.errors:
+        first = quality.errors[0]
+        where = f"column '{first.column}': " if first.column else ""
+        raise QualityError(f"quality gate ({quality.summary()}), stopping as --strict asks: {where}{first.message}")
     task, labels = infer_task(target_col, config.target, config.task)
     metric = M.check_metric(config.metric, task)
     keep = pc.is_valid(target_col)
@@ -302,7 +311,7 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
         label_type=label_type, metric=metric, members=members, candidates=candidates, refit=refit_all,
         bagged=bagged and n_folds > 1, threshold=threshold, validation_metrics=val_metrics, warnings=warnings,
         notes=notes, holdout=holdout, started=clock.started, deadline=clock.deadline, n_rows=n,
-        fingerprint=_fingerprint(enc, y), train_inputs=enc)
+        fingerprint=_fingerprint(enc, y), train_inputs=enc, quality=quality.to_dict())
 
 
 def _rows(active: list[int], folds: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
