@@ -48,6 +48,19 @@ class Model:
         """Every model the study tried: validation score, fit time, 1-row predict time, size."""
         return [dict(r) for r in self.manifest["leaderboard"]]
 
+    def drift(self, data: object) -> dict:
+        """How ``data`` differs from the training data, feature by feature (see tandem.inference.drift)."""
+        import json
+
+        from tandem.data.readers import read_table
+        from tandem.inference.drift import compare
+
+        p = self.predictor
+        profile = json.loads((self.path / "profile.json").read_text(encoding="utf-8"))
+        enc = p.encoder.encode_table(read_table(data, what="new data"), what=describe_source(data, "new data"))
+        known = {c.name: c.categories for c in p.encoder.cat_columns}
+        return compare(profile, enc, p.encoder.num_feature_names, p.encoder.cat_feature_names, known)
+
     def evaluate(self, data: object) -> dict:
         """Metrics on labelled ``data`` (which must hold the target column), and per-class figures."""
         from tandem.data.readers import read_table

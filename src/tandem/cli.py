@@ -172,6 +172,34 @@ def _print_findings(report: dict, *, console: Console = out, least: str = "info"
 
 
 @app.command()
+def drift(
+    model: str = typer.Argument(..., help="Registry reference (name, name:3, name@production) or bundle path."),
+    data: Path = typer.Argument(..., help="New data to compare with the training data (same columns)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the comparison as one JSON object."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 1 when any feature moved."),
+) -> None:
+    """Compare new data with the training profile in the bundle: PSI and KS per feature, new categories,
+    missing-rate changes; say which features moved."""
+    from tandem.api import load
+
+    result = load(model).drift(str(data))
+    if as_json:
+        sys.stdout.write(json.dumps(result) + "\n")
+    else:
+        rows = [{"feature": f["feature"], "kind": f["kind"], "verdict": f["verdict"], "PSI": f["psi"], "KS": f["ks"],
+                 "missing train -> new": f"{f['missing_train'] or 0:.1%} -> {f['missing_new']:.1%}",
+                 "new categories": "" if not f["new_categories"] else
+                 f"{f['new_categories']['share']:.1%} {', '.join(f['new_categories']['values'][:3])}".strip(),
+                 "why": "; ".join(f["why"])} for f in result["features"]]
+        out.print(_rows_table(rows, f"Drift of {data} ({result['rows']} rows) against the training data "
+                                    f"({result['training_rows']} rows)"))
+        out.print(f"moved: {', '.join(result['moved']) or 'none'}" +
+                  (f"; watch: {', '.join(result['watch'])}" if result["watch"] else ""), highlight=False)
+    if strict and result["moved"]:
+        raise typer.Exit(1)
+
+
+@app.command()
 def check(
     data: Path = typer.Argument(..., help="The training data (CSV/TSV, Parquet, JSON lines or Arrow)."),
     target: str = typer.Option(..., "--target", "-t", help="The column to predict."),
@@ -366,7 +394,9 @@ def quickstart(time_limit: float = typer.Option(20.0, "--time-limit", help="Trai
 def main() -> None:
     """Entry point: one line on stderr and a non-zero exit for a user's mistake."""
     try:
-        app(standalone_mode=False)
+        status = app(standalone_mode=False)  # click hands back the status of a typer.Exit here
+        if isinstance(status, int) and status:
+            sys.exit(status)
     except TandemError as exc:
         err.print(f"tandem: error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)

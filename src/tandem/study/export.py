@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from tandem.bundle.inputs import EncodedInputs
+from tandem.inference.drift import categorical_profile, numeric_profile
 from tandem.report.html import render_report
 from tandem.study.graph import build_graph, single_row_seconds
 from tandem.study.runner import StudyResult
@@ -32,22 +33,14 @@ def _library_versions() -> dict[str, str]:
 
 
 def _profile(result: StudyResult, enc: EncodedInputs) -> dict:
+    """The training data as drift checks remember it (tandem.inference.drift)."""
     cols = {}
     if enc.num is not None:
         for j, name in enumerate(result.encoder.num_feature_names):
-            col = enc.num[:, j].astype(np.float64)
-            ok = col[~np.isnan(col)]
-            cols[name] = {
-                "kind": "numeric", "missing_fraction": round(1 - len(ok) / max(len(col), 1), 6),
-                "mean": float(ok.mean()) if len(ok) else None, "std": float(ok.std()) if len(ok) else None,
-                "quantiles": np.quantile(ok, np.linspace(0, 1, 11)).round(6).tolist() if len(ok) else None,
-            }
+            cols[name] = numeric_profile(enc.num[:, j])
     if enc.cat is not None:
         for j, name in enumerate(result.encoder.cat_feature_names):
-            values, counts = np.unique(enc.cat[:, j].astype(str), return_counts=True)
-            order = np.argsort(-counts)[:50]
-            cols[name] = {"kind": "categorical", "rows": int(len(enc.cat)),
-                          "frequencies": {str(values[i]): int(counts[i]) for i in order}}
+            cols[name] = categorical_profile(enc.cat[:, j])
     return {"rows": int(enc.n_rows), "columns": cols}
 
 

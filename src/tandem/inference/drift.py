@@ -1,0 +1,168 @@
+"""Drift: how new data differs from the training data a bundle remembers (its ``profile.json``).
+
+Per feature: the population stability index (PSI) over the training deciles (numbers) or the
+training categories; the Kolmogorov-Smirnov distance to the training distribution (numbers, from
+101 stored percentiles); the change in the share of missing values; categories never seen in
+training. A feature **moved** when its PSI is at least ``PSI_MOVED`` (the usual 0.25 rule), when
+its KS distance is at least ``KS_MOVED`` with a p-value under ``KS_P``, when its missing share
+changed by ``MISSING_MOVED`` or more, or when ``NEW_CATEGORY_MOVED`` of its values are new
+categories. PSI from ``PSI_WATCH`` is reported as "watch". Pure numpy: a serving host can run it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tandem.bundle.inputs import EncodedInputs
+
+PSI_WATCH = 0.10
+PSI_MOVED = 0.25
+KS_MOVED = 0.10
+KS_P = 1e-3
+MISSING_MOVED = 0.10
+NEW_CATEGORY_MOVED = 0.05
+_FLOOR = 1e-4  # share given to an empty bin, so PSI stays finite
+
+
+def numeric_profile(values: np.ndarray) -> dict:
+    """What drift needs to remember of one numeric training column."""
+    x = values.astype(np.float64)
+    ok = x[~np.isnan(x)]
+    out = {"kind": "numeric", "missing_fraction": round(1 - len(ok) / max(len(x), 1), 6)}
+    if not len(ok):
+        return {**out, "mean": None, "std": None, "quantiles": None, "percentiles": None, "bins": None}
+    edges = np.unique(np.quantile(ok, np.linspace(0, 1, 11)[1:-1]))
+    counts = np.bincount(np.searchsorted(edges, ok, side="right"), minlength=len(edges) + 1)
+    return {**out, "mean": float(ok.mean()), "std": float(ok.std()),
+            "quantiles": np.quantile(ok, np.linspace(0, 1, 11)).round(6).tolist(),
+            "percentiles": np.quantile(ok, np.linspace(0, 1, 101)).tolist(),
+            "bins": {"edges": edges.tolist(), "fractions": (counts / len(ok)).round(8).tolist()}}
+
+
+def categorical_profile(values: np.ndarray, keep: int = 1000) -> dict:
+    """Category frequencies ('' = missing) of one categorical training column."""
+    strings = values.astype(str)
+    missing = strings == ""
+    uniq, counts = np.unique(strings[~missing], return_counts=True)
+    order = np.argsort(-counts, kind="stable")[:keep]
+    return {"kind": "categorical", "rows": int(len(strings)),
+            "missing_fraction": round(float(missing.mean()) if len(strings) else 0.0, 6),
+            "frequencies": {str(uniq[i]): int(counts[i]) for i in order}}
+
+
+def compare(profile: dict, enc: EncodedInputs, num_names: list[str], cat_names: list[str],
+            known_categories: dict[str, list[str]]) -> dict:
+    """Per-feature drift of the rows ``enc`` against ``profile``; features that moved come first."""
+    features = []
+    cols = profile.get("columns", {})
+    n_train = int(profile.get("rows") or 10_000)
+    for j, name in enumerate(num_names):
+        if name in cols and cols[name].get("kind") == "numeric":
+            features.append(_numeric(name, cols[name], enc.num[:, j].astype(np.float64), n_train))
+    for j, name in enumerate(cat_names):
+        if name in cols and cols[name].get("kind") == "categorical":
+            features.append(_categorical(name, cols[name], enc.cat[:, j].astype(str),
+                                         set(known_categories.get(name) or [])))
+    rank = {"moved": 0, "watch": 1, "stable": 2}
+    features.sort(key=lambda f: (rank[f["verdict"]], -(f["psi"] or 0.0)))
+    moved = [f["feature"] for f in features if f["verdict"] == "moved"]
+    return {"rows": int(enc.n_rows), "training_rows": profile.get("rows"), "moved": moved,
+            "watch": [f["feature"] for f in features if f["verdict"] == "watch"], "features": features,
+            "rules": {"psi_moved": PSI_MOVED, "psi_watch": PSI_WATCH, "ks_moved": KS_MOVED, "ks_p": KS_P,
+                      "missing_moved": MISSING_MOVED, "new_category_moved": NEW_CATEGORY_MOVED}}
+
+
+def psi(expected: np.ndarray, actual: np.ndarray) -> float:
+    """Population stability index between two share vectors over the same bins."""
+    e = np.maximum(np.asarray(expected, dtype=np.float64), _FLOOR)
+    a = np.maximum(np.asarray(actual, dtype=np.float64), _FLOOR)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def ks_pvalue(d: float, n1: int, n2: int) -> float:
+    """Asymptotic two-sample Kolmogorov-Smirnov p-value (Stephens' small-sample correction)."""
+    if d <= 0:
+        return 1.0
+    ne = n1 * n2 / (n1 + n2)
+    lam = (math.sqrt(ne) + 0.12 + 0.11 / math.sqrt(ne)) * d
+    total = sum((-1) ** (k - 1) * math.exp(-2 * k * k * lam * lam) for k in range(1, 101))
+    return float(min(max(2 * total, 0.0), 1.0))
+
+
+def _numeric(name: str, prof: dict, x: np.ndarray, n_train: int) -> dict:
+    missing = np.isnan(x)
+    ok = np.sort(x[~missing])
+    out = {"feature": name, "kind": "numeric", "missing_train": prof.get("missing_fraction"),
+           "missing_new": round(float(missing.mean()) if len(x) else 0.0, 6), "psi": None, "ks": None,
+           "ks_pvalue": None, "mean_train": prof.get("mean"), "mean_new": float(ok.mean()) if len(ok) else None,
+           "new_categories": None}
+    bins = prof.get("bins")
+    if bins is None and prof.get("quantiles"):  # an older profile: deciles only, a tenth of the rows each
+        q = np.asarray(prof["quantiles"], dtype=np.float64)
+        edges = np.unique(q[1:-1])
+        bins = {"edges": edges.tolist(), "fractions": None}
+    if len(ok) and bins is not None:
+        edges = np.asarray(bins["edges"], dtype=np.float64)
+        counts = np.bincount(np.searchsorted(edges, ok, side="right"), minlength=len(edges) + 1)
+        expected = bins["fractions"]
+        if expected is None:
+            q = np.asarray(prof["quantiles"], dtype=np.float64)
+            expected = np.diff(np.interp(np.r_[q[0], edges, q[-1]], q, np.linspace(0, 1, len(q))))
+        out["psi"] = round(psi(expected, counts / len(ok)), 6)
+        levels = prof.get("percentiles") or prof["quantiles"]
+        grid = np.asarray(levels, dtype=np.float64)
+        cdf_train = np.interp(ok, grid, np.linspace(0, 1, len(grid)))
+        n = len(ok)
+        above = np.arange(1, n + 1) / n - cdf_train
+        below = cdf_train - np.arange(0, n) / n
+        d = float(max(above.max(), below.max(), 0.0))
+        out["ks"] = round(d, 6)
+        out["ks_pvalue"] = ks_pvalue(d, n_train, n)
+    out["verdict"], out["why"] = _verdict(out)
+    return out
+
+
+def _categorical(name: str, prof: dict, values: np.ndarray, known: set[str]) -> dict:
+    freq = prof.get("frequencies", {})
+    total = float(sum(freq.values())) or 1.0
+    missing = values == ""
+    present = values[~missing]
+    uniq, counts = np.unique(present, return_counts=True)
+    seen = {str(u): int(c) for u, c in zip(uniq, counts, strict=True)}
+    n_present = max(len(present), 1)
+    cats = list(freq)
+    expected = [freq[c] / total for c in cats]
+    actual = [seen.get(c, 0) / n_present for c in cats]
+    other_new = sum(c for v, c in seen.items() if v not in freq) / n_present
+    expected.append(max(0.0, 1.0 - sum(expected)))  # categories the profile did not keep (rare ones)
+    actual.append(other_new)
+    vocabulary = known or set(freq)
+    new = sorted(((v, c) for v, c in seen.items() if v not in vocabulary), key=lambda vc: -vc[1])
+    out = {"feature": name, "kind": "categorical", "missing_train": prof.get("missing_fraction"),
+           "missing_new": round(float(missing.mean()) if len(values) else 0.0, 6),
+           "psi": round(psi(expected, actual), 6) if len(present) else None, "ks": None, "ks_pvalue": None,
+           "mean_train": None, "mean_new": None,
+           "new_categories": {"share": round(sum(c for _, c in new) / n_present, 6),
+                              "values": [v for v, _ in new[:10]]}}
+    out["verdict"], out["why"] = _verdict(out)
+    return out
+
+
+def _verdict(f: dict) -> tuple[str, list[str]]:
+    why = []
+    if f["psi"] is not None and f["psi"] >= PSI_MOVED:
+        why.append(f"PSI {f['psi']:.3f} >= {PSI_MOVED}")
+    if f["ks"] is not None and f["ks"] >= KS_MOVED and f["ks_pvalue"] < KS_P:
+        why.append(f"KS {f['ks']:.3f} (p {f['ks_pvalue']:.1e})")
+    if f["missing_train"] is not None and abs(f["missing_new"] - f["missing_train"]) >= MISSING_MOVED:
+        why.append(f"missing {f['missing_train']:.1%} -> {f['missing_new']:.1%}")
+    new = f["new_categories"]
+    if new and new["share"] >= NEW_CATEGORY_MOVED:
+        why.append(f"{new['share']:.1%} new categories ({', '.join(new['values'][:3])})")
+    if why:
+        return "moved", why
+    if f["psi"] is not None and f["psi"] >= PSI_WATCH:
+        return "watch", [f"PSI {f['psi']:.3f} >= {PSI_WATCH}"]
+    return "stable", []
