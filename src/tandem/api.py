@@ -61,10 +61,13 @@ class Model:
         known = {c.name: c.categories for c in p.encoder.cat_columns}
         return compare(profile, enc, p.encoder.num_feature_names, p.encoder.cat_feature_names, known)
 
-    def evaluate(self, data: object) -> dict:
-        """Metrics on labelled ``data`` (which must hold the target column), and per-class figures."""
+    def evaluate(self, data: object, *, sensitive: str | None = None) -> dict:
+        """Metrics on labelled ``data`` (which must hold the target column), and per-class figures;
+        with ``sensitive`` (a column of ``data``), fairness figures per group of that column."""
+        from tandem.data.infer import check_column
         from tandem.data.readers import read_table
         from tandem.study import metrics as M
+        from tandem.study.fairness import fairness_report
 
         table = read_table(data, what="evaluation data")
         what = describe_source(data, "evaluation data")
@@ -76,10 +79,20 @@ class Model:
         col = table.column(self.target)
         if table.num_rows == 0:
             raise DataError(f"{what} has no rows with a value in target column '{self.target}'")
+        groups = check_column(table, sensitive, "sensitive column", what=what) if sensitive else None
         out = self.predictor.run(self.predictor.encoder.encode_table(table, what=what))
+
+        def fairness(y: np.ndarray, pred: np.ndarray) -> dict:
+            if groups is None:
+                return {}
+            n_classes = len(self.predictor.labels or []) or 1
+            return {"fairness": fairness_report(self.task, y, pred, groups, sensitive, self.threshold, n_classes,
+                                                on=f"{what} ({len(y)} rows)")}
+
         if self.task == "regression":
             y = np.asarray(pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
-            return {"metrics": M.all_metrics("regression", y, out["prediction"]), "rows": int(len(y))}
+            return {"metrics": M.all_metrics("regression", y, out["prediction"]), "rows": int(len(y)),
+                    **fairness(y, out["prediction"])}
         index = {label: i for i, label in enumerate(self.predictor.labels)}
         strings = categorical_strings(col)
         unknown = [(i, s) for i, s in enumerate(strings) if s not in index]
@@ -91,7 +104,7 @@ class Model:
         proba = out["probabilities"]
         return {"metrics": M.all_metrics(self.task, y, proba, threshold=self.threshold),
                 "per_class": M.per_class(y, proba, self.predictor.labels, threshold=self.threshold),
-                "rows": int(len(y))}
+                "rows": int(len(y)), **fairness(y, proba)}
 
     def __repr__(self) -> str:
         return f"Model({self.name}:{self.version}, task={self.task}, path={str(self.path)!r})"
@@ -103,7 +116,7 @@ def train(data: object, target: str, *, time_limit: float = 60.0, metric: str | 
           time_column: str | None = None, ignore: list[str] | None = None, families: list[str] | None = None,
           latency_budget_us: float = 100.0, configs: list[dict] | None = None, path: str | Path | None = None,
           home: str | Path | None = None, progress: Callable[[str], None] | None = None,
-          strict: bool = False) -> Model:
+          strict: bool = False, sensitive: str | None = None) -> Model:
     """Train within ``time_limit`` seconds on ``data`` (file path or frame) and return the saved model.
 
     The bundle goes into the registry under ``name`` (default ``model``) as its next version, or
@@ -111,6 +124,7 @@ def train(data: object, target: str, *, time_limit: float = 60.0, metric: str | 
     ensemble may add up to (it never exceeds twice its best member's either). ``configs`` replaces
     the built-in portfolio: a list of ``{"name", "family", "params"}`` tried in order. The quality
     gate (:func:`check`) runs first; its report is in the manifest, and ``strict`` stops on an error.
+    ``sensitive`` names a column whose groups get fairness figures (on the validation rows) in the manifest.
     """
     from tandem.data.infer import check_target
     from tandem.data.readers import read_table
@@ -132,7 +146,7 @@ def train(data: object, target: str, *, time_limit: float = 60.0, metric: str | 
     config = StudyConfig(target=target, time_limit=float(time_limit), metric=metric, task=task, seed=seed,
                          bagging=bagging, split=split, group_column=group, time_column=time_column,
                          search=search, families=families, ignore=ignore, latency_budget_us=latency_budget_us,
-                         configs=configs, strict=strict)
+                         configs=configs, strict=strict, sensitive=sensitive)
     result = run_study(table, config, progress=progress, started=started)
     if path is not None:
         export(result, Path(path), name=name, version=None, say=progress or (lambda _m: None))

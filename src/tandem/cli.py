@@ -105,6 +105,8 @@ def _print_model(model, *, console: Console = out) -> None:
     ens = ", ".join(f"{e['model']} x{e['weight']:.2f}" for e in m["ensemble"])
     console.print(f"ensemble: {ens}; ONNX vs native max abs diff {m['parity']['max_abs_diff']:.2e}; "
                   f"1-row predict p50 {m['latency']['predict_1row_us_p50']} µs")
+    if m.get("fairness"):
+        _print_fairness(m["fairness"], console=console)
     if m.get("quality"):
         _print_findings(m["quality"], console=console, least="warning")
     for w in m.get("warnings", []):
@@ -136,6 +138,8 @@ def train(
                                         'built-in portfolio: [{"name", "family", "params"}, ...].'),
     out_dir: Path | None = typer.Option(None, "--out", help="Write the bundle here instead of the registry."),
     strict: bool = typer.Option(False, "--strict", help="Stop before fitting when the quality gate finds an error."),
+    sensitive: str | None = typer.Option(None, "--sensitive", help="A column whose groups get fairness figures "
+                                         "(accuracy, TPR, FPR, selection rate, disparities) in the bundle."),
 ) -> None:
     """Train within the time limit and save the bundle (the quality gate runs first)."""
     from tandem.api import train as train_model
@@ -147,7 +151,8 @@ def train(
                             ignore=[c.strip() for c in ignore.split(",")] if ignore else None,
                             families=[f.strip() for f in families.split(",")] if families else None,
                             configs=_read_configs(configs) if configs else None,
-                            latency_budget_us=latency_budget_us, path=out_dir, progress=bar.say, strict=strict)
+                            latency_budget_us=latency_budget_us, path=out_dir, progress=bar.say, strict=strict,
+                            sensitive=sensitive)
     _print_model(model)
 
 
@@ -261,18 +266,27 @@ def evaluate(
     model: str = typer.Argument(..., help="Registry reference or bundle path."),
     data: Path = typer.Argument(..., help="Labelled data holding the target column."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object: metrics and per_class."),
+    sensitive: str | None = typer.Option(None, "--sensitive", help="A column of DATA: fairness figures per group."),
 ) -> None:
     """Metrics of a model on labelled data."""
     from tandem.api import load
 
     m = load(model)
-    result = m.evaluate(str(data))
+    result = m.evaluate(str(data), sensitive=sensitive)
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
         return
     out.print(_rows_table([result["metrics"]], f"{m.name}:{m.version} on {data} ({result['rows']} rows)"))
     if "per_class" in result:
         out.print(_rows_table([{"label": k, **v} for k, v in result["per_class"].items()], "Per class"))
+    if "fairness" in result:
+        _print_fairness(result["fairness"])
+
+
+def _print_fairness(f: dict, *, console: Console = out) -> None:
+    console.print(_rows_table([{f["column"]: g, **m} for g, m in f["groups"].items()],
+                              f"Fairness by '{f['column']}' on {f['on']}"))
+    console.print("disparity: " + ", ".join(f"{k} {_fmt(v)}" for k, v in f["disparity"].items()), highlight=False)
 
 
 @models_app.command("list")

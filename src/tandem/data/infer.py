@@ -115,16 +115,21 @@ def infer_schema(table: pa.Table, target: str | None = None, *, ignore: list[str
     return Schema(columns=cols, target=target, notes=notes)
 
 
-def check_target(table: pa.Table, target: str, *, what: str = "training data") -> pa.ChunkedArray:
-    """Return the target column, or raise a TargetError that suggests the closest column names."""
-    if target not in table.column_names:
-        close = difflib.get_close_matches(target, table.column_names, n=3, cutoff=0.5)
-        lowered = [c for c in table.column_names if c.lower() == target.lower()]
+def check_column(table: pa.Table, name: str, role: str, *, what: str = "training data") -> pa.ChunkedArray:
+    """Return column ``name``, or raise a TargetError that names its ``role`` and suggests the closest names."""
+    if name not in table.column_names:
+        close = difflib.get_close_matches(name, table.column_names, n=3, cutoff=0.5)
+        lowered = [c for c in table.column_names if c.lower() == name.lower()]
         suggestions = list(dict.fromkeys(lowered + close))
         hint = f"; did you mean {', '.join(repr(s) for s in suggestions)}?" if suggestions else (
             f"; columns are {', '.join(table.column_names[:20])}")
-        raise TargetError(f"target column '{target}' not found in {what}{hint}")
-    col = table.column(target)
+        raise TargetError(f"{role} '{name}' not found in {what}{hint}")
+    return table.column(name)
+
+
+def check_target(table: pa.Table, target: str, *, what: str = "training data") -> pa.ChunkedArray:
+    """Return the target column, or raise a TargetError that suggests the closest column names."""
+    col = check_column(table, target, "target column", what=what)
     if pa.types.is_floating(col.type):
         col = pc.if_else(pc.is_nan(col), None, col)
     if col.null_count == len(col):

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tandem.bundle.inputs import EncodedInputs, InputEncoder
-from tandem.data.infer import check_target, infer_schema, infer_task
+from tandem.data.infer import check_column, check_target, infer_schema, infer_task
 from tandem.data.quality import QualityError, check_quality
 from tandem.data.splits import make_folds
 from tandem.errors import ConfigError, DataError
@@ -27,6 +27,7 @@ from tandem.learners import Learner, check_configs, learner_class, load_portfoli
 from tandem.schema import Schema, categorical_strings
 from tandem.study import metrics as M
 from tandem.study.ensemble import blend, greedy_ensemble
+from tandem.study.fairness import fairness_report
 from tandem.study.graph import build_graph, single_row_seconds
 
 Progress = Callable[[str], None]
@@ -53,6 +54,7 @@ class StudyConfig:
     latency_budget_us: float = 100.0  # one-row latency (p50, one thread) the ensemble's graph may cost
     configs: list[dict] | None = None  # configurations to try instead of the portfolio (same shape)
     strict: bool = False  # stop before fitting when the quality gate finds an error
+    sensitive: str | None = None  # a column whose groups get fairness figures (on the validation rows)
 
 
 @dataclass
@@ -100,6 +102,7 @@ class StudyResult:
     fingerprint: str
     train_inputs: EncodedInputs
     quality: dict | None = None  # the quality gate's report (QualityReport.to_dict())
+    fairness: dict | None = None  # per-group metrics of the sensitive column on the validation rows
 
     def native_predict(self, enc: EncodedInputs) -> np.ndarray:
         """The ensemble's prediction in the learners' own runtimes (the parity reference)."""
@@ -145,6 +148,8 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
     notes: list[str] = []
 
     target_col = check_target(table, config.target)
+    if config.sensitive is not None:
+        check_column(table, config.sensitive, "sensitive column", what="training data")
     say("checking the data")
     quality = check_quality(table, config.target, task=config.task, seed=config.seed)
     if config.strict and quality.errors:
@@ -281,6 +286,11 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
     if task == "binary":
         threshold = M.best_threshold(metric, y[rows], blended)
     val_metrics = M.all_metrics(task, y[rows], blended, threshold=threshold)
+    fairness = None
+    if config.sensitive is not None:
+        fairness = fairness_report(task, y[rows], blended, table.column(config.sensitive).take(pa.array(rows)),
+                                   config.sensitive, threshold, n_classes,
+                                   on="validation rows (out-of-fold predictions of the ensemble)")
 
     # refit on all rows, best-weighted first, while the clock allows
     by_name = {c.name: c for c in usable}
@@ -311,7 +321,8 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
         label_type=label_type, metric=metric, members=members, candidates=candidates, refit=refit_all,
         bagged=bagged and n_folds > 1, threshold=threshold, validation_metrics=val_metrics, warnings=warnings,
         notes=notes, holdout=holdout, started=clock.started, deadline=clock.deadline, n_rows=n,
-        fingerprint=_fingerprint(enc, y), train_inputs=enc, quality=quality.to_dict())
+        fingerprint=_fingerprint(enc, y), train_inputs=enc, quality=quality.to_dict(),
+        fairness=fairness)
 
 
 def _rows(active: list[int], folds: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
