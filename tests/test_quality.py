@@ -129,7 +129,7 @@ def test_conflicting_labels_are_a_warning_with_their_share():
     rep = report(pd.concat([frame, twins], ignore_index=True))
     hit = the_one(rep, "label_conflicts")
     assert hit.severity == "warning" and hit.value == pytest.approx(300 / 3150)
-    assert "150 group(s)" in hit.message
+    assert "in 150 groups have identical features" in hit.message
 
 
 def test_duplicate_rows_are_counted():

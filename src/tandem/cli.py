@@ -177,6 +177,25 @@ def _print_findings(report: dict, *, console: Console = out, least: str = "info"
 
 
 @app.command()
+def report(
+    model: str = typer.Argument(..., help="Registry reference (name, name:3, name@production) or bundle path."),
+    output: Path = typer.Option(Path("report.html"), "--output", "-o", help="Where to write the HTML page."),
+) -> None:
+    """Write the model's report: one self-contained HTML page (data quality, leaderboard, ROC/PR curves,
+    confusion matrix, calibration, learning curves, importances, fairness, footprint)."""
+    from tandem.api import load
+    from tandem.fsutil import write_text_atomic
+    from tandem.report.html import render_report
+
+    m = load(model)
+    try:
+        write_text_atomic(output, render_report(m.manifest))
+    except OSError as exc:
+        raise ConfigError(f"{output}: cannot write the report ({exc.strerror or exc})") from None
+    err.print(f"wrote the report of {m.name}:{m.version} to {output}", highlight=False)
+
+
+@app.command()
 def drift(
     model: str = typer.Argument(..., help="Registry reference (name, name:3, name@production) or bundle path."),
     data: Path = typer.Argument(..., help="New data to compare with the training data (same columns)."),

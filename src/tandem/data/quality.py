@@ -258,6 +258,10 @@ def _outliers(name: str, col: pa.ChunkedArray, seed: int) -> list[Finding]:
                     name, share)]
 
 
+def _count(k: int, what: str) -> str:
+    return f"{k} {what}{'' if k == 1 else 's'}"
+
+
 def _pct(share: float) -> str:
     return "<0.1%" if 0 < share < 0.001 else f"{share:.1%}"
 
@@ -356,7 +360,7 @@ def _label_conflicts(feature_hash: np.ndarray, labels: np.ndarray, has_label: np
         return []
     share = rows / len(h)
     return [Finding("label_conflicts", "warning" if share > 0.01 else "info",
-                    f"{rows} rows ({_pct(share)}, in {int(conflict.sum())} group(s)) have identical features but "
+                    f"{rows} rows ({_pct(share)}) in {_count(int(conflict.sum()), 'group')} have identical features but "
                     "different labels: no model can tell them apart, which caps accuracy on them", value=share)]
 
 

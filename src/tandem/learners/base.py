@@ -26,6 +26,7 @@ class Learner(ABC):
         self.categorical = list(categorical or [])
         self.fit_seconds = 0.0
         self.stopped_by_deadline = False
+        self.curve: dict | None = None  # training vs validation loss per round or epoch (fits with a validation set)
 
     @property
     def n_outputs(self) -> int:
@@ -72,6 +73,21 @@ class Learner(ABC):
     def describe(self) -> dict:
         """Learned sizes worth showing (trees, epochs, ...)."""
         return {}
+
+
+CURVE_POINTS = 200
+
+
+def training_curve(metric: str, train: list[float], valid: list[float], *, best: int, unit: str) -> dict:
+    """Train and validation loss per step (1-based), thinned to at most ``CURVE_POINTS`` points."""
+    n = min(len(train), len(valid))
+    step = max(1, -(-n // CURVE_POINTS))
+    keep = list(range(0, n, step))
+    if keep and keep[-1] != n - 1:
+        keep.append(n - 1)
+    return {"metric": metric, "unit": unit, "steps": [i + 1 for i in keep],
+            "train": [round(float(train[i]), 6) for i in keep], "valid": [round(float(valid[i]), 6) for i in keep],
+            "best": int(best)}
 
 
 def deadline_passed(deadline: float | None) -> bool:

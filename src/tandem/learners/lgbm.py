@@ -8,7 +8,7 @@ import lightgbm as lgb
 import numpy as np
 
 from tandem.features.graph import GraphBuilder
-from tandem.learners.base import Learner, deadline_passed, probabilities_from_logit
+from tandem.learners.base import Learner, deadline_passed, probabilities_from_logit, training_curve
 from tandem.learners.lgbm_onnx import tree_ensemble
 
 _CONTROL = {"n_estimators", "early_stopping_rounds", "categorical"}
@@ -43,22 +43,31 @@ class LightGBMLearner(Learner):
         cat = (self.categorical or "auto") if self.params.get("categorical", True) else []
         train = lgb.Dataset(X, label=y, categorical_feature=cat, free_raw_data=False,
                             params={"max_bin": params.get("max_bin", 255)})
+        history: dict = {}
         callbacks = [self._stopper(patience if X_val is not None else None, deadline)]
-        valid_sets = []
+        valid_sets, names = [], None
         if X_val is not None:
-            valid_sets = [lgb.Dataset(X_val, label=y_val, categorical_feature=cat, reference=train,
-                                      params={"max_bin": params.get("max_bin", 255)})]
+            # the training rows as a "valid" set cost only the metric (their scores are kept anyway): the curve
+            valid_sets = [train, lgb.Dataset(X_val, label=y_val, categorical_feature=cat, reference=train,
+                                             params={"max_bin": params.get("max_bin", 255)})]
+            names = ["train", "valid"]
+            callbacks.append(lgb.record_evaluation(history))
         self.booster = lgb.train(params, train, num_boost_round=n_rounds, valid_sets=valid_sets,
-                                 valid_names=["valid"] if valid_sets else None, callbacks=callbacks)
+                                 valid_names=names, callbacks=callbacks)
         best = self.booster.best_iteration
         self.best_iteration = int(best) if best and best > 0 else self.booster.current_iteration()
+        if history.get("valid"):
+            metric = next(iter(history["valid"]))
+            self.curve = training_curve(metric, history["train"][metric], history["valid"][metric],
+                                        best=self.best_iteration, unit="boosting round")
 
     def _stopper(self, patience: int | None, deadline: float | None):
         state = {"best": np.inf, "best_iter": 0, "best_list": []}
 
         def callback(env: lgb.callback.CallbackEnv) -> None:
-            if env.evaluation_result_list:
-                _, _, score, higher_better = env.evaluation_result_list[0][:4]
+            valid = [e for e in env.evaluation_result_list if e[0] == "valid"]
+            if valid:
+                _, _, score, higher_better = valid[0][:4]
                 value = -score if higher_better else score
                 if value < state["best"]:
                     state.update(best=value, best_iter=env.iteration, best_list=env.evaluation_result_list)
@@ -66,7 +75,7 @@ class LightGBMLearner(Learner):
                     raise lgb.callback.EarlyStopException(state["best_iter"], state["best_list"])
             if deadline_passed(deadline):
                 self.stopped_by_deadline = True
-                if env.evaluation_result_list:
+                if valid:
                     raise lgb.callback.EarlyStopException(state["best_iter"], state["best_list"])
                 raise lgb.callback.EarlyStopException(env.iteration, [])
 

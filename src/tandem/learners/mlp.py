@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tandem.features.graph import GraphBuilder
-from tandem.learners.base import Learner, deadline_passed
+from tandem.learners.base import Learner, deadline_passed, training_curve
 
 
 def pick_device() -> torch.device:
@@ -54,19 +54,24 @@ class MLPLearner(Learner):
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
         best, best_state, best_epoch = np.inf, None, 0
         epoch = 0
+        train_losses, val_losses = [], []
         for epoch in range(1, max_epochs + 1):
             net.train()
             order = torch.randperm(len(Xt), generator=gen).to(device)
+            total = torch.zeros((), device=device)
             for start in range(0, len(Xt), batch):
                 idx = order[start: start + batch]
                 opt.zero_grad()
                 loss = loss_fn(net(Xt[idx]), yt[idx])
                 loss.backward()
                 opt.step()
+                total += loss.detach() * len(idx)
             if X_val is not None:
                 net.eval()
                 with torch.no_grad():
                     val_loss = float(loss_fn(net(Xv), yv))
+                train_losses.append(float(total) / len(Xt))  # the mean over the epoch's batches, as it learned
+                val_losses.append(val_loss)
                 if val_loss < best - 1e-6:
                     best, best_state, best_epoch = val_loss, copy.deepcopy(net.state_dict()), epoch
                 elif epoch - best_epoch >= patience:
@@ -77,6 +82,9 @@ class MLPLearner(Learner):
         if best_state is not None:
             net.load_state_dict(best_state)
         self.best_epoch = best_epoch if X_val is not None else epoch
+        if val_losses:
+            name = "mse (standardised target)" if self.task == "regression" else "cross-entropy"
+            self.curve = training_curve(name, train_losses, val_losses, best=best_epoch, unit="epoch")
         self.net = net.to("cpu").eval()
 
     def _target(self, y: np.ndarray, device: torch.device) -> torch.Tensor:

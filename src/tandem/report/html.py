@@ -1,18 +1,25 @@
-"""A self-contained HTML page from a bundle manifest: metrics, leaderboard, ensemble, notes."""
+"""One self-contained HTML page from a bundle manifest: data quality, leaderboard, ROC/PR curves,
+confusion matrix, calibration, learning curves, importances, fairness, footprint. Charts are
+inline SVG: the page needs no network and no script."""
 
 from __future__ import annotations
 
 import html
 
+from tandem.report.charts import bar_chart, heatmap, line_chart, scatter
 
-def _table(rows: list[dict]) -> str:
-    if not rows:
-        return "<p>none</p>"
-    cols = list(dict.fromkeys(k for r in rows for k in r))
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in cols) + "</tr>"
-                   for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+SECTIONS = ("quality", "leaderboard", "curves", "confusion", "calibration", "learning", "importance", "fairness",
+            "footprint", "ensemble", "notes")
+_STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1150px;color:#222;padding:0 1em}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}
+th{background:#eee}section{margin-bottom:2em}.charts{display:flex;flex-wrap:wrap;gap:1.5em;align-items:flex-start}
+.sev-error{color:#fff;background:#c44e52;padding:1px 6px;border-radius:3px}
+.sev-warning{background:#f2c14e;padding:1px 6px;border-radius:3px}.sev-info{background:#ddd;padding:1px 6px;border-radius:3px}
+.muted{color:#777}figure{margin:0}figcaption{font-size:12px;color:#555;max-width:420px}"""
+
+
+def _esc(v: object) -> str:
+    return html.escape(str(v))
 
 
 def _fmt(v: object) -> str:
@@ -23,40 +30,179 @@ def _fmt(v: object) -> str:
     return str(v)
 
 
-def _bars(rows: list[dict], key: str) -> str:
-    """A horizontal bar chart (inline SVG) of one leaderboard column."""
-    vals = [(r["model"], r.get(key)) for r in rows if isinstance(r.get(key), (int, float))]
-    if not vals:
-        return ""
-    top = max(abs(v) for _, v in vals) or 1.0
-    h = 22
-    bars = []
-    for i, (name, v) in enumerate(vals):
-        w = 360 * abs(v) / top
-        bars.append(f'<text x="0" y="{i * h + 15}" font-size="12">{html.escape(name)}</text>'
-                    f'<rect x="150" y="{i * h + 4}" width="{w:.1f}" height="14" fill="#4a7fb5"/>'
-                    f'<text x="{155 + w:.1f}" y="{i * h + 15}" font-size="12">{v:.4f}</text>')
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="600" height="{len(vals) * h + 6}" '
-            f'role="img" aria-label="{html.escape(key)} by model">{"".join(bars)}</svg>')
+def _table(rows: list[dict]) -> str:
+    if not rows:
+        return "<p class='muted'>none</p>"
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    head = "".join(f"<th>{_esc(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{_esc(_fmt(r.get(c)))}</td>" for c in cols) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _figure(svg: str, caption: str) -> str:
+    return f"<figure>{svg}<figcaption>{_esc(caption)}</figcaption></figure>" if svg else ""
+
+
+def _section(key: str, title: str, body: str) -> str:
+    return f'<section id="{key}"><h2>{_esc(title)}</h2>{body}</section>'
+
+
+def _missing(what: str) -> str:
+    return f"<p class='muted'>{_esc(what)} not recorded in this bundle.</p>"
+
+
+# -- sections -----------------------------------------------------------------------------------
+def _quality(m: dict) -> str:
+    q = m.get("quality")
+    if not q:
+        return _missing("The quality gate's report is")
+    c = q["counts"]
+    rows = "".join(
+        f"<tr><td><span class='sev-{_esc(f['severity'])}'>{_esc(f['severity'])}</span></td><td>{_esc(f['check'])}</td>"
+        f"<td>{_esc(f.get('column') or '')}</td><td>{_esc(f['message'])}</td></tr>" for f in q["findings"])
+    table = (f"<table><thead><tr><th>severity</th><th>check</th><th>column</th><th>finding</th></tr></thead>"
+             f"<tbody>{rows}</tbody></table>") if rows else "<p>No findings: the data passed every check.</p>"
+    return (f"<p>{q['rows']} rows, {q['columns']} feature columns: <b>{c['error']} error(s)</b>, {c['warning']} "
+            f"warning(s), {c['info']} note(s) (checked in {q['seconds']:.2f} s).</p>{table}")
+
+
+def _leaderboard(m: dict) -> str:
+    lb = m["leaderboard"]
+    key = f"val_{m['metric']}"
+    bars = bar_chart([(r["model"], r[key], None) for r in lb if isinstance(r.get(key), (int, float))],
+                     title=f"{key} by model")
+    return f"<p>Validation {_esc(m['metric'])} of every configuration tried.</p>{bars}{_table(lb)}"
+
+
+def _curves(m: dict) -> str:
+    ev = (m.get("curves") or {}).get("evaluation")
+    if not ev:
+        return _missing("Validation curves are")
+    if m["task"] == "regression":
+        svg = scatter(ev["actual"], ev["predicted"], title="predicted against actual", x_label="actual",
+                      y_label="predicted")
+        q = ev["residual_quantiles"]
+        return (_figure(svg, f"{len(ev['actual'])} validation rows (a sample); on the dashed line the prediction "
+                        "is exact.") + f"<p>Residual (actual - predicted) quantiles 1/10/25/50/75/90/99%: "
+                        f"{', '.join(_fmt(v) for v in q)}.</p>")
+    roc = line_chart([(f"{k} (AUC {v['auc']:.3f})", v["fpr"], v["tpr"]) for k, v in ev["roc"].items()],
+                     title="ROC curve", x_label="false positive rate", y_label="true positive rate",
+                     x_range=(0, 1), y_range=(0, 1), diagonal=True)
+    pr = line_chart([(f"{k} (AP {v['average_precision']:.3f})", v["recall"], v["precision"])
+                     for k, v in ev["pr"].items()], title="precision-recall curve", x_label="recall",
+                    y_label="precision", x_range=(0, 1), y_range=(0, 1))
+    return (f"<div class='charts'>{_figure(roc, 'Out-of-fold validation predictions; the dashed line is chance.')}"
+            f"{_figure(pr, 'Precision against recall as the decision threshold moves.')}</div>")
+
+
+def _confusion(m: dict) -> str:
+    ev = (m.get("curves") or {}).get("evaluation")
+    if not ev or m["task"] == "regression":
+        return "<p class='muted'>Not applicable to regression.</p>" if m["task"] == "regression" else _missing(
+            "The confusion matrix is")
+    at = f" at the tuned threshold {ev['threshold']:.3f}" if ev.get("threshold") is not None else ""
+    return _figure(heatmap(ev["confusion"], ev["labels"], title="confusion matrix"),
+                   f"Validation rows{at}: rows are the true labels, columns the predicted ones.")
+
+
+def _calibration(m: dict) -> str:
+    ev = (m.get("curves") or {}).get("evaluation")
+    if not ev or m["task"] == "regression":
+        return "<p class='muted'>Not applicable to regression.</p>" if m["task"] == "regression" else _missing(
+            "Calibration is")
+    cal = ev["calibration"]
+    svg = line_chart([("observed", cal["predicted"], cal["observed"])], title="calibration",
+                     x_label=f"predicted {cal['what']}", y_label="observed frequency", x_range=(0, 1),
+                     y_range=(0, 1), diagonal=True, markers=True)
+    return _figure(svg, f"Ten bins of the predicted probability; on the dashed line predictions are calibrated. "
+                        f"Expected calibration error {cal['expected_calibration_error']:.4f}.")
+
+
+def _learning(m: dict) -> str:
+    curves = m.get("curves") or {}
+    parts = []
+    lc = curves.get("learning")
+    if lc:
+        svg = line_chart([(lc["model"], lc["rows"], lc["scores"])], title="learning curve",
+                         x_label="training rows", y_label=f"validation {lc['metric']}", markers=True)
+        parts.append(_figure(svg, f"{lc['model']} refit on growing shares of its training rows: {lc['verdict']}."))
+    members = [e["model"] for e in m.get("ensemble", [])]
+    training = curves.get("training") or {}
+    for name in members + [n for n in training if n not in members][: max(0, 3 - len(members))]:
+        c = training.get(name)
+        if not c:
+            continue
+        svg = line_chart([("train", c["steps"], c["train"]), ("validation", c["steps"], c["valid"])],
+                         title=f"{name}: training curve", x_label=c["unit"], y_label=c["metric"])
+        parts.append(_figure(svg, f"{name}: {c['metric']} on its training and validation rows; the kept model is "
+                                  f"the one at {c['unit']} {c['best']}. A widening gap is overfitting."))
+    if not parts:
+        return _missing("Learning curves are")
+    return f"<div class='charts'>{''.join(parts)}</div>"
+
+
+def _importance(m: dict) -> str:
+    imp = m.get("importance")
+    if not imp:
+        return _missing("Permutation importance is")
+    bars = bar_chart([(c["column"], c["importance"], c["std"]) for c in imp["columns"]],
+                     title="permutation importance")
+    return (f"<p>Drop in validation {_esc(imp['metric'])} (baseline {imp['baseline']:.4f}) when one column's "
+            f"values are shuffled across {imp['rows']} held-out rows, mean of {imp['repeats']} shuffles "
+            f"(whisker: one standard deviation). Scored through the bundle's own ONNX graph.</p>{bars}")
+
+
+def _fairness(m: dict) -> str:
+    f = m.get("fairness")
+    if not f:
+        return "<p class='muted'>No sensitive column was named (train with <code>--sensitive COL</code>).</p>"
+    groups = [{f["column"]: g, **v} for g, v in f["groups"].items()]
+    charts = ""
+    if m["task"] == "binary":
+        series = [(metric, [g[metric] for g in f["groups"].values()]) for metric in ("selection_rate", "tpr", "fpr")]
+        captions = {"selection_rate": "selection rate (share predicted positive)", "tpr": "true positive rate",
+                    "fpr": "false positive rate"}
+        charts = "<div class='charts'>" + "".join(_figure(
+            bar_chart([(name, v, None) for name, v in zip(f["groups"], values, strict=True) if v is not None],
+                      title=f"{metric} by {f['column']}"), f"{captions[metric]} by {f['column']}")
+            for metric, values in series) + "</div>"
+    disparity = _table([f["disparity"]])
+    return (f"<p>By <code>{_esc(f['column'])}</code> on {_esc(f['on'])}.</p>{_table(groups)}{charts}"
+            f"<h3>Disparity</h3>{disparity}<p class='muted'>Demographic-parity ratio: lowest selection rate over "
+            "the highest (1 is parity). Equalized-odds difference: the larger gap in TPR or FPR (0 is equal odds).</p>")
+
+
+def _footprint(m: dict) -> str:
+    fp = m.get("footprint") or {}
+    return _table([{"phase": k, **v} for k, v in fp.items()]) if fp else _missing("The footprint is")
 
 
 def render_report(manifest: dict) -> str:
     """The report page for ``manifest``."""
-    metric = manifest["metric"]
-    metrics = manifest["metrics"]["validation"]
-    lb = manifest["leaderboard"]
-    notes = manifest.get("warnings", []) + manifest.get("notes", [])
+    m = manifest
+    metrics = m["metrics"]["validation"]
+    notes = m.get("warnings", []) + m.get("notes", [])
+    body = [
+        _section("quality", "Data quality", _quality(m)),
+        _section("leaderboard", "Leaderboard", _leaderboard(m)),
+        _section("curves", "ROC and precision-recall" if m["task"] != "regression" else "Predictions",
+                 _curves(m)),
+        _section("confusion", "Confusion matrix", _confusion(m)),
+        _section("calibration", "Calibration", _calibration(m)),
+        _section("learning", "Learning curves", _learning(m)),
+        _section("importance", "Importance", _importance(m)),
+        _section("fairness", "Fairness", _fairness(m)),
+        _section("footprint", "Footprint", _footprint(m)),
+        _section("ensemble", "Ensemble", _table(m["ensemble"])),
+        _section("notes", "Notes", "<ul>" + ("".join(f"<li>{_esc(n)}</li>" for n in notes) or "<li>none</li>")
+                 + "</ul>"),
+    ]
     return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>tandem: {html.escape(str(manifest['name']))}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}th{{background:#eee}}</style></head>
-<body><h1>{html.escape(str(manifest['name']))} v{manifest.get('version')}</h1>
-<p>Task: {html.escape(manifest['task'])}; target: <code>{html.escape(manifest['target'])}</code>;
-metric: {html.escape(metric)}; validation: {html.escape(manifest['metrics']['validation_scheme'])}.</p>
+<html lang="en"><head><meta charset="utf-8"><title>tandem: {_esc(m['name'])}</title><style>{_STYLE}</style></head>
+<body><h1>{_esc(m['name'])} v{_esc(m.get('version'))}</h1>
+<p>Task: {_esc(m['task'])}; target: <code>{_esc(m['target'])}</code>; metric: {_esc(m['metric'])}; validation:
+{_esc(m['metrics']['validation_scheme'])}; created {_esc(m.get('created_at', ''))}.</p>
 <h2>Validation metrics (ensemble)</h2>{_table([metrics])}
-<h2>Leaderboard</h2>{_bars(lb, f'val_{metric}')}{_table(lb)}
-<h2>Ensemble</h2>{_table(manifest['ensemble'])}
-<h2>Notes</h2><ul>{''.join(f'<li>{html.escape(n)}</li>' for n in notes) or '<li>none</li>'}</ul>
-<h2>Footprint</h2>{_table([manifest['footprint']['train']])}
+{''.join(body)}
 </body></html>
 """

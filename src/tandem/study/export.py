@@ -16,6 +16,7 @@ import numpy as np
 from tandem.bundle.inputs import EncodedInputs
 from tandem.inference.drift import categorical_profile, numeric_profile
 from tandem.report.html import render_report
+from tandem.study.explain import permutation_importance
 from tandem.study.graph import build_graph, single_row_seconds
 from tandem.study.runner import StudyResult
 
@@ -54,6 +55,10 @@ def export(result: StudyResult, target: Path, *, name: str, version: int | None,
     holdout = result.holdout
     latency, sess = single_row_seconds(model, holdout, threads=min(os.cpu_count() or 1, 4))
     onnx_out = sess.run(None, holdout.feeds())[0]
+    say("permutation importance")
+    first_output = sess.get_outputs()[0].name
+    importance = permutation_importance(lambda feeds: sess.run([first_output], feeds)[0], holdout, result.holdout_y,
+                                        result.encoder, result.metric, result.threshold, seed=result.config.seed)
     native_out = result.native_predict(holdout)
     parity = float(np.max(np.abs(onnx_out.astype(np.float64) - native_out))) if len(native_out) else 0.0
 
@@ -97,6 +102,8 @@ def export(result: StudyResult, target: Path, *, name: str, version: int | None,
         "latency": {"predict_1row_us_p50": round(latency * 1e6, 1)},
         "quality": result.quality,
         "fairness": result.fairness,
+        "importance": importance,
+        "curves": result.curves,
         "warnings": result.warnings,
         "notes": result.notes,
         "lineage": {"data_fingerprint": result.fingerprint, "rows": result.n_rows, "parent": None,

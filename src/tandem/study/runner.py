@@ -26,6 +26,7 @@ from tandem.features.preprocess import Preprocessor
 from tandem.learners import Learner, check_configs, learner_class, load_portfolio
 from tandem.schema import Schema, categorical_strings
 from tandem.study import metrics as M
+from tandem.study.curves import evaluation_curves
 from tandem.study.ensemble import blend, greedy_ensemble
 from tandem.study.fairness import fairness_report
 from tandem.study.graph import build_graph, single_row_seconds
@@ -103,6 +104,8 @@ class StudyResult:
     train_inputs: EncodedInputs
     quality: dict | None = None  # the quality gate's report (QualityReport.to_dict())
     fairness: dict | None = None  # per-group metrics of the sensitive column on the validation rows
+    holdout_y: np.ndarray | None = None  # targets of the holdout rows (permutation importance)
+    curves: dict = field(default_factory=dict)  # evaluation, training (per candidate) and learning curves
 
     def native_predict(self, enc: EncodedInputs) -> np.ndarray:
         """The ensemble's prediction in the learners' own runtimes (the parity reference)."""
@@ -206,10 +209,12 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
     timing_rows = enc.take(folds[0][1][:64])
     scale_rows = n / len(folds[0][0])
 
-    def search_left() -> float:
+    def search_left(*, learning_curve: bool = True) -> float:
         best = sorted((c for c in candidates if c.oof is not None),
                       key=lambda c: _loss(metric, c, len(active_folds)))[:3]
         refit_est = sum(1.3 * float(np.mean(c.fit_seconds)) for c in best)
+        if best and learning_curve:  # the report's learning curve refits the best one on shares of its rows
+            refit_est += 1.3 * float(best[0].fit_seconds[0]) * sum(LEARNING_FRACTIONS)
         reserve = max(reserve_fraction * clock.time_limit, refit_est + export_seconds)
         return clock.left() - reserve
 
@@ -272,6 +277,15 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
 
     # keep only candidates evaluated on the final scheme
     usable = [c for c in candidates if len(c.fold_models) == len(active_folds)]
+    learning = None
+    if usable:
+        best = min(usable, key=lambda c: _loss(metric, c, len(active_folds)))
+        cost = 1.3 * float(best.fit_seconds[0]) * sum(LEARNING_FRACTIONS)
+        if cost <= search_left(learning_curve=False):
+            say(f"learning curve of {best.name}")
+            learning = _learning_curve(best, folds[0], views, y, task, n_classes, metric, config.seed, cat_idx)
+        else:
+            notes.append("no learning curve: the time limit left no room for the extra fits it needs")
     rows = _rows(active_folds, folds)
     for c in usable:
         if c.overfit:
@@ -315,14 +329,51 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
     if not refit_all:
         notes.append("not every ensemble member could be refit on all rows in the time limit; "
                      "those keep their first-fold model")
-    holdout = enc.take(folds[0][1][:2000])
+    holdout_rows = folds[0][1][:2000]
+    curves = {"evaluation": evaluation_curves(task, y[rows], blended, labels, threshold),
+              "training": {c.name: c.fold_models[0].curve for c in candidates if c.fold_models[0].curve},
+              "learning": learning}
     return StudyResult(
         config=config, schema=schema, encoder=encoder, preprocessor=pre, task=task, labels=labels,
         label_type=label_type, metric=metric, members=members, candidates=candidates, refit=refit_all,
         bagged=bagged and n_folds > 1, threshold=threshold, validation_metrics=val_metrics, warnings=warnings,
-        notes=notes, holdout=holdout, started=clock.started, deadline=clock.deadline, n_rows=n,
+        notes=notes, holdout=enc.take(holdout_rows), started=clock.started, deadline=clock.deadline, n_rows=n,
         fingerprint=_fingerprint(enc, y), train_inputs=enc, quality=quality.to_dict(),
-        fairness=fairness)
+        fairness=fairness, holdout_y=y[holdout_rows], curves=curves)
+
+
+LEARNING_FRACTIONS = (0.1, 0.25, 0.5)
+
+
+def _learning_curve(best: Candidate, fold: tuple[np.ndarray, np.ndarray], views: dict, y: np.ndarray, task: str,
+                    n_classes: int, metric: str, seed: int, cat_idx: list[int]) -> dict:
+    """Validation score of ``best``'s configuration fit on growing shares of the first fold's training rows."""
+    tr, va = fold
+    cls = learner_class(best.family)
+    X = views[cls.view]
+    order = np.random.default_rng(seed).permutation(tr)
+    sizes, scores = [], []
+    for fraction in LEARNING_FRACTIONS:
+        sub = order[: max(int(len(tr) * fraction), MIN_ROWS)]
+        if task != "regression" and len(np.unique(y[sub])) < n_classes:
+            continue  # too few rows to hold every class
+        learner = cls(best.params, task=task, n_classes=n_classes, seed=seed,
+                      categorical=cat_idx if cls.view == "tree" else None)
+        learner.fit(X[sub], y[sub], X[va], y[va])
+        sizes.append(int(len(sub)))
+        scores.append(M.score(metric, y[va], learner.predict(X[va])))
+    sizes.append(int(len(tr)))
+    scores.append(M.score(metric, y[va], best.oof[va]))
+    gain = [(b - a) * (-1 if metric in M.LOWER_IS_BETTER else 1) for a, b in zip(scores, scores[1:], strict=False)]
+    total = sum(gain)
+    if len(gain) == 0 or total <= 1e-4 * max(abs(scores[-1]), 1e-12):
+        verdict = "flat: more rows of the same kind would hardly help; better features would"
+    elif gain[-1] >= 0.25 * total and gain[-1] > 1e-3 * max(abs(scores[-1]), 1e-12):
+        verdict = "still rising at the full training set: more data would likely help"
+    else:
+        verdict = "levelling off: more data would help a little"
+    return {"model": best.name, "metric": metric, "rows": sizes, "scores": [round(float(v), 6) for v in scores],
+            "verdict": verdict}
 
 
 def _rows(active: list[int], folds: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
