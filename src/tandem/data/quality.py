@@ -360,8 +360,8 @@ def _label_conflicts(feature_hash: np.ndarray, labels: np.ndarray, has_label: np
         return []
     share = rows / len(h)
     return [Finding("label_conflicts", "warning" if share > 0.01 else "info",
-                    f"{rows} rows ({_pct(share)}) in {_count(int(conflict.sum()), 'group')} have identical features but "
-                    "different labels: no model can tell them apart, which caps accuracy on them", value=share)]
+                    f"{rows} rows ({_pct(share)}) in {_count(int(conflict.sum()), 'group')} have identical features "
+                    "but different labels: no model can tell them apart, which caps accuracy on them", value=share)]
 
 
 # -- one feature alone --------------------------------------------------------------------------

@@ -52,7 +52,8 @@ class _Frame:
             parts.append(f'<line x1="{L}" x2="{W - R}" y1="{self.py(t):.1f}" y2="{self.py(t):.1f}" stroke="#eee"/>'
                          f'<text x="{L - 4}" y="{self.py(t) + 3:.1f}" font-size="10" text-anchor="end">'
                          f'{_fmt(t)}</text>')
-        parts.append(f'<text x="{(L + W - R) / 2}" y="{H - 6}" font-size="11" text-anchor="middle">{_esc(x_label)}</text>')
+        parts.append(f'<text x="{(L + W - R) / 2}" y="{H - 6}" font-size="11" text-anchor="middle">'
+                     f'{_esc(x_label)}</text>')
         parts.append(f'<text x="12" y="{(T + H - B) / 2}" font-size="11" text-anchor="middle" '
                      f'transform="rotate(-90 12 {(T + H - B) / 2})">{_esc(y_label)}</text>')
         return "".join(parts)

@@ -14,7 +14,8 @@ _STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1150
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}
 th{background:#eee}section{margin-bottom:2em}.charts{display:flex;flex-wrap:wrap;gap:1.5em;align-items:flex-start}
 .sev-error{color:#fff;background:#c44e52;padding:1px 6px;border-radius:3px}
-.sev-warning{background:#f2c14e;padding:1px 6px;border-radius:3px}.sev-info{background:#ddd;padding:1px 6px;border-radius:3px}
+.sev-warning{background:#f2c14e;padding:1px 6px;border-radius:3px}
+.sev-info{background:#ddd;padding:1px 6px;border-radius:3px}
 .muted{color:#777}figure{margin:0}figcaption{font-size:12px;color:#555;max-width:420px}"""
 
 
