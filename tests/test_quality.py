@@ -120,6 +120,9 @@ def test_an_id_column_and_a_constant_column_are_warnings():
     assert the_one(rep, "near_constant", "flag").severity == "info"
     assert not found(rep, "id_like", "x1")  # unique floats are measurements, not ids
     assert not found(rep, "target_leakage", "customer_id")  # memorised ids do not predict unseen rows
+    again = report(pd.concat([frame, frame.iloc[:60]], ignore_index=True))  # duplicated rows copy their ids
+    hit = the_one(again, "id_like", "customer_id")
+    assert hit.severity == "warning" and 0.95 < hit.value < 1.0 and "--ignore" in hit.message
 
 
 def test_conflicting_labels_are_a_warning_with_their_share():

@@ -32,6 +32,7 @@ OVERLAP_ERROR = 0.01  # share of test rows found in the training rows
 MINORITY_WARNING = 0.05
 MINORITY_INFO = 0.20
 LEAK_SAMPLE_ROWS = 200_000
+ID_UNIQUE_SHARE = 0.95  # a column this unique, of text or of counter-like integers, reads as an identifier
 _NUMBER = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
 _ID_NAME = re.compile(r"(^|[_\s.-])(id|uuid|guid|key|index)$|^(id|uuid|guid|index)([_\s.-]|$)", re.I)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -152,7 +153,7 @@ class _Stats:
     n_unique: int
     top_share: float  # share of non-missing rows holding the most frequent value
     numeric_share: float | None = None  # strings: share of non-missing values that read as numbers
-    integer_steps: bool = False  # integers unique per row in steps of one
+    integer_steps: bool = False  # (nearly) unique integers that fill their whole range: a counter
 
 
 def _column_stats(col: pa.ChunkedArray, n: int) -> _Stats:
@@ -178,9 +179,9 @@ def _column_stats(col: pa.ChunkedArray, n: int) -> _Stats:
             values = values.dictionary_decode()
         numeric = pc.match_substring_regex(values, _NUMBER).to_numpy(zero_copy_only=False)
         stats.numeric_share = float(freq[numeric].sum()) / present
-    if kind == "numeric" and pa.types.is_integer(t) and len(freq) == present and present >= 20:
-        values = np.sort(_drop_missing(col).to_numpy())
-        stats.integer_steps = bool(np.all(np.diff(values) == 1))
+    if kind == "numeric" and pa.types.is_integer(t) and len(freq) >= ID_UNIQUE_SHARE * present and present >= 20:
+        mm = pc.min_max(col)
+        stats.integer_steps = mm["max"].as_py() - mm["min"].as_py() + 1 == len(freq)  # every integer in the range
     return stats
 
 
@@ -212,11 +213,15 @@ def _column_findings(name: str, s: _Stats, n: int) -> list[Finding]:
         out.append(Finding("near_constant", "info",
                            f"{_pct(s.top_share)} of the rows hold the same value: little to learn from it",
                            name, s.top_share))
-    unique_per_row = s.n_unique == present and present >= 20
-    if unique_per_row and (s.kind == "string" or s.integer_steps or (s.kind == "numeric" and _ID_NAME.search(name))):
+    near_unique = s.n_unique >= ID_UNIQUE_SHARE * present and present >= 20
+    if near_unique and (s.kind == "string" or s.integer_steps or (s.kind == "numeric" and _ID_NAME.search(name))):
+        share = s.n_unique / present
+        fate = ("so tandem leaves it out of the features (drop it, or keep it out of the data you serve)"
+                if s.n_unique == present else "but it repeats in some rows, so tandem would use it: leave it out "
+                "with --ignore")
         out.append(Finding("id_like", "warning",
-                           "unique per row, like an identifier: it cannot generalise, so tandem leaves it out "
-                           "of the features (drop it, or keep it out of the data you serve)", name, 1.0))
+                           f"{_pct(share)} of its values are unique, like an identifier: it cannot generalise, "
+                           f"{fate}", name, share))
         return out
     if s.kind == "string":
         if s.numeric_share is not None and 0.0 < s.numeric_share < 1.0 and s.numeric_share >= 0.5:
