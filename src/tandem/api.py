@@ -36,9 +36,18 @@ class Model:
         """Class labels in the column order of :meth:`predict_proba`."""
         return list(self.predictor._typed_labels) if self.predictor.labels else []
 
-    def predict(self, data: object) -> np.ndarray:
-        """Labels (classification) or values (regression) for every row of ``data``."""
-        return self.predictor.predict(data)
+    def predict(self, data: object, *, explain: bool = False) -> np.ndarray | dict:
+        """Labels (classification) or values (regression) for every row of ``data``.
+
+        With ``explain=True``, a dict: ``predictions``, ``output`` (what is explained: P(positive class) or
+        the prediction), ``base`` (its value at the training data's average), ``columns`` and
+        ``contributions`` [rows, columns], with base + a row's contributions = that row's output.
+        """
+        if not explain:
+            return self.predictor.predict(data)
+        p = self.predictor
+        enc = p.encode(data)
+        return {"predictions": p.decode(p.run(enc)), **p.explain(enc)}
 
     def predict_proba(self, data: object) -> np.ndarray:
         """Class probabilities, one column per label of :attr:`labels`."""

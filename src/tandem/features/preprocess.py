@@ -12,11 +12,14 @@ Both implementations must agree to float32 rounding; the parity tests hold them 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tandem.bundle.inputs import EncodedInputs
-from tandem.features.graph import GraphBuilder
+
+if TYPE_CHECKING:  # the numpy views serve inference-side explanations, which must not need onnx
+    from tandem.features.graph import GraphBuilder
 
 DENSE_MAX_CATEGORIES = 50
 

@@ -48,6 +48,7 @@ class Predictor:
         # built from the schema, so they always match the graph's inputs
         self._run_graph = getattr(self.session, "_sess", self.session).run
         self._typed_labels = _typed_labels(self.labels, self.manifest.get("label_type", "string"))
+        self._explainer = None
 
     # -- encoding -----------------------------------------------------------------------------
     def encode(self, data: object) -> EncodedInputs:
@@ -94,6 +95,14 @@ class Predictor:
         """Predicted labels (classification, with the tuned threshold) or values (regression)."""
         out = self.run(self.encode(data))
         return self.decode(out)
+
+    def explain(self, enc: EncodedInputs) -> dict:
+        """Per-column contributions of encoded rows (see tandem.inference.explain); ExplainError if it cannot."""
+        if self._explainer is None:
+            from tandem.inference.explain import Explainer
+
+            self._explainer = Explainer.load(self.path, self.manifest, self.encoder)
+        return self._explainer.explain(enc)
 
     def decode(self, out: dict[str, np.ndarray]) -> np.ndarray:
         if self.task == "regression":

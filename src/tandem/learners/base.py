@@ -74,6 +74,11 @@ class Learner(ABC):
         """Learned sizes worth showing (trees, epochs, ...)."""
         return {}
 
+    def explainer(self, dense_means: np.ndarray | None = None) -> dict | None:
+        """What tandem.inference.explain needs to attribute this model's raw output (logit or value) to its
+        input features, as JSON-able data; None when the family has no exact attribution (MLP)."""
+        return None
+
 
 CURVE_POINTS = 200
 

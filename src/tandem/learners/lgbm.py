@@ -9,7 +9,7 @@ import numpy as np
 
 from tandem.features.graph import GraphBuilder
 from tandem.learners.base import Learner, deadline_passed, probabilities_from_logit, training_curve
-from tandem.learners.lgbm_onnx import tree_ensemble
+from tandem.learners.lgbm_onnx import flatten_trees, tree_ensemble
 
 _CONTROL = {"n_estimators", "early_stopping_rounds", "categorical"}
 
@@ -114,6 +114,12 @@ class LightGBMLearner(Learner):
     def _load(self, folder: Path) -> None:
         self.booster = lgb.Booster(model_file=str(folder / "lightgbm.txt"))
         self.best_iteration = self.booster.current_iteration()
+
+    def explainer(self, dense_means: np.ndarray | None = None) -> dict | None:
+        if self.task == "multiclass":
+            return None
+        return {"kind": "trees", "view": "tree",
+                **flatten_trees(self.booster.dump_model(num_iteration=self.best_iteration))}
 
     def describe(self) -> dict:
         return {"trees": self.best_iteration * (self.n_classes if self.task == "multiclass" else 1)}

@@ -91,3 +91,41 @@ def tree_ensemble(g: GraphBuilder, x_double: str, dump: dict, n_targets: int) ->
     if members:
         attrs["membership_values"] = numpy_helper.from_array(np.asarray(members, dtype=np.float64))
     return g.op("TreeEnsemble", [x_double], domain="ai.onnx.ml", prefix="trees", **attrs)
+
+
+def flatten_trees(dump: dict) -> dict:
+    """Every node of every tree in flat arrays (leaves included, feature -1), with the routing the ONNX graph
+    uses (missing values, category sets) and each node's value: LightGBM's internal value, or the leaf's."""
+    feature, threshold, is_cat, missing_left, left, right, value, set_id = ([] for _ in range(8))
+    sets: list[list[int]] = []
+    roots = []
+
+    def add(node: dict) -> int:
+        i = len(feature)
+        for lst in (feature, left, right, set_id):
+            lst.append(-1)
+        for lst in (threshold, is_cat, missing_left):
+            lst.append(0)
+        value.append(float(node.get("leaf_value", node.get("internal_value", 0.0))))
+        if "leaf_value" in node:
+            return i
+        feature[i] = int(node["split_feature"])
+        if node["decision_type"] == "==":
+            is_cat[i] = 1
+            set_id[i] = len(sets)
+            sets.append([int(float(v)) for v in str(node["threshold"]).split("||")])
+        else:
+            threshold[i] = float(node["threshold"])
+            if node.get("missing_type", "None") == "None":
+                missing_left[i] = int(0.0 <= threshold[i])  # NaN is read as 0
+            else:
+                missing_left[i] = int(bool(node.get("default_left", True)))
+        left[i] = add(node["left_child"])
+        right[i] = add(node["right_child"])
+        return i
+
+    for tree in dump["tree_info"]:
+        roots.append(add(tree["tree_structure"]))
+    return {"roots": roots, "feature": feature, "threshold": threshold, "is_cat": is_cat,
+            "missing_left": missing_left, "left": left, "right": right, "value": value, "set_id": set_id,
+            "sets": sets}

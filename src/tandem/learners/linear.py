@@ -63,3 +63,9 @@ class LinearLearner(Learner):
 
     def describe(self) -> dict:
         return {"coefficients": int(self.coef.size)}
+
+    def explainer(self, dense_means: np.ndarray | None = None) -> dict | None:
+        # contribution of dense column k: coef_k * (x_k - its training mean); the bias is the output at the means
+        means = np.zeros(self.coef.shape[1]) if dense_means is None else np.asarray(dense_means, dtype=np.float64)
+        return {"kind": "linear", "view": "dense", "coef": self.coef.astype(np.float64).tolist(),
+                "intercept": self.intercept.astype(np.float64).tolist(), "means": means.tolist()}

@@ -550,6 +550,11 @@ class ServeApp:
             enc = p.encoder.encode_rows(data, what="field 'instances'")
         else:
             enc = p.encode(data)
+        explain = body.get("explain", False)  # (a dict: _rows_to_input checked)
+        if explain is not False:
+            if explain is not True:
+                raise HTTPError(400, f"field 'explain': expected true or false, got {explain!r:.80}")
+            return self._explained(model, enc)
 
         def answer(run: RunOutputs, start: int, stop: int) -> Answer:
             predictions = run.cache.get("predictions")
@@ -562,6 +567,25 @@ class ServeApp:
             return 200, result, ()
 
         return self._run(model, enc, answer)
+
+    def _explained(self, model: ServedModel, enc: EncodedInputs) -> Answer:
+        """Predictions with per-column contributions: run on their own (explanations are not the hot path)."""
+        p = model.predictor
+        out = p.run(enc)
+        if not all_finite(out):
+            raise NonFiniteOutput()
+        started = time.perf_counter()
+        e = p.explain(enc)
+        self._observe(model.name, 0.0, time.perf_counter() - started, enc.n_rows)
+        result = {"model": model.name, "version": model.version, "predictions": p.decode(out).tolist()}
+        if p.task != "regression":
+            result["labels"] = model.labels
+            result["probabilities"] = out["probabilities"]
+        columns = e["columns"]
+        result["explanations"] = {
+            "output": e["output"], "base": e["base"],
+            "contributions": [dict(zip(columns, row, strict=True)) for row in e["contributions"].tolist()]}
+        return 200, result, ()
 
     # -- KServe v2 ----------------------------------------------------------------------------
     def _infer_v2(self, model: ServedModel, request: Request) -> Answer | Later:
@@ -637,12 +661,19 @@ def openapi_document(models: list[ServedModel]) -> dict:
             answer["properties"]["labels"] = {"type": "array"}
             answer["properties"]["probabilities"] = {"type": "array", "items": {
                 "type": "array", "items": {"type": "number"}, "minItems": len(p.labels), "maxItems": len(p.labels)}}
+        answer["properties"]["explanations"] = {
+            "type": "object", "description": "with explain: true. base + a row's contributions = its output",
+            "properties": {"output": {"type": "string"}, "base": {"type": "number"},
+                           "contributions": {"type": "array", "items": {
+                               "type": "object", "additionalProperties": {"type": "number"}}}}}
         paths[f"/v1/models/{m.name}/predict"] = {"post": {
             "summary": f"predict with {m.name} (version {m.version})",
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "type": "object", "required": ["instances"],
                 "properties": {"instances": {"type": "array", "minItems": 1, "maxItems": MAX_ROWS,
-                                             "items": {"$ref": f"#/components/schemas/{row}"}}}}}}},
+                                             "items": {"$ref": f"#/components/schemas/{row}"}},
+                               "explain": {"type": "boolean", "description": "add per-column contributions "
+                                           "(tree and linear models; 422 where the model has none)"}}}}}},
             "responses": {"200": {"description": "predictions",
                                   "content": {"application/json": {"schema": answer}}},
                           "400": error, "401": error, "413": error, "415": error, "422": error}}}

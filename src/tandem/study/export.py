@@ -15,6 +15,7 @@ import numpy as np
 
 from tandem.bundle.inputs import EncodedInputs
 from tandem.inference.drift import categorical_profile, numeric_profile
+from tandem.inference.explain import EXPLAIN_FILE
 from tandem.report.html import render_report
 from tandem.study.explain import permutation_importance
 from tandem.study.graph import build_graph, single_row_seconds
@@ -45,6 +46,29 @@ def _profile(result: StudyResult, enc: EncodedInputs) -> dict:
     return {"rows": int(enc.n_rows), "columns": cols}
 
 
+def _explain_data(result: StudyResult) -> dict:
+    """explain.json: what each member needs for per-prediction contributions (tandem.inference.explain)."""
+    binary = result.task == "binary"
+    out: dict = {"task": result.task, "output": f"P({result.labels[1]})" if binary else "prediction",
+                 "members": []}
+    if result.task == "multiclass":
+        out["unavailable"] = "per-prediction contributions are for binary and regression models; this one is multiclass"
+        return out
+    dense_means = None
+    if any(learner.view == "dense" for _, learner, _ in result.members):
+        enc = result.train_inputs
+        sample = enc.take(np.random.default_rng(0).choice(enc.n_rows, min(enc.n_rows, 100_000), replace=False))
+        dense_means = result.preprocessor.dense_view(sample).astype(np.float64).mean(axis=0)
+    for cand, learner, weight in result.members:
+        data = learner.explainer(dense_means if learner.view == "dense" else None)
+        if data is None:
+            return {**out, "members": [], "unavailable": (
+                f"ensemble member '{cand.name}' ({cand.family}) has no exact attribution: per-prediction "
+                "contributions need tree (LightGBM) or linear members (train with --families lightgbm,linear)")}
+        out["members"].append({**data, "model": cand.name, "weight": weight})
+    return out
+
+
 def export(result: StudyResult, target: Path, *, name: str, version: int | None, say=lambda _m: None) -> dict:
     """Write the bundle directory ``target`` (atomically) and return its manifest."""
     from tandem.bundle.format import write_bundle
@@ -62,6 +86,7 @@ def export(result: StudyResult, target: Path, *, name: str, version: int | None,
     native_out = result.native_predict(holdout)
     parity = float(np.max(np.abs(onnx_out.astype(np.float64) - native_out))) if len(native_out) else 0.0
 
+    explain = _explain_data(result)
     weights = {cand.name: w for cand, _, w in result.members}
     leaderboard = []
     for cand in sorted(result.candidates, key=lambda c: -_sortable(result.metric, c.val_score)):
@@ -103,6 +128,8 @@ def export(result: StudyResult, target: Path, *, name: str, version: int | None,
         "quality": result.quality,
         "fairness": result.fairness,
         "importance": importance,
+        "explain": {"available": "unavailable" not in explain, "reason": explain.get("unavailable"),
+                    "output": explain["output"]},
         "curves": result.curves,
         "warnings": result.warnings,
         "notes": result.notes,
@@ -121,6 +148,7 @@ def export(result: StudyResult, target: Path, *, name: str, version: int | None,
             folder.mkdir(parents=True)
             learner.save(folder)
         (tmp / "native" / "preprocessing.json").write_text(json.dumps(result.preprocessor.to_dict()))
+        (tmp / EXPLAIN_FILE).write_text(json.dumps(explain))
         (tmp / "profile.json").write_text(json.dumps(_profile(result, result.train_inputs), indent=1))
         (tmp / "report.html").write_text(render_report(manifest), encoding="utf-8")
 
