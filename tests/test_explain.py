@@ -31,7 +31,7 @@ def test_tree_contributions_add_up_to_the_probability_and_to_lightgbm_s_own_raw_
     frame, model = trees
     x = frame.drop(columns=["churn"]).head(300)
     e = model.predict(x, explain=True)
-    assert e["output"] == "P(yes)" and e["columns"] == ["age", "income", "member", "signup", "city"]
+    assert e["output"] == "P(yes)" and e["columns"] == ["age", "income", "city", "member", "signup"]
     assert e["contributions"].shape == (300, 5)
     proba = model.predict_proba(x)[:, 1]
     np.testing.assert_allclose(e["base"] + e["contributions"].sum(axis=1), proba, atol=2e-6)

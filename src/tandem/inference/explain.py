@@ -48,7 +48,8 @@ class Explainer:
         # source column of every encoded feature (datetime parts add up into their column)
         num_sources = [c.name for c in encoder.num_columns
                        for _ in (DATETIME_PARTS if c.kind == "datetime" else (None,))]
-        self.columns = list(dict.fromkeys(num_sources + [c.name for c in encoder.cat_columns]))
+        used = set(num_sources) | {c.name for c in encoder.cat_columns}
+        self.columns = [name for name in encoder.required if name in used]  # the schema's order
         index = {name: i for i, name in enumerate(self.columns)}
         tree_sources = num_sources + [c.name for c in encoder.cat_columns]
         eye = np.eye(len(self.columns))

@@ -11,7 +11,8 @@ from tandem.report.charts import bar_chart, heatmap, line_chart, scatter
 SECTIONS = ("quality", "leaderboard", "curves", "confusion", "calibration", "learning", "importance", "fairness",
             "footprint", "ensemble", "notes")
 _STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1150px;color:#222;padding:0 1em}
-table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}
+table{border-collapse:collapse;margin:.5em 0;display:block;overflow-x:auto;max-width:100%}
+td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}
 th{background:#eee}section{margin-bottom:2em}.charts{display:flex;flex-wrap:wrap;gap:1.5em;align-items:flex-start}
 .sev-error{color:#fff;background:#c44e52;padding:1px 6px;border-radius:3px}
 .sev-warning{background:#f2c14e;padding:1px 6px;border-radius:3px}

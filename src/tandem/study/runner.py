@@ -281,7 +281,7 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
     if usable:
         best = min(usable, key=lambda c: _loss(metric, c, len(active_folds)))
         cost = 1.3 * float(best.fit_seconds[0]) * sum(LEARNING_FRACTIONS)
-        if cost <= search_left(learning_curve=False):
+        if 0.5 * cost <= search_left(learning_curve=False):  # its reserve, give or take the last fit's overrun
             say(f"learning curve of {best.name}")
             learning = _learning_curve(best, folds[0], views, y, task, n_classes, metric, config.seed, cat_idx)
         else:
