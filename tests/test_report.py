@@ -12,6 +12,7 @@ import pytest
 from tests.test_quality import clean
 
 import tandem
+from tandem.learners import load_portfolio
 from tandem.report.html import SECTIONS, render_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -25,8 +26,10 @@ def model(tmp_path_factory):
     frame = clean(1500, seed=3)
     frame["group"] = np.where(np.random.default_rng(0).random(len(frame)) < 0.4, "a", "b")
     frame.loc[:5, "x2"] = np.nan
-    return tandem.train(frame, "y", time_limit=12, home=tmp_path_factory.mktemp("report"), name="rep",
-                        families=["lightgbm", "linear"], bagging="no", sensitive="group")
+    # two configurations: the portfolio is done long before the budget, so the learning curve always has time
+    configs = [c for c in load_portfolio() if c["name"] in ("lgbm_cat", "linear")]
+    return tandem.train(frame, "y", time_limit=20, home=tmp_path_factory.mktemp("report"), name="rep",
+                        configs=configs, bagging="no", sensitive="group")
 
 
 def chromium(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -87,3 +90,17 @@ def test_report_cli_errors_are_one_line(tmp_path, run_cli, model):
     proc = run_cli(["report", "rep", "-o", tmp_path / "a_file" / "r.html"], home=home, cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.startswith("tandem: error:")
     assert "cannot write the report" in proc.stderr
+
+
+def test_a_regression_report_draws_predictions_and_skips_the_classifier_sections(tmp_path):
+    from tests.helpers import mixed_frame
+
+    model = tandem.train(mixed_frame(500, task="regression"), "churn", time_limit=4, home=tmp_path,
+                         families=["linear"])
+    page = render_report(model.manifest)
+    sections = dict(re.findall(r'<section id="(\w+)">(.*?)</section>', page, re.S))
+    assert set(sections) == set(SECTIONS)
+    assert "predicted against actual" in sections["curves"] and "Residual" in sections["curves"]
+    assert "Not applicable to regression" in sections["confusion"]
+    assert "Not applicable to regression" in sections["calibration"]
+    assert "<svg" in sections["importance"]

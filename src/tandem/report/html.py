@@ -97,21 +97,27 @@ def _curves(m: dict) -> str:
             f"{_figure(pr, 'Precision against recall as the decision threshold moves.')}</div>")
 
 
-def _confusion(m: dict) -> str:
+def _classification_curves(m: dict, what: str) -> tuple[dict | None, str]:
+    """(the validation curves, "") for a classifier that has them, else (None, why the section is empty)."""
+    if m["task"] == "regression":
+        return None, "<p class='muted'>Not applicable to regression.</p>"
     ev = (m.get("curves") or {}).get("evaluation")
-    if not ev or m["task"] == "regression":
-        return "<p class='muted'>Not applicable to regression.</p>" if m["task"] == "regression" else _missing(
-            "The confusion matrix is")
+    return (ev, "") if ev else (None, _missing(what))
+
+
+def _confusion(m: dict) -> str:
+    ev, empty = _classification_curves(m, "The confusion matrix is")
+    if ev is None:
+        return empty
     at = f" at the tuned threshold {ev['threshold']:.3f}" if ev.get("threshold") is not None else ""
     return _figure(heatmap(ev["confusion"], ev["labels"], title="confusion matrix"),
                    f"Validation rows{at}: rows are the true labels, columns the predicted ones.")
 
 
 def _calibration(m: dict) -> str:
-    ev = (m.get("curves") or {}).get("evaluation")
-    if not ev or m["task"] == "regression":
-        return "<p class='muted'>Not applicable to regression.</p>" if m["task"] == "regression" else _missing(
-            "Calibration is")
+    ev, empty = _classification_curves(m, "Calibration is")
+    if ev is None:
+        return empty
     cal = ev["calibration"]
     svg = line_chart([("observed", cal["predicted"], cal["observed"])], title="calibration",
                      x_label=f"predicted {cal['what']}", y_label="observed frequency", x_range=(0, 1),
