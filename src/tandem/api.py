@@ -68,7 +68,8 @@ class Model:
         profile = json.loads((self.path / "profile.json").read_text(encoding="utf-8"))
         enc = p.encoder.encode_table(read_table(data, what="new data"), what=describe_source(data, "new data"))
         known = {c.name: c.categories for c in p.encoder.cat_columns}
-        return compare(profile, enc, p.encoder.num_feature_names, p.encoder.cat_feature_names, known)
+        return compare(profile, enc, p.encoder.num_feature_names, p.encoder.cat_feature_names, known,
+                       p.encoder.text_feature_names)
 
     def evaluate(self, data: object, *, sensitive: str | None = None) -> dict:
         """Metrics on labelled ``data`` (which must hold the target column), and per-class figures;

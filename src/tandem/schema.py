@@ -31,7 +31,7 @@ class ColumnSpec:
 
     @property
     def is_feature(self) -> bool:
-        return self.kind in ("numeric", "boolean", "categorical", "datetime")
+        return self.kind in ("numeric", "boolean", "categorical", "datetime", "text")
 
 
 @dataclass

@@ -1,8 +1,11 @@
 """How raw input rows become a bundle's ONNX inputs.
 
-A bundle's graph takes two tensors: ``num`` (float32, one column per numeric, boolean or
-datetime-derived feature; NaN = missing) and ``cat`` (strings, one column per categorical
-feature; '' = missing). This module is the one place that turns tables, frames and dicts into
+A bundle's graph takes up to three tensors: ``num`` (float32, one column per numeric, boolean or
+datetime-derived feature; NaN = missing), ``cat`` (strings, one column per categorical
+feature; '' = missing) and ``text`` (strings, two columns per free-text feature: its words
+by :func:`normalize_text` (lower case, words of letters and digits separated by one space) and its
+characters by :func:`char_tokens` (lower case, one space between characters, '_' for white
+space); '' = missing or empty). This module is the one place that turns tables, frames and dicts into
 those tensors, checking them against the schema; training and inference both use it, so a row
 is encoded the same way in both lives.
 """
@@ -27,12 +30,13 @@ _FALSE = {"false", "no", "n", "f", "0"}
 class EncodedInputs:
     """The ONNX inputs of a batch of rows."""
 
-    __slots__ = ("num", "cat", "n_rows")
+    __slots__ = ("num", "cat", "text", "n_rows")
 
-    def __init__(self, num: np.ndarray | None, cat: np.ndarray | None):
+    def __init__(self, num: np.ndarray | None, cat: np.ndarray | None, text: np.ndarray | None = None):
         self.num = num  # float32 [N, n_num]
         self.cat = cat  # object (str) [N, n_cat]
-        self.n_rows = len(num) if num is not None else len(cat)
+        self.text = text  # object (normalised str) [N, n_text]
+        self.n_rows = len(num) if num is not None else len(cat) if cat is not None else len(text)
 
     def feeds(self) -> dict[str, np.ndarray]:
         out = {}
@@ -40,11 +44,14 @@ class EncodedInputs:
             out["num"] = self.num
         if self.cat is not None:
             out["cat"] = self.cat
+        if self.text is not None:
+            out["text"] = self.text
         return out
 
     def take(self, index: np.ndarray) -> EncodedInputs:
         return EncodedInputs(None if self.num is None else self.num[index],
-                             None if self.cat is None else self.cat[index])
+                             None if self.cat is None else self.cat[index],
+                             None if self.text is None else self.text[index])
 
 
 class InputEncoder:
@@ -55,6 +62,7 @@ class InputEncoder:
         feats = schema.features
         self.num_columns = [c for c in feats if c.kind in ("numeric", "boolean", "datetime")]
         self.cat_columns = [c for c in feats if c.kind == "categorical"]
+        self.text_columns = [c for c in feats if c.kind == "text"]
         self.required = [c.name for c in feats]
         self._required_set = frozenset(self.required)
         self.num_feature_names: list[str] = []
@@ -64,6 +72,7 @@ class InputEncoder:
             else:
                 self.num_feature_names.append(c.name)
         self.cat_feature_names = [c.name for c in self.cat_columns]
+        self.text_feature_names = [c.name for c in self.text_columns]
         self._simple_num = all(c.kind == "numeric" for c in self.num_columns)
         self._num_names = [c.name for c in self.num_columns]
         self._cat_names = [c.name for c in self.cat_columns]
@@ -105,11 +114,24 @@ class InputEncoder:
                 if pa.types.is_nested(col.type):
                     raise SchemaError(f"{what} column '{c.name}': expected text or a number, got {col.type} values")
                 cat[:, j] = categorical_strings(col)
-        return EncodedInputs(num, cat)
+        return EncodedInputs(num, cat, self._texts([table.column(c.name) for c in self.text_columns], what))
+
+    def _texts(self, columns: list[pa.ChunkedArray | pa.Array], what: str) -> np.ndarray | None:
+        if not self.text_columns:
+            return None
+        out = np.empty((len(columns[0]), 2 * len(columns)), dtype=object)
+        for j, (c, col) in enumerate(zip(self.text_columns, columns, strict=True)):
+            if pa.types.is_nested(col.type):
+                raise SchemaError(f"{what} column '{c.name}': expected text, got {col.type} values")
+            out[:, 2 * j] = normalize_text(col)
+            out[:, 2 * j + 1] = char_tokens(col)
+        return out
 
     # -- one row as a dict (the latency-critical path) ------------------------------------------
     def encode_row(self, row: dict, *, what: str = "input") -> EncodedInputs:
         """Encode one row given as ``{column: value}``."""
+        if self.text_columns:
+            return self.encode_rows([row], what=what)
         if self._simple_num:  # the common case in a few C calls: numbers (or null) and text categories
             fast = self._encode_plain_row(row, what)
             if fast is not None:
@@ -173,12 +195,17 @@ class InputEncoder:
 
         Only the model's columns are read; other fields are ignored. Errors name the row and column.
         """
-        if len(rows) == 1:
+        if len(rows) == 1 and not self.text_columns:
             return self.encode_row(rows[0], what=what)
-        if not self._simple_num:
+        if not self._simple_num or self.text_columns:
             for i, row in enumerate(rows):
                 if not self._required_set <= row.keys():
                     self._check_columns(row, f"{what} row {i + 1}")
+                for c in self.text_columns:  # a request's blank text is a mistake (null says "missing")
+                    v = row[c.name]
+                    if isinstance(v, str) and not v.strip():
+                        raise SchemaError(f"{what} row {i + 1} column '{c.name}': empty text; send the text "
+                                          "(or null when it is missing)")
             return self.encode_table(_rows_table(rows, self.required, what), what=what)
         try:
             num = None
@@ -391,3 +418,27 @@ def _datetime_block(col: pa.ChunkedArray, c: ColumnSpec, what: str, row_offset: 
     seconds = _as_float(pc.cast(ts, pa.int64())).astype(np.float64)
     parts = [seconds / 86400.0, _as_float(pc.month(ts)), _as_float(pc.day_of_week(ts)), _as_float(pc.hour(ts))]
     return np.column_stack(parts).astype(np.float32)
+
+
+_NOT_WORD = r"[^\p{L}\p{N}]+"  # RE2: anything but Unicode letters and digits
+
+
+def _as_text(col: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        col = pc.cast(col, pa.large_string())
+    return pc.utf8_lower(col)
+
+
+def normalize_text(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Free text's words as the graph reads them: lower case, runs of anything but letters and digits turned
+    into one space, trimmed; missing values ''. One Arrow implementation serves training, batches and rows."""
+    words = pc.utf8_trim_whitespace(pc.replace_substring_regex(_as_text(col), _NOT_WORD, " "))
+    return np.asarray(pc.fill_null(words, "").to_numpy(zero_copy_only=False), dtype=object)
+
+
+def char_tokens(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Free text's characters as the graph reads them: lower case, each run of white space one '_', a space
+    between characters (so the graph's StringSplit yields characters); missing values ''."""
+    joined = pc.replace_substring_regex(pc.utf8_trim_whitespace(_as_text(col)), r"\s+", "_")
+    spaced = pc.utf8_rtrim(pc.replace_substring_regex(joined, "(.)", "\\1 "), characters=" ")
+    return np.asarray(pc.fill_null(spaced, "").to_numpy(zero_copy_only=False), dtype=object)

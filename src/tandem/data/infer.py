@@ -19,6 +19,7 @@ from tandem.schema import TASKS, ColumnSpec, Schema, categorical_strings, catego
 MAX_CATEGORIES = 255
 _TRUE = {"true", "yes", "y", "t"}
 _FALSE = {"false", "no", "n", "f"}
+TEXT_NOTE = "free text: read as TF-IDF features (words and word pairs)"
 _ID_NAME = re.compile(r"(^|[_\s.-])(id|uuid|guid|key|index)$|^(id|uuid|guid|index)([_\s.-]|$)", re.I)
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$")
 
@@ -75,12 +76,12 @@ def _infer_column(name: str, arr: pa.ChunkedArray, n_rows: int) -> ColumnSpec:
     mean_words = float(np.mean([len(s.split()) for s in strings[:2000]]))
     if n_unique == n_rows and n_rows >= 20:
         if mean_words >= 4:
-            spec.kind, spec.note = "text", "free text: text features are not used by tabular learners yet"
+            spec.kind, spec.note = "text", TEXT_NOTE
         else:
             spec.kind, spec.note = "id", "unique per row (id-like): excluded from features"
         return spec
     if mean_words >= 4 and n_unique > max(50, n_rows // 10):
-        spec.kind, spec.note = "text", "free text: text features are not used by tabular learners yet"
+        spec.kind, spec.note = "text", TEXT_NOTE
         return spec
     spec.kind = "categorical"
     values = categorical_strings(arr)

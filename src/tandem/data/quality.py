@@ -32,6 +32,7 @@ OVERLAP_ERROR = 0.01  # share of test rows found in the training rows
 MINORITY_WARNING = 0.05
 MINORITY_INFO = 0.20
 LEAK_SAMPLE_ROWS = 200_000
+FREE_TEXT_WORDS = 4  # words per value from which a text column is free text (as the schema reads it)
 ID_UNIQUE_SHARE = 0.95  # a column this unique, of text or of counter-like integers, reads as an identifier
 _NUMBER = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
 _ID_NAME = re.compile(r"(^|[_\s.-])(id|uuid|guid|key|index)$|^(id|uuid|guid|index)([_\s.-]|$)", re.I)
@@ -154,6 +155,7 @@ class _Stats:
     top_share: float  # share of non-missing rows holding the most frequent value
     numeric_share: float | None = None  # strings: share of non-missing values that read as numbers
     integer_steps: bool = False  # (nearly) unique integers that fill their whole range: a counter
+    mean_words: float = 0.0  # strings: words per distinct value (free text has several)
 
 
 def _column_stats(col: pa.ChunkedArray, n: int) -> _Stats:
@@ -179,6 +181,9 @@ def _column_stats(col: pa.ChunkedArray, n: int) -> _Stats:
             values = values.dictionary_decode()
         numeric = pc.match_substring_regex(values, _NUMBER).to_numpy(zero_copy_only=False)
         stats.numeric_share = float(freq[numeric].sum()) / present
+        sample = values.slice(0, 2000)
+        stats.mean_words = float(np.mean(pc.count_substring_regex(pc.utf8_trim_whitespace(sample), r"\S+")
+                                         .to_numpy(zero_copy_only=False)))
     if kind == "numeric" and pa.types.is_integer(t) and len(freq) >= ID_UNIQUE_SHARE * present and present >= 20:
         mm = pc.min_max(col)
         stats.integer_steps = mm["max"].as_py() - mm["min"].as_py() + 1 == len(freq)  # every integer in the range
@@ -213,6 +218,11 @@ def _column_findings(name: str, s: _Stats, n: int) -> list[Finding]:
         out.append(Finding("near_constant", "info",
                            f"{_pct(s.top_share)} of the rows hold the same value: little to learn from it",
                            name, s.top_share))
+    if s.kind == "string" and s.mean_words >= FREE_TEXT_WORDS:
+        out.append(Finding("free_text", "info", f"free text ({s.mean_words:.0f} words a value on average): tandem "
+                           "reads it as TF-IDF features of its words, word pairs and character n-grams", name,
+                           s.mean_words))
+        return out
     near_unique = s.n_unique >= ID_UNIQUE_SHARE * present and present >= 20
     if near_unique and (s.kind == "string" or s.integer_steps or (s.kind == "numeric" and _ID_NAME.search(name))):
         share = s.n_unique / present

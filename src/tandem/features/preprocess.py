@@ -1,17 +1,22 @@
 """The preprocessing graph built from a schema, in numpy (for training) and ONNX (for inference).
 
-Two views of the same encoded inputs (``num`` floats, ``cat`` strings):
+Two views of the same encoded inputs (``num`` floats, ``cat`` strings, ``text`` normalised text):
 - **tree**: numbers as they are (NaN = missing) followed by one integer code per categorical
   column (training vocabulary order; an unseen or missing category is NaN, which tree learners
   treat as missing, never as a shifted code);
 - **dense**: numbers with the median imputed, a missing-indicator where training saw missing
   values, standardized; categoricals one-hot over their most frequent categories (unknown = all zero).
+Both views end with the same text blocks: per text column, TF-IDF over its most frequent words and
+word pairs, and over its most frequent character 2- to 4-grams (punctuation and symbols kept, so
+'£', '!!' and 'txt' count), each seen in at least two rows and each block scaled to unit length
+per row (sklearn's TfidfVectorizer with smooth idf and l2 norm, on tandem's own tokens).
 Both implementations must agree to float32 rounding; the parity tests hold them to it.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,6 +27,10 @@ if TYPE_CHECKING:  # the numpy views serve inference-side explanations, which mu
     from tandem.features.graph import GraphBuilder
 
 DENSE_MAX_CATEGORIES = 50
+TEXT_MAX_TERMS = {"words": 2000, "chars": 3000}  # per text column
+TEXT_GRAMS = {"words": (1, 2), "chars": (2, 4)}  # n-gram lengths counted, in tokens
+TEXT_BLOCKS = ("words", "chars")  # the encoder's text tensor holds these two columns per text column
+TEXT_MIN_ROWS = 2  # a term must appear in this many training rows
 
 
 @dataclass
@@ -35,11 +44,15 @@ class Preprocessor:
     means: list[float]
     scales: list[float]
     indicator_columns: list[int]
+    text_names: list[str] = field(default_factory=list)
+    # per text block (words then chars of each text column): terms as space-joined tokens, and their idf
+    text_terms: list[list[str]] = field(default_factory=list)
+    text_idf: list[list[float]] = field(default_factory=list)
 
     # -- fitting ------------------------------------------------------------------------------
     @classmethod
     def fit(cls, enc: EncodedInputs, num_names: list[str], cat_names: list[str],
-            vocabularies: list[list[str]]) -> Preprocessor:
+            vocabularies: list[list[str]], text_names: list[str] | None = None) -> Preprocessor:
         medians, means, scales, indicators = [], [], [], []
         if enc.num is not None:
             num = enc.num.astype(np.float64)
@@ -55,7 +68,13 @@ class Preprocessor:
                 scales.append(std if std > 1e-12 else 1.0)
                 if not ok.all():
                     indicators.append(j)
-        return cls(num_names, cat_names, [list(v) for v in vocabularies], medians, means, scales, indicators)
+        terms, idfs = [], []
+        for b in range(len(text_names or []) * len(TEXT_BLOCKS)):
+            t, idf = _fit_terms(enc.text[:, b], TEXT_BLOCKS[b % len(TEXT_BLOCKS)])
+            terms.append(t)
+            idfs.append(idf)
+        return cls(num_names, cat_names, [list(v) for v in vocabularies], medians, means, scales, indicators,
+                   list(text_names or []), terms, idfs)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,7 +86,17 @@ class Preprocessor:
     # -- shapes -------------------------------------------------------------------------------
     @property
     def tree_feature_names(self) -> list[str]:
-        return list(self.num_names) + list(self.cat_names)
+        return list(self.num_names) + list(self.cat_names) + self.text_feature_names
+
+    @property
+    def text_feature_names(self) -> list[str]:
+        return [f"{self.text_names[b // 2]}:{'~' if b % 2 else ''}{t}" for b, terms in enumerate(self.text_terms)
+                for t in terms]
+
+    @property
+    def text_feature_columns(self) -> list[str]:
+        """The text column each text feature comes from."""
+        return [self.text_names[b // len(TEXT_BLOCKS)] for b, terms in enumerate(self.text_terms) for _ in terms]
 
     @property
     def tree_categorical_indices(self) -> list[int]:
@@ -78,7 +107,11 @@ class Preprocessor:
 
     @property
     def dense_width(self) -> int:
-        return len(self.num_names) + len(self.indicator_columns) + sum(self._dense_sizes())
+        return len(self.num_names) + len(self.indicator_columns) + sum(self._dense_sizes()) + self.text_width
+
+    @property
+    def text_width(self) -> int:
+        return sum(len(t) for t in self.text_terms)
 
     # -- numpy --------------------------------------------------------------------------------
     def codes(self, enc: EncodedInputs) -> np.ndarray:
@@ -107,6 +140,8 @@ class Preprocessor:
             codes = self.codes(enc).astype(np.float32)
             codes[codes < 0] = np.nan
             parts.append(codes)
+        if self.text_width:
+            parts.append(self.text_view(enc))
         return np.concatenate(parts, axis=1)
 
     def dense_view(self, enc: EncodedInputs) -> np.ndarray:
@@ -123,7 +158,26 @@ class Preprocessor:
             codes = self.codes(enc)
             for j, size in enumerate(self._dense_sizes()):
                 parts.append((codes[:, j: j + 1] == np.arange(size)[None, :]).astype(np.float32))
+        if self.text_width:
+            parts.append(self.text_view(enc))
         return np.concatenate(parts, axis=1)
+
+    def text_view(self, enc: EncodedInputs) -> np.ndarray:
+        """TF-IDF of every text column, each row of each column scaled to unit length (float32)."""
+        blocks = []
+        for b, (terms, idf) in enumerate(zip(self.text_terms, self.text_idf, strict=True)):
+            index = {t: k for k, t in enumerate(terms)}
+            lengths = TEXT_GRAMS[TEXT_BLOCKS[b % len(TEXT_BLOCKS)]]
+            counts = np.zeros((enc.n_rows, len(terms)), dtype=np.float32)
+            for i, doc in enumerate(enc.text[:, b]):
+                for gram in _grams(doc, lengths):
+                    k = index.get(gram)
+                    if k is not None:
+                        counts[i, k] += 1.0
+            x = counts * np.asarray(idf, dtype=np.float32)
+            norm = np.sqrt((x * x).sum(axis=1, keepdims=True, dtype=np.float32))
+            blocks.append(x / np.maximum(norm, np.float32(1e-12)))
+        return np.concatenate(blocks, axis=1) if blocks else np.zeros((enc.n_rows, 0), dtype=np.float32)
 
     # -- ONNX ---------------------------------------------------------------------------------
     # Few nodes on purpose: at one row, ONNX Runtime's cost is per node, not per value.
@@ -134,7 +188,7 @@ class Preprocessor:
             g.memo["keyed"] = g.op("StringConcat", [g.const(prefix, "cat_prefix"), cat], prefix="cat_keyed")
         return g.memo["keyed"]
 
-    def onnx_tree_view(self, g: GraphBuilder, num: str | None, cat: str | None) -> str:
+    def onnx_tree_view(self, g: GraphBuilder, num: str | None, cat: str | None, text: str | None = None) -> str:
         parts = []
         if self.num_names:
             parts.append(num)
@@ -144,9 +198,39 @@ class Preprocessor:
             parts.append(g.op("LabelEncoder", [self._keyed(g, cat)], domain="ai.onnx.ml", prefix="cat_codes",
                               keys_strings=keys or ["\x1f"], values_floats=values or [float("nan")],
                               default_float=float("nan")))
+        if self.text_width:
+            parts.append(self._onnx_text(g, text))
         return parts[0] if len(parts) == 1 else g.op("Concat", parts, axis=1, prefix="tree_view")
 
-    def onnx_dense_view(self, g: GraphBuilder, num: str | None, cat: str | None) -> str:
+    def _onnx_text(self, g: GraphBuilder, text: str) -> str:
+        """TF-IDF blocks of the text columns (shared by both views): StringSplit, TfIdfVectorizer, L2 norm."""
+        if "text_block" in g.memo:
+            return g.memo["text_block"]
+        blocks = []
+        for b, (terms, idf) in enumerate(zip(self.text_terms, self.text_idf, strict=True)):
+            if not terms:  # no term in two rows: the block adds nothing
+                continue
+            low, high = TEXT_GRAMS[TEXT_BLOCKS[b % len(TEXT_BLOCKS)]]
+            column = g.op("Gather", [text, g.const(np.array(b, dtype=np.int64), "text_col")], axis=1)
+            tokens = g.op("StringSplit", [column], n_out=2, prefix="tokens", delimiter=" ")[0]
+            index = {t: k for k, t in enumerate(terms)}
+            by_length = {n: [t for t in terms if t.count(" ") == n - 1] for n in range(1, high + 1)}
+            pool, starts, order = [], [], []
+            for n in range(1, high + 1):  # the pool holds 1-grams, then 2-grams, ... (n strings each)
+                starts.append(len(pool))
+                for t in by_length[n]:
+                    pool += t.split(" ")
+                    order.append(index[t])
+            tf = g.op("TfIdfVectorizer", [tokens], prefix="tfidf", mode="TFIDF", min_gram_length=low,
+                      max_gram_length=high, max_skip_count=0, ngram_counts=starts,
+                      ngram_indexes=order, pool_strings=pool, weights=[float(np.float32(idf[k])) for k in order])
+            norm = g.op("ReduceL2", [tf, g.const(np.array([1], dtype=np.int64), "axis")], keepdims=1)
+            floor = g.op("Max", [norm, g.const(np.array(1e-12, dtype=np.float32), "eps")])
+            blocks.append(g.op("Div", [tf, floor]))
+        g.memo["text_block"] = blocks[0] if len(blocks) == 1 else g.op("Concat", blocks, axis=1, prefix="text_view")
+        return g.memo["text_block"]
+
+    def onnx_dense_view(self, g: GraphBuilder, num: str | None, cat: str | None, text: str | None = None) -> str:
         parts = []
         if self.num_names:
             isnan = g.op("IsNaN", [num])
@@ -169,4 +253,25 @@ class Preprocessor:
             hot = g.op("OneHot", [index, g.const(np.array(width, dtype=np.int64), "depth"),
                                   g.const(np.array([0.0, 1.0], dtype=np.float32), "onehot_values")], axis=-1)
             parts.append(g.op("ReduceMax", [hot, g.const(np.array([1], dtype=np.int64), "axis")], keepdims=0))
+        if self.text_width:
+            parts.append(self._onnx_text(g, text))
         return parts[0] if len(parts) == 1 else g.op("Concat", parts, axis=1, prefix="dense_view")
+
+
+def _grams(doc: str, lengths: tuple[int, int]) -> list[str]:
+    """A text block's n-grams of ``lengths`` tokens, space-joined (what the graph's TfIdfVectorizer counts)."""
+    tokens = doc.split(" ") if doc else []
+    low, high = lengths
+    return [" ".join(tokens[i: i + n]) for n in range(low, high + 1) for i in range(len(tokens) - n + 1)]
+
+
+def _fit_terms(docs: np.ndarray, block: str) -> tuple[list[str], list[float]]:
+    """The block's most frequent n-grams (in >= TEXT_MIN_ROWS rows) and their smooth idf."""
+    df: Counter = Counter()
+    lengths = TEXT_GRAMS[block]
+    for doc in docs:
+        df.update(set(_grams(doc, lengths)))
+    kept = sorted((t for t, k in df.items() if k >= TEXT_MIN_ROWS), key=lambda t: (-df[t], t))
+    kept = kept[: TEXT_MAX_TERMS[block]]
+    n = len(docs)
+    return kept, [float(np.log((1 + n) / (1 + df[t])) + 1.0) for t in kept]

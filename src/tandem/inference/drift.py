@@ -52,8 +52,13 @@ def categorical_profile(values: np.ndarray, keep: int = 1000) -> dict:
             "frequencies": {str(uniq[i]): int(counts[i]) for i in order}}
 
 
+def word_counts(texts: np.ndarray) -> np.ndarray:
+    """Words per normalised text (how drift sees a text column: its length)."""
+    return np.array([len(t.split(" ")) if t else 0 for t in texts], dtype=np.float64)
+
+
 def compare(profile: dict, enc: EncodedInputs, num_names: list[str], cat_names: list[str],
-            known_categories: dict[str, list[str]]) -> dict:
+            known_categories: dict[str, list[str]], text_names: list[str] | None = None) -> dict:
     """Per-feature drift of the rows ``enc`` against ``profile``; features that moved come first."""
     features = []
     cols = profile.get("columns", {})
@@ -65,6 +70,10 @@ def compare(profile: dict, enc: EncodedInputs, num_names: list[str], cat_names: 
         if name in cols and cols[name].get("kind") == "categorical":
             features.append(_categorical(name, cols[name], enc.cat[:, j].astype(str),
                                          set(known_categories.get(name) or [])))
+    for j, name in enumerate(text_names or []):
+        if name in cols and cols[name].get("kind") == "text":
+            f = _numeric(name, cols[name], word_counts(enc.text[:, 2 * j]), n_train)  # its words column
+            features.append({**f, "kind": "text (words per row)"})
     rank = {"moved": 0, "watch": 1, "stable": 2}
     features.sort(key=lambda f: (rank[f["verdict"]], -(f["psi"] or 0.0)))
     moved = [f["feature"] for f in features if f["verdict"] == "moved"]

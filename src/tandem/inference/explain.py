@@ -48,16 +48,18 @@ class Explainer:
         # source column of every encoded feature (datetime parts add up into their column)
         num_sources = [c.name for c in encoder.num_columns
                        for _ in (DATETIME_PARTS if c.kind == "datetime" else (None,))]
-        used = set(num_sources) | {c.name for c in encoder.cat_columns}
+        text_sources = self.pre.text_feature_columns
+        used = set(num_sources) | {c.name for c in encoder.cat_columns} | set(text_sources)
         self.columns = [name for name in encoder.required if name in used]  # the schema's order
         index = {name: i for i, name in enumerate(self.columns)}
-        tree_sources = num_sources + [c.name for c in encoder.cat_columns]
+        tree_sources = num_sources + [c.name for c in encoder.cat_columns] + text_sources
         eye = np.eye(len(self.columns))
         self._tree_to_column = eye[[index[s] for s in tree_sources]]  # [view width, columns]: sums parts
         dense_sources = list(num_sources)
         dense_sources += [num_sources[j] for j in self.pre.indicator_columns]
         for j, size in enumerate(self.pre._dense_sizes()):
             dense_sources += [encoder.cat_columns[j].name] * size
+        dense_sources += text_sources
         self._dense_to_column = eye[[index[s] for s in dense_sources]]
 
     @classmethod

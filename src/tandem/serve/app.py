@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import orjson
 
 from tandem.bundle.inputs import EncodedInputs
@@ -280,7 +281,12 @@ class ServeApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self._warm_up()
+                try:
+                    self._warm_up()
+                except Exception as exc:  # never serve a model that cannot answer: say why and stop
+                    logger.error("tandem serve: warming up the models failed", exc_info=exc)
+                    await send({"type": "lifespan.startup.failed", "message": f"warm-up failed: {exc}"})
+                    return
                 self.ready = True
                 if self.metrics.directory or self._watching():
                     self._housekeeping = asyncio.get_running_loop().create_task(self._keep_house())
@@ -611,12 +617,18 @@ class ServeApp:
                 raise HTTPError(400, str(exc)) from None
             return 200, RawResponse(body, ctype, extra), ()
 
-        return self._run(model, p.encode(v2.columns), answer)
+        enc = p.encode(v2.columns)
+        if enc.text is not None:  # BYTES cannot say null: an empty element is a mistake
+            blank = np.flatnonzero((enc.text[:, 1::2] == "").any(axis=1))
+            if len(blank):
+                raise HTTPError(400, f"input text row {int(blank[0]) + 1}: empty text; send the text to read")
+        return self._run(model, enc, answer)
 
 
 def _warm_one(m: ServedModel) -> None:
     columns = m.predictor.schema.features
-    row = {c.name: (0.0 if c.kind in ("numeric", "boolean") else "") for c in columns}
+    row = {c.name: (0.0 if c.kind in ("numeric", "boolean") else "warm up" if c.kind == "text" else "")
+           for c in columns}
     for c in columns:
         if c.kind == "datetime":
             row[c.name] = "2000-01-01"
@@ -630,6 +642,8 @@ def _value_schema(kind: str, categories: list[str] | None) -> dict:
         return {"type": ["boolean", "null"]}
     if kind == "datetime":
         return {"type": ["string", "null"], "description": "ISO 8601 date or timestamp"}
+    if kind == "text":
+        return {"type": ["string", "null"], "description": "free text"}
     schema: dict = {"type": ["string", "number", "null"]}
     if categories:
         schema["description"] = "categories seen in training: " + ", ".join(categories[:20]) + (

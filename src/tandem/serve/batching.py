@@ -202,4 +202,5 @@ def _concat(parts: list[EncodedInputs]) -> EncodedInputs:
         return parts[0]
     num = None if parts[0].num is None else np.concatenate([p.num for p in parts])
     cat = None if parts[0].cat is None else np.concatenate([p.cat for p in parts])
-    return EncodedInputs(num, cat)
+    text = None if parts[0].text is None else np.concatenate([p.text for p in parts])
+    return EncodedInputs(num, cat, text)

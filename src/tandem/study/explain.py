@@ -26,16 +26,18 @@ def permutation_importance(run: Callable[[dict], np.ndarray], enc: EncodedInputs
         columns.append((c.name, "num", list(range(j, j + width))))
         j += width
     columns += [(c.name, "cat", [k]) for k, c in enumerate(encoder.cat_columns)]
+    columns += [(c.name, "text", [2 * k, 2 * k + 1]) for k, c in enumerate(encoder.text_columns)]  # words, chars
     out = []
     for name, part, index in columns:
         drops = []
         for _ in range(REPEATS):
             order = rng.permutation(enc.n_rows)
-            num = enc.num.copy() if enc.num is not None else None
-            cat = enc.cat.copy() if enc.cat is not None else None
-            target = num if part == "num" else cat
-            target[:, index] = target[order][:, index]
-            score = M.score(metric, y, run(EncodedInputs(num, cat).feeds()), threshold=threshold)
+            parts = {"num": enc.num, "cat": enc.cat, "text": enc.text}
+            shuffled = dict(parts)
+            block = parts[part].copy()
+            block[:, index] = block[order][:, index]
+            shuffled[part] = block
+            score = M.score(metric, y, run(EncodedInputs(**shuffled).feeds()), threshold=threshold)
             drops.append(sign * (base - score))
         out.append({"column": name, "importance": round(float(np.mean(drops)), 6),
                     "std": round(float(np.std(drops)), 6)})

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from tandem.bundle.inputs import EncodedInputs
-from tandem.inference.drift import categorical_profile, numeric_profile
+from tandem.inference.drift import categorical_profile, numeric_profile, word_counts
 from tandem.inference.explain import EXPLAIN_FILE
 from tandem.report.html import render_report
 from tandem.study.explain import permutation_importance
@@ -43,6 +43,9 @@ def _profile(result: StudyResult, enc: EncodedInputs) -> dict:
     if enc.cat is not None:
         for j, name in enumerate(result.encoder.cat_feature_names):
             cols[name] = categorical_profile(enc.cat[:, j])
+    if enc.text is not None:
+        for j, name in enumerate(result.encoder.text_feature_names):
+            cols[name] = {**numeric_profile(word_counts(enc.text[:, 2 * j])), "kind": "text"}
     return {"rows": int(enc.n_rows), "columns": cols}
 
 
@@ -113,7 +116,8 @@ def export(result: StudyResult, target: Path, *, name: str, version: int | None,
         "metric": result.metric,
         "threshold": result.threshold,
         "schema": result.schema.to_dict(),
-        "inputs": {"num": result.encoder.num_feature_names, "cat": result.encoder.cat_feature_names},
+        "inputs": {"num": result.encoder.num_feature_names, "cat": result.encoder.cat_feature_names,
+                   "text": result.encoder.text_feature_names},
         "outputs": ["prediction"] if result.task == "regression" else ["probabilities", "label"],
         "preprocessing": result.preprocessor.to_dict(),
         "metrics": {"validation": result.validation_metrics,

@@ -18,15 +18,16 @@ def build_graph(pre: Preprocessor, task: str, labels: list[str] | None, members:
                 threshold: float) -> onnx.ModelProto:
     """The whole inference pipeline for ``members`` (learner, weight) as one ONNX model."""
     g = GraphBuilder()
-    has_num, has_cat = bool(pre.num_names), bool(pre.cat_names)
+    has_num, has_cat, has_text = bool(pre.num_names), bool(pre.cat_names), bool(pre.text_names)
     num = "num" if has_num else None
     cat = "cat" if has_cat else None
+    text = "text" if has_text else None
     view_out: dict[str, str] = {}
     parts = []
     for learner, weight in members:
         if learner.view not in view_out:
             build = pre.onnx_tree_view if learner.view == "tree" else pre.onnx_dense_view
-            view_out[learner.view] = build(g, num, cat)
+            view_out[learner.view] = build(g, num, cat, text)
         out = learner.to_onnx(g, view_out[learner.view])
         if len(members) > 1:
             out = g.op("Mul", [out, g.const(np.array([[weight]], dtype=np.float32), "weight")])
@@ -37,6 +38,8 @@ def build_graph(pre: Preprocessor, task: str, labels: list[str] | None, members:
         inputs.append(tensor_info("num", FLOAT, ["N", len(pre.num_names)]))
     if has_cat:
         inputs.append(tensor_info("cat", STRING, ["N", len(pre.cat_names)]))
+    if has_text:
+        inputs.append(tensor_info("text", STRING, ["N", 2 * len(pre.text_names)]))  # words, characters
     if task == "regression":
         g.alias(total, "prediction")
         outputs = [tensor_info("prediction", FLOAT, ["N", 1])]

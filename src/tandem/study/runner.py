@@ -187,7 +187,8 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
     label_type = _label_type(target_col)
 
     vocabularies = [c.categories or [] for c in encoder.cat_columns]
-    pre = Preprocessor.fit(enc, encoder.num_feature_names, encoder.cat_feature_names, vocabularies)
+    pre = Preprocessor.fit(enc, encoder.num_feature_names, encoder.cat_feature_names, vocabularies,
+                           encoder.text_feature_names)
     views = {"tree": pre.tree_view(enc), "dense": pre.dense_view(enc)}
 
     folds = _folds(table, y, task, config, labels)
@@ -457,8 +458,9 @@ def _fingerprint(enc: EncodedInputs, y: np.ndarray) -> str:
     h = hashlib.sha256()
     if enc.num is not None:
         h.update(np.ascontiguousarray(enc.num).tobytes())
-    if enc.cat is not None:
-        for row in enc.cat[:: max(1, len(enc.cat) // 100000)]:
-            h.update("\x1f".join(row).encode())
+    for strings in (enc.cat, enc.text):
+        if strings is not None:
+            for row in strings[:: max(1, len(strings) // 100000)]:
+                h.update("\x1f".join(row).encode())
     h.update(np.ascontiguousarray(y).tobytes())
     return h.hexdigest()
