@@ -20,6 +20,7 @@ import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -72,6 +73,16 @@ Source = Any  # str | os.PathLike | pandas.DataFrame | polars.DataFrame | pa.Tab
 # --------------------------------------------------------------------------------------------- public API
 
 
+SOURCE_KEY = b"tandem.source"  # table metadata: "mail" for a table read from a mail folder
+READ_ERRORS_KEY = b"tandem.read_errors"  # table metadata: JSON list of "file: why" for files that failed
+
+
+def read_errors(table: pa.Table) -> list[str]:
+    """The per-file errors of a table read from a folder (empty for anything else)."""
+    meta = table.schema.metadata or {}
+    return json.loads(meta[READ_ERRORS_KEY]) if READ_ERRORS_KEY in meta else []
+
+
 def read_table(source: Source, *, what: str = "data") -> pa.Table:
     """Read ``source`` into a :class:`pyarrow.Table`.
 
@@ -81,6 +92,10 @@ def read_table(source: Source, *, what: str = "data") -> pa.Table:
 
     ``what`` is the noun used in messages, e.g. ``"training data"`` or ``"prediction input"``.
 
+    A directory with one sub-folder per label of e-mail files (``.eml``, mbox) is read by
+    :mod:`tandem.data.mail`: one row per message, the label in column ``label``; files that are not
+    messages are left out and named by :func:`read_errors`.
+
     CSV: the delimiter is sniffed from the first 64 KiB among ``, ; TAB |``; the first row is the header
     (names are stripped of surrounding spaces); quoted fields may hold delimiters and newlines; pyarrow's
     default null markers (empty cell, NA, N/A, NaN, null, ...) become null, ``?`` does not.
@@ -89,6 +104,13 @@ def read_table(source: Source, *, what: str = "data") -> pa.Table:
     unsupported suffix, empty file, header without rows, ragged rows, text that is not UTF-8, duplicate
     column names, corrupt Parquet/Arrow/JSON, frames without rows or columns.
     """
+    if _is_path(source) and os.path.isdir(os.path.expanduser(os.fsdecode(os.fspath(source)))):
+        from tandem.data.mail import is_mail_folder, read_mail_folder
+
+        folder = Path(os.path.expanduser(os.fsdecode(os.fspath(source))))
+        if is_mail_folder(folder):
+            table, errors = read_mail_folder(folder)
+            return table.replace_schema_metadata({SOURCE_KEY: "mail", READ_ERRORS_KEY: json.dumps(errors)})
     if _is_path(source):
         f = _resolve(source, what)
         if f.fmt == "csv":

@@ -387,9 +387,25 @@ class ServeApp:
 
     def _predict(self, request: Request, model: ServedModel) -> Answer | Later:
         self._expect(request.method, "POST", request)
+        if model.predictor.manifest.get("source") == "mail" and request.headers.get(b"content-type", b"").split(
+                b";")[0].strip().lower() == RFC822:
+            return self._predict_message(request, model)
         raw = self._body(request)
         self._admit(model)
         return self._predict_rest(model, self._parse_json(raw))
+
+    def _predict_message(self, request: Request, model: ServedModel) -> Answer | Later:
+        """A raw e-mail (``message/rfc822``) for a model trained on a mail folder: read as in training."""
+        from tandem.data.mail import message_fields, parse_message
+
+        raw = self._body(request, types=(RFC822,))
+        self._admit(model)
+        try:
+            row = message_fields(parse_message(raw))
+        except TandemError as exc:
+            raise HTTPError(400, f"body: {exc}") from None
+        # a message without a subject or text has them missing, as in training (not a blank-text mistake)
+        return self._predict_rest(model, {"instances": [{k: (None if v == "" else v) for k, v in row.items()}]})
 
     def _labels_of(self, parts: list[str]) -> tuple[str, str]:
         """(model, route) metric labels of a request path's parts; names not served share one label,
@@ -635,6 +651,9 @@ def _warm_one(m: ServedModel) -> None:
     m.predictor.run(m.predictor.encode(row))
 
 
+RFC822 = b"message/rfc822"
+
+
 def _value_schema(kind: str, categories: list[str] | None) -> dict:
     if kind == "numeric":
         return {"type": ["number", "null"]}
@@ -691,6 +710,9 @@ def openapi_document(models: list[ServedModel]) -> dict:
             "responses": {"200": {"description": "predictions",
                                   "content": {"application/json": {"schema": answer}}},
                           "400": error, "401": error, "413": error, "415": error, "422": error}}}
+        if p.manifest.get("source") == "mail":  # trained on a mail folder: raw messages are read as in training
+            paths[f"/v1/models/{m.name}/predict"]["post"]["requestBody"]["content"]["message/rfc822"] = {
+                "schema": {"type": "string", "format": "binary", "description": "one raw e-mail (RFC 822)"}}
         paths[f"/v2/models/{m.name}"] = {"get": {"summary": f"KServe v2 metadata of {m.name}",
                                                  "responses": {"200": {"description": "metadata"}}}}
     return {"openapi": "3.1.0", "info": {"title": "tandem serve", "version": "1"}, "paths": paths,

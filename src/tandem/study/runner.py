@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from tandem.bundle.inputs import EncodedInputs, InputEncoder
 from tandem.data.infer import check_column, check_target, infer_schema, infer_task
 from tandem.data.quality import QualityError, check_quality
+from tandem.data.readers import SOURCE_KEY, read_errors
 from tandem.data.splits import make_folds
 from tandem.errors import ConfigError, DataError
 from tandem.features.preprocess import Preprocessor
@@ -106,6 +107,7 @@ class StudyResult:
     fairness: dict | None = None  # per-group metrics of the sensitive column on the validation rows
     holdout_y: np.ndarray | None = None  # targets of the holdout rows (permutation importance)
     curves: dict = field(default_factory=dict)  # evaluation, training (per candidate) and learning curves
+    source: str = "table"  # "mail": read from a mail folder (the server then also takes raw messages)
 
     def native_predict(self, enc: EncodedInputs) -> np.ndarray:
         """The ensemble's prediction in the learners' own runtimes (the parity reference)."""
@@ -149,6 +151,11 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
     clock = _Clock(config.time_limit, started if started is not None else time.monotonic())
     warnings: list[str] = []
     notes: list[str] = []
+    failed = read_errors(table)
+    if failed:
+        warnings.append(f"{len(failed)} file(s) could not be read and were left out: " + "; ".join(failed[:5]) +
+                        ("; ..." if len(failed) > 5 else ""))
+    source = (table.schema.metadata or {}).get(SOURCE_KEY, b"table").decode()
 
     target_col = check_target(table, config.target)
     if config.sensitive is not None:
@@ -340,7 +347,7 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
         bagged=bagged and n_folds > 1, threshold=threshold, validation_metrics=val_metrics, warnings=warnings,
         notes=notes, holdout=enc.take(holdout_rows), started=clock.started, deadline=clock.deadline, n_rows=n,
         fingerprint=_fingerprint(enc, y), train_inputs=enc, quality=quality.to_dict(),
-        fairness=fairness, holdout_y=y[holdout_rows], curves=curves)
+        fairness=fairness, holdout_y=y[holdout_rows], curves=curves, source=source)
 
 
 LEARNING_FRACTIONS = (0.1, 0.25, 0.5)

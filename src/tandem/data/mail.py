@@ -1,0 +1,177 @@
+"""Raw e-mail (RFC 822 / MIME) as table rows: what a spam or phishing filter learns from.
+
+A mail folder has one sub-folder per label, each holding message files (``.eml`` or any plain
+message) and/or mbox files. Every message becomes one row: ``subject`` and ``body`` (text parts
+decoded from their transfer encoding and charset; HTML parts reduced to their visible text),
+``from_domain``, ``reply_to_mismatch`` (a Reply-To domain that differs from From's),
+``n_links`` and ``n_link_domains`` (URLs in the text and in HTML links), ``link_mismatch`` (an HTML
+link whose visible text names another domain than its target), ``n_attachments`` and
+``attachment_types`` (file extensions; attachments are listed, never opened or run),
+``has_html``, ``n_recipients``, and ``file`` (where it came from). A file that is not a message
+gets an error naming it; the other files still load.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import mailbox
+import os
+import re
+from email.message import EmailMessage
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pyarrow as pa
+
+from tandem.errors import DataError
+
+FIELDS = ("subject", "body", "from_domain", "reply_to_mismatch", "n_links", "n_link_domains", "link_mismatch",
+          "n_attachments", "attachment_types", "has_html", "n_recipients")
+MAX_MESSAGE_BYTES = 10 * 1024 * 1024
+_URL = re.compile(r"https?://([A-Za-z0-9.-]+)", re.I)
+_DOMAIN = re.compile(r"@([A-Za-z0-9.-]+)")
+_HEADER_LINE = re.compile(rb"^[\x21-\x39\x3b-\x7e]+:", re.M)  # a header field name, then a colon
+
+
+class _VisibleText(HTMLParser):
+    """The text a reader sees (no script or style), and every link with its visible text."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.links: list[tuple[str, str]] = []  # (href, visible text)
+        self._skip = 0
+        self._href: str | None = None
+        self._anchor: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag in ("script", "style"):
+            self._skip += 1
+        elif tag == "a":
+            self._href = dict(attrs).get("href") or ""
+            self._anchor = []
+        elif tag in ("br", "p", "div", "tr", "li"):
+            self.parts.append(" ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style") and self._skip:
+            self._skip -= 1
+        elif tag == "a" and self._href is not None:
+            self.links.append((self._href, "".join(self._anchor)))
+            self._href = None
+
+    def handle_data(self, data: str) -> None:
+        if self._skip:
+            return
+        self.parts.append(data)
+        if self._href is not None:
+            self._anchor.append(data)
+
+
+def is_mail_folder(path: Path) -> bool:
+    """A directory whose sub-folders hold files (one sub-folder per label)."""
+    return path.is_dir() and any(p.is_dir() and any(f.is_file() for f in p.iterdir()) for p in path.iterdir())
+
+
+def read_mail_folder(path: str | os.PathLike, *, target: str = "label") -> tuple[pa.Table, list[str]]:
+    """Every message under ``path`` as a row (label: its sub-folder), and one error line per file that failed."""
+    root = Path(path)
+    rows: list[dict] = []
+    errors: list[str] = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for f in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+            shown = f"{root.name}/{f.relative_to(root).as_posix()}"
+            try:
+                for i, message in enumerate(_messages(f)):
+                    rows.append({**message_fields(message), target: folder.name,
+                                 "file": shown if i == 0 else f"{shown}#{i + 1}"})
+            except DataError as exc:
+                errors.append(f"{shown}: {exc}")
+    if not rows:
+        detail = f" ({errors[0]})" if errors else ""
+        raise DataError(f"mail folder '{root}' holds no readable message: expected one sub-folder per label with "
+                        f".eml or mbox files{detail}")
+    return pa.Table.from_pylist(rows), errors
+
+
+def parse_message(raw: bytes) -> EmailMessage:
+    """One raw message; DataError when it is not one."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise DataError(f"message of {len(raw)} bytes is over the {MAX_MESSAGE_BYTES} byte limit")
+    head = raw[:8192].replace(b"\r\n", b"\n").split(b"\n\n", 1)[0]
+    if not raw.strip() or not _HEADER_LINE.match(head) or b"\x00" in head:
+        raise DataError("not an e-mail message: it does not start with header lines such as 'From: ...'")
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    if not any(message.get(h) for h in ("From", "Subject", "To", "Date", "Message-ID")):
+        raise DataError("not an e-mail message: no From, To, Subject, Date or Message-ID header")
+    return message
+
+
+def _messages(f: Path) -> list[EmailMessage]:
+    try:
+        raw = f.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read ({exc.strerror or exc})") from None
+    if raw.startswith(b"From "):  # an mbox: many messages, each after a "From " line
+        box = mailbox.mbox(str(f), factory=None, create=False)
+        try:
+            return [parse_message(m.as_bytes()) for m in box]
+        finally:
+            box.close()
+    return [parse_message(raw)]
+
+
+def message_fields(message: EmailMessage) -> dict:
+    """The row of one message (see the module docstring)."""
+    texts, htmls, attachments = [], [], []
+    for part in message.walk():
+        if part.is_multipart():
+            continue
+        filename = part.get_filename()
+        disposition = part.get_content_disposition()
+        if filename or disposition == "attachment":
+            attachments.append(Path(filename or "").suffix.lower().lstrip(".") or part.get_content_subtype())
+            continue
+        kind = part.get_content_type()
+        if kind not in ("text/plain", "text/html"):
+            continue
+        try:
+            content = part.get_content()
+        except (LookupError, UnicodeError, AssertionError):  # an unknown charset or a broken encoding
+            payload = part.get_payload(decode=True) or b""
+            content = payload.decode("utf-8", errors="replace")
+        (htmls if kind == "text/html" else texts).append(str(content))
+    visible, links = [], []
+    for h in htmls:
+        parser = _VisibleText()
+        parser.feed(h)
+        parser.close()
+        visible.append(" ".join("".join(parser.parts).split()))
+        links += parser.links
+    body = " ".join(" ".join(texts + visible).split()) if texts else " ".join(visible)
+    urls = [d.lower() for d in _URL.findall(" ".join(texts))] + [
+        d.lower() for href, _ in links for d in _URL.findall(href)]
+    mismatch = any(_URL.findall(href) and _URL.findall(text) and
+                   _URL.findall(href)[0].lower() != _URL.findall(text)[0].lower() for href, text in links)
+    sender = _domain(str(message.get("From", "")))
+    reply = _domain(str(message.get("Reply-To", "")))
+    recipients = sum(len(str(message.get(h, "")).split(",")) for h in ("To", "Cc") if message.get(h))
+    return {
+        "subject": " ".join(str(message.get("Subject", "")).split()),
+        "body": body,
+        "from_domain": sender,
+        "reply_to_mismatch": bool(reply) and reply != sender,
+        "n_links": len(urls),
+        "n_link_domains": len(set(urls)),
+        "link_mismatch": mismatch,
+        "n_attachments": len(attachments),
+        "attachment_types": ",".join(sorted(set(attachments))),
+        "has_html": bool(htmls),
+        "n_recipients": recipients,
+    }
+
+
+def _domain(address: str) -> str:
+    found = _DOMAIN.findall(address)
+    return found[-1].lower().rstrip(".>") if found else ""
