@@ -1,8 +1,7 @@
-"""A torch MLP on the dense view; trained on CPU or CUDA, exported layer by layer to ONNX."""
+"""A torch MLP on the dense view; trained by the shared torch loop (CPU or CUDA), exported layer by layer to ONNX."""
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
@@ -12,12 +11,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tandem.features.graph import GraphBuilder
-from tandem.learners.base import Learner, deadline_passed, training_curve
-
-
-def pick_device() -> torch.device:
-    """CUDA when present, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+from tandem.learners.base import Learner
+from tandem.learners.torch_loop import LoopConfig, fit
 
 
 class MLPLearner(Learner):
@@ -34,63 +29,25 @@ class MLPLearner(Learner):
         return nn.Sequential(*layers)
 
     def _fit(self, X, y, X_val, y_val, deadline):
-        torch.manual_seed(self.seed)
-        device = pick_device()
         self.y_mean, self.y_std = 0.0, 1.0
         if self.task == "regression":
             self.y_mean, self.y_std = float(np.mean(y)), float(np.std(y) or 1.0)
-        net = self._build(X.shape[1]).to(device)
-        opt = torch.optim.AdamW(net.parameters(), lr=float(self.params.get("lr", 1e-3)),
-                                weight_decay=float(self.params.get("weight_decay", 1e-5)))
+        config = LoopConfig(max_epochs=int(self.params.get("epochs", 100)),
+                            patience=int(self.params.get("patience", 6)),
+                            batch_size=int(self.params.get("batch_size", 256)), lr=float(self.params.get("lr", 1e-3)),
+                            weight_decay=float(self.params.get("weight_decay", 1e-5)), seed=self.seed)
         loss_fn = nn.MSELoss() if self.task == "regression" else nn.CrossEntropyLoss()
-        Xt = torch.as_tensor(X, dtype=torch.float32, device=device)
-        yt = self._target(y, device)
-        if X_val is not None:
-            Xv = torch.as_tensor(X_val, dtype=torch.float32, device=device)
-            yv = self._target(y_val, device)
-        batch = int(self.params.get("batch_size", 256))
-        max_epochs = int(self.params.get("epochs", 100))
-        patience = int(self.params.get("patience", 6))
-        gen = torch.Generator(device="cpu").manual_seed(self.seed)
-        best, best_state, best_epoch = np.inf, None, 0
-        epoch = 0
-        train_losses, val_losses = [], []
-        for epoch in range(1, max_epochs + 1):
-            net.train()
-            order = torch.randperm(len(Xt), generator=gen).to(device)
-            total = torch.zeros((), device=device)
-            for start in range(0, len(Xt), batch):
-                idx = order[start: start + batch]
-                opt.zero_grad()
-                loss = loss_fn(net(Xt[idx]), yt[idx])
-                loss.backward()
-                opt.step()
-                total += loss.detach() * len(idx)
-            if X_val is not None:
-                net.eval()
-                with torch.no_grad():
-                    val_loss = float(loss_fn(net(Xv), yv))
-                train_losses.append(float(total) / len(Xt))  # the mean over the epoch's batches, as it learned
-                val_losses.append(val_loss)
-                if val_loss < best - 1e-6:
-                    best, best_state, best_epoch = val_loss, copy.deepcopy(net.state_dict()), epoch
-                elif epoch - best_epoch >= patience:
-                    break
-            if deadline_passed(deadline):
-                self.stopped_by_deadline = True
-                break
-        if best_state is not None:
-            net.load_state_dict(best_state)
-        self.best_epoch = best_epoch if X_val is not None else epoch
-        if val_losses:
-            name = "mse (standardised target)" if self.task == "regression" else "cross-entropy"
-            self.curve = training_curve(name, train_losses, val_losses, best=best_epoch, unit="epoch")
-        self.net = net.to("cpu").eval()
+        result = fit(lambda: self._build(X.shape[1]), X, self._target(y), X_val,
+                     None if y_val is None else self._target(y_val), loss_fn, config, deadline=deadline,
+                     checkpoint=self.params.get("checkpoint"),
+                     curve_metric="mse (standardised target)" if self.task == "regression" else "cross-entropy")
+        self.net, self.best_epoch, self.curve = result.net, result.best_epoch, result.curve
+        self.stopped_by_deadline = result.stopped_by_deadline
 
-    def _target(self, y: np.ndarray, device: torch.device) -> torch.Tensor:
+    def _target(self, y: np.ndarray) -> torch.Tensor:
         if self.task == "regression":
-            return torch.as_tensor((y - self.y_mean) / self.y_std, dtype=torch.float32, device=device).reshape(-1, 1)
-        return torch.as_tensor(y, dtype=torch.long, device=device)
+            return torch.as_tensor((y - self.y_mean) / self.y_std, dtype=torch.float32).reshape(-1, 1)
+        return torch.as_tensor(y, dtype=torch.long)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         with torch.no_grad():
