@@ -62,8 +62,7 @@ def _infer_column(name: str, arr: pa.ChunkedArray, n_rows: int) -> ColumnSpec:
             if steps_of_one or _ID_NAME.search(name):
                 spec.kind, spec.note = "id", "unique per row (id-like): excluded from features"
                 return spec
-        if n_unique == 2 and {spec.min, spec.max} == {0.0, 1.0}:
-            spec.kind = "boolean"
+        # numbers that were only 0 and 1 in training stay numbers (same encoding), so a 2 later is not an error
         return spec
     # strings (or anything else, read as strings)
     strings = [category_key(v) for v in pc.unique(non_null).to_pylist()]

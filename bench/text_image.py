@@ -1,0 +1,122 @@
+"""Benchmark: text (SMS spam) and small images as tables (scikit-learn's digits), tandem against baselines.
+
+- **SMS spam** (``../shared/data/sms_spam_collection``, stratified 80/20, seed 0): tandem at a time
+  budget (default 120 s) against scikit-learn's TF-IDF (words 1-2) + logistic regression, the
+  usual baseline, fitted on the same rows. Reported: F1 of the spam class, macro F1, seconds.
+- **digits** (scikit-learn's bundled 8x8 digits, stratified 75/25, seed 0): tandem on the 64 pixel
+  columns at a budget (default 60 s) against logistic regression on the same pixels. Accuracy.
+
+Not yet measured (issue 4 leaves them open): the sentence-encoder throughput against
+sentence-transformers, and the GTSRB subset with a CNN. Each tandem fit runs in this process after
+its baseline; progress goes to stderr, one JSON line to stdout and to ``bench/results/text_image.json``.
+
+Run (from the repository root)::
+
+    .venv/bin/python bench/text_image.py                 # ~3.5 minutes
+    .venv/bin/python bench/text_image.py --quick         # 20 s and 10 s budgets, writes no file
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DATA, HERE, git_head, machine, write_atomic  # noqa: E402
+
+
+def say(msg: str) -> None:
+    print(f"[text_image] {msg}", file=sys.stderr, flush=True)
+
+
+def sms(budget: float) -> dict:
+    import pandas as pd
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score
+    from sklearn.model_selection import train_test_split
+
+    import tandem
+
+    frame = pd.read_csv(DATA / "sms_spam_collection" / "SMSSpamCollection", sep="\t")
+    train, test = train_test_split(frame, test_size=0.2, random_state=0, stratify=frame["Label"])
+    say("SMS: TF-IDF + logistic regression")
+    t = time.perf_counter()
+    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+    clf = LogisticRegression(C=10.0, max_iter=2000).fit(vec.fit_transform(train["SMS"]), train["Label"])
+    base_pred = clf.predict(vec.transform(test["SMS"]))
+    base_s = time.perf_counter() - t
+    say(f"SMS: tandem, {budget:g} s budget")
+    t = time.perf_counter()
+    model = tandem.train(train, "Label", time_limit=budget, home=tempfile.mkdtemp(), name="sms")
+    train_s = time.perf_counter() - t
+    pred = model.predict(test.drop(columns=["Label"]))
+
+    def scores(p) -> dict:
+        return {"spam_f1": round(float(f1_score(test["Label"], p, pos_label="spam")), 4),
+                "macro_f1": round(float(f1_score(test["Label"], p, average="macro")), 4)}
+
+    t = time.perf_counter()
+    model.predict(test.drop(columns=["Label"]))
+    batch_s = time.perf_counter() - t
+    return {"rows_train": len(train), "rows_test": len(test), "budget_s": budget,
+            "tandem": {**scores(pred), "train_seconds": round(train_s, 1),
+                       "messages_per_s_batch": round(len(test) / batch_s),
+                       "ensemble": [e["model"] for e in model.manifest["ensemble"]]},
+            "tfidf_logreg": {**scores(base_pred), "train_seconds": round(base_s, 2)}}
+
+
+def digits(budget: float) -> dict:
+    import pandas as pd
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+
+    import tandem
+
+    d = load_digits()
+    frame = pd.DataFrame(d.data, columns=[f"px{i}" for i in range(64)])
+    frame["digit"] = d.target.astype(str)
+    train, test = train_test_split(frame, test_size=0.25, random_state=0, stratify=frame["digit"])
+    say("digits: logistic regression")
+    feats = [c for c in frame.columns if c != "digit"]
+    base = LogisticRegression(max_iter=5000).fit(train[feats] / 16.0, train["digit"])
+    base_acc = float((base.predict(test[feats] / 16.0) == test["digit"]).mean())
+    say(f"digits: tandem, {budget:g} s budget")
+    t = time.perf_counter()
+    model = tandem.train(train, "digit", time_limit=budget, home=tempfile.mkdtemp(), name="digits")
+    train_s = time.perf_counter() - t
+    acc = float((model.predict(test[feats]) == test["digit"].to_numpy()).mean())
+    return {"rows_train": len(train), "rows_test": len(test), "budget_s": budget,
+            "tandem": {"accuracy": round(acc, 4), "train_seconds": round(train_s, 1),
+                       "ensemble": [e["model"] for e in model.manifest["ensemble"]]},
+            "logreg_pixels": {"accuracy": round(base_acc, 4)}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sms-budget", type=float, default=120.0)
+    ap.add_argument("--digits-budget", type=float, default=60.0)
+    ap.add_argument("--quick", action="store_true", help="20 s and 10 s budgets; writes no file")
+    args = ap.parse_args()
+    if args.quick:
+        args.sms_budget, args.digits_budget = 20.0, 10.0
+    out = {"bench": "text_image", "machine": machine(("scikit-learn", "lightgbm", "onnxruntime", "torch")),
+           "git_head": git_head(), "sms": sms(args.sms_budget), "digits": digits(args.digits_budget)}
+    s, dg = out["sms"], out["digits"]
+    out["checks"] = {
+        "sms_spam_f1_ge_0.95": s["tandem"]["spam_f1"] >= 0.95 and s["tandem"]["train_seconds"] <= 120 * 1.05,
+        "sms_beats_tfidf_logreg": s["tandem"]["spam_f1"] >= s["tfidf_logreg"]["spam_f1"],
+        "digits_accuracy_ge_0.98": dg["tandem"]["accuracy"] >= 0.98,
+    }
+    if not args.quick:
+        write_atomic(HERE / "results" / "text_image.json", out)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
