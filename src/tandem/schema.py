@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-KINDS = ("numeric", "boolean", "categorical", "datetime", "text", "id")
+KINDS = ("numeric", "boolean", "categorical", "datetime", "text", "image", "id")
 TASKS = ("binary", "multiclass", "regression")
 
 
@@ -28,10 +28,11 @@ class ColumnSpec:
     min: float | None = None
     max: float | None = None
     note: str | None = None
+    size: int | None = None  # images: the side, in pixels, every image is resized to for the model
 
     @property
     def is_feature(self) -> bool:
-        return self.kind in ("numeric", "boolean", "categorical", "datetime", "text")
+        return self.kind in ("numeric", "boolean", "categorical", "datetime", "text", "image")
 
 
 @dataclass

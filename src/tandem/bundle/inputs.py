@@ -1,13 +1,19 @@
 """How raw input rows become a bundle's ONNX inputs.
 
-A bundle's graph takes up to three tensors: ``num`` (float32, one column per numeric, boolean or
-datetime-derived feature; NaN = missing), ``cat`` (strings, one column per categorical
-feature; '' = missing) and ``text`` (strings, two columns per free-text feature: its words
-by :func:`normalize_text` (lower case, words of letters and digits separated by one space) and its
-characters by :func:`char_tokens` (lower case, one space between characters, '_' for white
-space); '' = missing or empty). This module is the one place that turns tables, frames and dicts into
-those tensors, checking them against the schema; training and inference both use it, so a row
-is encoded the same way in both lives.
+A bundle's graph takes up to four tensors:
+
+- ``num``: float32, one column per numeric, boolean or datetime-derived feature; NaN = missing;
+- ``cat``: strings, one column per categorical feature; '' = missing;
+- ``text``: strings, two columns per free-text feature: its words by :func:`normalize_text` (lower
+  case, words of letters and digits separated by one space) and its characters by
+  :func:`char_tokens` (lower case, one space between characters, '_' for white space); '' =
+  missing or empty;
+- ``image``: float32 N x 3 x S x S, RGB in [0, 1], every image decoded and resized to the
+  schema's side S by :func:`decode_images`.
+
+This module is the one place that turns tables, frames and dicts into those tensors, checking them
+against the schema; training and inference both use it, so a row is encoded the same way in both
+lives.
 """
 
 from __future__ import annotations
@@ -30,13 +36,15 @@ _FALSE = {"false", "no", "n", "f", "0"}
 class EncodedInputs:
     """The ONNX inputs of a batch of rows."""
 
-    __slots__ = ("num", "cat", "text", "n_rows")
+    __slots__ = ("num", "cat", "text", "image", "n_rows")
 
-    def __init__(self, num: np.ndarray | None, cat: np.ndarray | None, text: np.ndarray | None = None):
+    def __init__(self, num: np.ndarray | None, cat: np.ndarray | None, text: np.ndarray | None = None,
+                 image: np.ndarray | None = None):
         self.num = num  # float32 [N, n_num]
         self.cat = cat  # object (str) [N, n_cat]
-        self.text = text  # object (normalised str) [N, n_text]
-        self.n_rows = len(num) if num is not None else len(cat) if cat is not None else len(text)
+        self.text = text  # object (normalised str) [N, 2 * n_text]
+        self.image = image  # float32 [N, 3, S, S]
+        self.n_rows = next(len(a) for a in (num, cat, text, image) if a is not None)
 
     def feeds(self) -> dict[str, np.ndarray]:
         out = {}
@@ -46,12 +54,15 @@ class EncodedInputs:
             out["cat"] = self.cat
         if self.text is not None:
             out["text"] = self.text
+        if self.image is not None:
+            out["image"] = self.image
         return out
 
     def take(self, index: np.ndarray) -> EncodedInputs:
         return EncodedInputs(None if self.num is None else self.num[index],
                              None if self.cat is None else self.cat[index],
-                             None if self.text is None else self.text[index])
+                             None if self.text is None else self.text[index],
+                             None if self.image is None else self.image[index])
 
 
 class InputEncoder:
@@ -63,6 +74,10 @@ class InputEncoder:
         self.num_columns = [c for c in feats if c.kind in ("numeric", "boolean", "datetime")]
         self.cat_columns = [c for c in feats if c.kind == "categorical"]
         self.text_columns = [c for c in feats if c.kind == "text"]
+        self.image_columns = [c for c in feats if c.kind == "image"]
+        if len(self.image_columns) > 1:
+            raise SchemaError(f"one image column per model: this data has {len(self.image_columns)} "
+                              f"({', '.join(c.name for c in self.image_columns)}); leave the others out with --ignore")
         self.required = [c.name for c in feats]
         self._required_set = frozenset(self.required)
         self.num_feature_names: list[str] = []
@@ -114,7 +129,11 @@ class InputEncoder:
                 if pa.types.is_nested(col.type):
                     raise SchemaError(f"{what} column '{c.name}': expected text or a number, got {col.type} values")
                 cat[:, j] = categorical_strings(col)
-        return EncodedInputs(num, cat, self._texts([table.column(c.name) for c in self.text_columns], what))
+        image = None
+        if self.image_columns:
+            c = self.image_columns[0]
+            image = decode_images(table.column(c.name), c.size or 32, c.name, what, row_offset)
+        return EncodedInputs(num, cat, self._texts([table.column(c.name) for c in self.text_columns], what), image)
 
     def _texts(self, columns: list[pa.ChunkedArray | pa.Array], what: str) -> np.ndarray | None:
         if not self.text_columns:
@@ -130,7 +149,7 @@ class InputEncoder:
     # -- one row as a dict (the latency-critical path) ------------------------------------------
     def encode_row(self, row: dict, *, what: str = "input") -> EncodedInputs:
         """Encode one row given as ``{column: value}``."""
-        if self.text_columns:
+        if self.text_columns or self.image_columns:
             return self.encode_rows([row], what=what)
         if self._simple_num:  # the common case in a few C calls: numbers (or null) and text categories
             fast = self._encode_plain_row(row, what)
@@ -195,9 +214,9 @@ class InputEncoder:
 
         Only the model's columns are read; other fields are ignored. Errors name the row and column.
         """
-        if len(rows) == 1 and not self.text_columns:
+        if len(rows) == 1 and not (self.text_columns or self.image_columns):
             return self.encode_row(rows[0], what=what)
-        if not self._simple_num or self.text_columns:
+        if not self._simple_num or self.text_columns or self.image_columns:
             for i, row in enumerate(rows):
                 if not self._required_set <= row.keys():
                     self._check_columns(row, f"{what} row {i + 1}")
@@ -442,3 +461,48 @@ def char_tokens(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
     joined = pc.replace_substring_regex(pc.utf8_trim_whitespace(_as_text(col)), r"\s+", "_")
     spaced = pc.utf8_rtrim(pc.replace_substring_regex(joined, "(.)", "\\1 "), characters=" ")
     return np.asarray(pc.fill_null(spaced, "").to_numpy(zero_copy_only=False), dtype=object)
+
+
+MAX_IMAGE_BYTES = 16 * 1024 * 1024  # one encoded image
+MAX_IMAGE_PIXELS = 40_000_000  # width x height, checked from the header before any decoding
+
+
+def decode_images(col: pa.ChunkedArray | pa.Array, size: int, name: str, what: str = "input",
+                  row_offset: int = 0) -> np.ndarray:
+    """Encoded images (bytes, or base64 text as JSON carries them) as float32 N x 3 x size x size RGB in [0, 1]."""
+    import base64
+    import binascii
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    text = pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
+    if not (text or pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type) or pa.types.is_null(col.type)):
+        raise SchemaError(f"{what} column '{name}': expected images (bytes, or base64 text), got {col.type} values")
+    values = col.to_pylist()
+    out = np.empty((len(values), 3, size, size), dtype=np.float32)
+    for i, v in enumerate(values):
+        where = f"{what} column '{name}' row {i + 1 + row_offset}"
+        if v is None:
+            raise SchemaError(f"{where}: the image is missing")
+        if text:
+            payload = v.split(",", 1)[1] if v.startswith("data:") and "," in v else v
+            try:
+                v = base64.b64decode(payload, validate=True)
+            except (binascii.Error, ValueError):
+                raise SchemaError(f"{where}: expected base64-encoded image bytes, got text that is not "
+                                  "base64") from None
+        if len(v) > MAX_IMAGE_BYTES:
+            raise SchemaError(f"{where}: an image of {len(v)} bytes is over the limit of {MAX_IMAGE_BYTES} bytes")
+        try:
+            with Image.open(io.BytesIO(v)) as img:
+                width, height = img.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise SchemaError(f"{where}: an image of {width} x {height} pixels is over the limit of "
+                                      f"{MAX_IMAGE_PIXELS} pixels")
+                rgb = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+            raise SchemaError(f"{where}: not a readable image (expected PNG, JPEG, PPM, BMP, GIF, WebP or "
+                              "TIFF bytes)") from None
+        out[i] = np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / np.float32(255.0)
+    return out

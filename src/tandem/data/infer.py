@@ -34,6 +34,26 @@ def _looks_datetime(values: list[str]) -> bool:
     return bool(sample) and all(_ISO_DATE.match(v.strip()) for v in sample)
 
 
+IMAGE_SIDES = (16, 64)  # the side images are resized to: their median, within these bounds
+
+
+def _image_side(values: pa.ChunkedArray) -> int:
+    """The median side of a sample of the images (the larger of width and height), within IMAGE_SIDES."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    sides = []
+    for raw in values.slice(0, 200).to_pylist():
+        try:
+            with Image.open(io.BytesIO(raw)) as img:
+                sides.append(max(img.size))
+        except (OSError, UnidentifiedImageError):
+            continue
+    side = int(np.median(sides)) if sides else 32
+    return int(min(max(4 * round(side / 4), IMAGE_SIDES[0]), IMAGE_SIDES[1]))
+
+
 def _infer_column(name: str, arr: pa.ChunkedArray, n_rows: int) -> ColumnSpec:
     missing = arr.null_count
     t = arr.type
@@ -51,6 +71,10 @@ def _infer_column(name: str, arr: pa.ChunkedArray, n_rows: int) -> ColumnSpec:
         return spec
     if pa.types.is_timestamp(t) or pa.types.is_date(t):
         spec.kind = "datetime"
+        return spec
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        spec.kind, spec.size = "image", _image_side(non_null)
+        spec.note = f"images, resized to {spec.size} x {spec.size} pixels for the model"
         return spec
     n_unique = len(pc.unique(non_null))
     if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):

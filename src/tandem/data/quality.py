@@ -341,7 +341,8 @@ def _codes(col: pa.ChunkedArray) -> np.ndarray:
     if pa.types.is_timestamp(t) or pa.types.is_date(t) or pa.types.is_time(t) or pa.types.is_duration(t):
         col = pc.cast(col, pa.int64()) if not pa.types.is_date(t) else pc.cast(pc.cast(col, pa.date32()), pa.int32())
         return pc.fill_null(col, -1).to_numpy(zero_copy_only=False).astype(np.int64).view(np.uint64)
-    if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t)):
+    if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t)
+            or pa.types.is_binary(t) or pa.types.is_large_binary(t)):
         col = pc.cast(col, pa.large_string())
     encoded = pc.dictionary_encode(col.combine_chunks() if col.num_chunks != 1 else col.chunk(0))
     return pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64).view(np.uint64)

@@ -92,9 +92,10 @@ def read_table(source: Source, *, what: str = "data") -> pa.Table:
 
     ``what`` is the noun used in messages, e.g. ``"training data"`` or ``"prediction input"``.
 
-    A directory with one sub-folder per label of e-mail files (``.eml``, mbox) is read by
-    :mod:`tandem.data.mail`: one row per message, the label in column ``label``; files that are not
-    messages are left out and named by :func:`read_errors`.
+    A directory with one sub-folder per label of image files, or of e-mail files (``.eml``, mbox), is
+    read by :mod:`tandem.data.images` or :mod:`tandem.data.mail`: one row per image or message, the
+    label in column ``label``; files that cannot be read are left out and named by :func:`read_errors`.
+    ``.npz`` / ``.npy`` image arrays are read by :mod:`tandem.data.images` too.
 
     CSV: the delimiter is sniffed from the first 64 KiB among ``, ; TAB |``; the first row is the header
     (names are stripped of surrounding spaces); quoted fields may hold delimiters and newlines; pyarrow's
@@ -105,12 +106,22 @@ def read_table(source: Source, *, what: str = "data") -> pa.Table:
     column names, corrupt Parquet/Arrow/JSON, frames without rows or columns.
     """
     if _is_path(source) and os.path.isdir(os.path.expanduser(os.fsdecode(os.fspath(source)))):
+        from tandem.data.images import is_image_folder, read_image_folder
         from tandem.data.mail import is_mail_folder, read_mail_folder
 
         folder = Path(os.path.expanduser(os.fsdecode(os.fspath(source))))
+        if is_image_folder(folder):
+            table, errors = read_image_folder(folder)
+            return table.replace_schema_metadata({SOURCE_KEY: "images", READ_ERRORS_KEY: json.dumps(errors)})
         if is_mail_folder(folder):
             table, errors = read_mail_folder(folder)
             return table.replace_schema_metadata({SOURCE_KEY: "mail", READ_ERRORS_KEY: json.dumps(errors)})
+    if _is_path(source) and os.fsdecode(os.fspath(source)).lower().endswith((".npz", ".npy")):
+        from tandem.data.images import read_image_arrays
+
+        if not os.path.exists(os.path.expanduser(os.fsdecode(os.fspath(source)))):
+            raise DataError(f"{what} file '{os.fsdecode(os.fspath(source))}' not found")
+        return read_image_arrays(os.path.expanduser(os.fsdecode(os.fspath(source))))
     if _is_path(source):
         f = _resolve(source, what)
         if f.fmt == "csv":

@@ -48,11 +48,13 @@ class Preprocessor:
     # per text block (words then chars of each text column): terms as space-joined tokens, and their idf
     text_terms: list[list[str]] = field(default_factory=list)
     text_idf: list[list[float]] = field(default_factory=list)
+    image_size: int | None = None  # the side images are resized to (an image column's schema size)
 
     # -- fitting ------------------------------------------------------------------------------
     @classmethod
     def fit(cls, enc: EncodedInputs, num_names: list[str], cat_names: list[str],
-            vocabularies: list[list[str]], text_names: list[str] | None = None) -> Preprocessor:
+            vocabularies: list[list[str]], text_names: list[str] | None = None,
+            image_size: int | None = None) -> Preprocessor:
         medians, means, scales, indicators = [], [], [], []
         if enc.num is not None:
             num = enc.num.astype(np.float64)
@@ -74,7 +76,7 @@ class Preprocessor:
             terms.append(t)
             idfs.append(idf)
         return cls(num_names, cat_names, [list(v) for v in vocabularies], medians, means, scales, indicators,
-                   list(text_names or []), terms, idfs)
+                   list(text_names or []), terms, idfs, image_size)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -64,8 +64,12 @@ class LoopResult:
 def fit(build: Callable[[], nn.Module], X: np.ndarray, y: torch.Tensor, X_val: np.ndarray | None,
         y_val: torch.Tensor | None, loss_fn: nn.Module, config: LoopConfig, *, deadline: float | None = None,
         checkpoint: str | os.PathLike | None = None, curve_metric: str = "loss",
-        on_epoch: Callable[[int, float, float | None], None] | None = None) -> LoopResult:
-    """Train ``build()`` on (X, y), early-stopping on (X_val, y_val); see the module docstring."""
+        on_epoch: Callable[[int, float, float | None], None] | None = None,
+        augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None) -> LoopResult:
+    """Train ``build()`` on (X, y), early-stopping on (X_val, y_val); see the module docstring.
+
+    ``augment(batch, generator)`` transforms each training batch (never the validation rows); it draws its
+    randomness from ``generator`` so that runs stay reproducible and resumable."""
     torch.manual_seed(config.seed)
     device = pick_device()
     net = build().to(device)
@@ -99,8 +103,9 @@ def fit(build: Callable[[], nn.Module], X: np.ndarray, y: torch.Tensor, X_val: n
         for start in range(0, len(share), max(config.batch_size // world, 1)):
             idx = share[start: start + max(config.batch_size // world, 1)]
             opt.zero_grad(set_to_none=True)
+            batch = Xt[idx] if augment is None else augment(Xt[idx], gen)
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
-                loss = loss_fn(model(Xt[idx]), yt[idx])
+                loss = loss_fn(model(batch), yt[idx])
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()

@@ -203,4 +203,5 @@ def _concat(parts: list[EncodedInputs]) -> EncodedInputs:
     num = None if parts[0].num is None else np.concatenate([p.num for p in parts])
     cat = None if parts[0].cat is None else np.concatenate([p.cat for p in parts])
     text = None if parts[0].text is None else np.concatenate([p.text for p in parts])
-    return EncodedInputs(num, cat, text)
+    image = None if parts[0].image is None else np.concatenate([p.image for p in parts])
+    return EncodedInputs(num, cat, text, image)

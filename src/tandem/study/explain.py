@@ -27,15 +27,19 @@ def permutation_importance(run: Callable[[dict], np.ndarray], enc: EncodedInputs
         j += width
     columns += [(c.name, "cat", [k]) for k, c in enumerate(encoder.cat_columns)]
     columns += [(c.name, "text", [2 * k, 2 * k + 1]) for k, c in enumerate(encoder.text_columns)]  # words, chars
+    columns += [(c.name, "image", []) for c in encoder.image_columns]  # (the whole image moves)
     out = []
     for name, part, index in columns:
         drops = []
         for _ in range(REPEATS):
             order = rng.permutation(enc.n_rows)
-            parts = {"num": enc.num, "cat": enc.cat, "text": enc.text}
+            parts = {"num": enc.num, "cat": enc.cat, "text": enc.text, "image": enc.image}
             shuffled = dict(parts)
-            block = parts[part].copy()
-            block[:, index] = block[order][:, index]
+            if part == "image":
+                block = parts[part][order]
+            else:
+                block = parts[part].copy()
+                block[:, index] = block[order][:, index]
             shuffled[part] = block
             score = M.score(metric, y, run(EncodedInputs(**shuffled).feeds()), threshold=threshold)
             drops.append(sign * (base - score))

@@ -25,7 +25,9 @@ def build_graph(pre: Preprocessor, task: str, labels: list[str] | None, members:
     view_out: dict[str, str] = {}
     parts = []
     for learner, weight in members:
-        if learner.view not in view_out:
+        if learner.view == "image":
+            view_out["image"] = "image"  # the pixels as the encoder gives them: the network standardises them
+        elif learner.view not in view_out:
             build = pre.onnx_tree_view if learner.view == "tree" else pre.onnx_dense_view
             view_out[learner.view] = build(g, num, cat, text)
         out = learner.to_onnx(g, view_out[learner.view])
@@ -40,6 +42,8 @@ def build_graph(pre: Preprocessor, task: str, labels: list[str] | None, members:
         inputs.append(tensor_info("cat", STRING, ["N", len(pre.cat_names)]))
     if has_text:
         inputs.append(tensor_info("text", STRING, ["N", 2 * len(pre.text_names)]))  # words, characters
+    if any(learner.view == "image" for learner, _ in members):
+        inputs.append(tensor_info("image", FLOAT, ["N", 3, pre.image_size, pre.image_size]))
     if task == "regression":
         g.alias(total, "prediction")
         outputs = [tensor_info("prediction", FLOAT, ["N", 1])]

@@ -111,14 +111,26 @@ class StudyResult:
 
     def native_predict(self, enc: EncodedInputs) -> np.ndarray:
         """The ensemble's prediction in the learners' own runtimes (the parity reference)."""
-        views = {}
+        views = _Views(self.preprocessor, enc)
         out = 0.0
         for _, learner, weight in self.members:
-            if learner.view not in views:
-                views[learner.view] = (self.preprocessor.tree_view(enc) if learner.view == "tree"
-                                       else self.preprocessor.dense_view(enc))
             out = out + weight * learner.predict(views[learner.view])
         return np.asarray(out)
+
+
+class _Views:
+    """The inputs each learner family reads, computed on first use: tree, dense (tables) or image (pixels)."""
+
+    def __init__(self, pre: Preprocessor, enc: EncodedInputs):
+        self.pre, self.enc, self.cache = pre, enc, {}
+
+    def __getitem__(self, view: str) -> np.ndarray:
+        if view not in self.cache:
+            if view == "image":
+                self.cache[view] = self.enc.image
+            else:
+                self.cache[view] = self.pre.tree_view(self.enc) if view == "tree" else self.pre.dense_view(self.enc)
+        return self.cache[view]
 
 
 def _label_type(col: pa.ChunkedArray) -> str:
@@ -195,13 +207,19 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
 
     vocabularies = [c.categories or [] for c in encoder.cat_columns]
     pre = Preprocessor.fit(enc, encoder.num_feature_names, encoder.cat_feature_names, vocabularies,
-                           encoder.text_feature_names)
-    views = {"tree": pre.tree_view(enc), "dense": pre.dense_view(enc)}
+                           encoder.text_feature_names, encoder.image_columns[0].size if encoder.image_columns else None)
+    views = _Views(pre, enc)
+    if encoder.image_columns and (encoder.num_columns or encoder.cat_columns or encoder.text_columns):
+        notes.append("image models read the image column only; the other columns are not used yet")
 
     folds = _folds(table, y, task, config, labels)
     n_folds = len(folds)
     offered = load_portfolio() if config.configs is None else check_configs(config.configs)
-    portfolio = [c for c in offered if config.families is None or c["family"] in config.families]
+    image_data = bool(encoder.image_columns)
+    portfolio = [c for c in offered if (config.families is None or c["family"] in config.families)
+                 and (learner_class(c["family"]).view == "image") == image_data]
+    if not portfolio and image_data:
+        raise ConfigError(f"no image learner among families {config.families}: images need the cnn family")
     if not portfolio:
         raise ConfigError(f"no portfolio configuration for families {config.families}: "
                           "expected some of lightgbm, linear, mlp")
@@ -465,6 +483,8 @@ def _fingerprint(enc: EncodedInputs, y: np.ndarray) -> str:
     h = hashlib.sha256()
     if enc.num is not None:
         h.update(np.ascontiguousarray(enc.num).tobytes())
+    if enc.image is not None:
+        h.update(np.ascontiguousarray(enc.image[:: max(1, len(enc.image) // 1000)]).tobytes())
     for strings in (enc.cat, enc.text):
         if strings is not None:
             for row in strings[:: max(1, len(strings) // 100000)]:
