@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -126,8 +127,10 @@ class CNNLearner(Learner):
         """The network through torch.onnx, its nodes and weights renamed into ``g``; returns the probabilities."""
         buf = io.BytesIO()
         dummy = torch.zeros(1, 3, self.side, self.side)
-        torch.onnx.export(self.net.eval(), (dummy,), buf, input_names=["pixels"], output_names=["logits"],
-                          dynamic_axes={"pixels": {0: "N"}, "logits": {0: "N"}}, opset_version=18, dynamo=False)
+        with warnings.catch_warnings():  # the TorchScript exporter: no onnxscript needed, and it is deprecated
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(self.net.eval(), (dummy,), buf, input_names=["pixels"], output_names=["logits"],
+                              dynamic_axes={"pixels": {0: "N"}, "logits": {0: "N"}}, opset_version=18, dynamo=False)
         sub = onnx.load_from_string(buf.getvalue()).graph
         prefix = g.fresh("cnn")
         rename = {"pixels": x}

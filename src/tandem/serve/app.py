@@ -641,10 +641,20 @@ class ServeApp:
         return self._run(model, enc, answer)
 
 
+def _blank_png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def _warm_one(m: ServedModel) -> None:
     columns = m.predictor.schema.features
-    row = {c.name: (0.0 if c.kind in ("numeric", "boolean") else "warm up" if c.kind == "text" else "")
-           for c in columns}
+    row = {c.name: (0.0 if c.kind in ("numeric", "boolean") else "warm up" if c.kind == "text" else
+                    _blank_png() if c.kind == "image" else "") for c in columns}
     for c in columns:
         if c.kind == "datetime":
             row[c.name] = "2000-01-01"
