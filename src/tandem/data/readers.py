@@ -77,6 +77,13 @@ SOURCE_KEY = b"tandem.source"  # table metadata: "mail" for a table read from a 
 READ_ERRORS_KEY = b"tandem.read_errors"  # table metadata: JSON list of "file: why" for files that failed
 
 
+def _is_folder_or_arrays(source: Source) -> bool:
+    if not _is_path(source):
+        return False
+    name = os.path.expanduser(os.fsdecode(os.fspath(source)))
+    return name.lower().endswith((".npz", ".npy")) or os.path.isdir(name)
+
+
 def read_errors(table: pa.Table) -> list[str]:
     """The per-file errors of a table read from a folder (empty for anything else)."""
     meta = table.schema.metadata or {}
@@ -156,6 +163,9 @@ def iter_batches(
     if batch_rows < 1:
         raise ValueError(f"batch_rows must be at least 1, got {batch_rows}")
     types = dict(column_types or {})
+    if _is_folder_or_arrays(path):  # image or mail folders, image arrays: read whole (they hold encoded files)
+        yield from read_table(path, what=what).to_batches(max_chunksize=batch_rows)
+        return
     if not _is_path(path):
         table = _read_in_memory(path, what)
         return _rebatch(_cast_batches(table.to_batches(), types, what), batch_rows)
@@ -178,6 +188,8 @@ def count_rows_estimate(path: Source) -> int | None:
     newlines and blank lines make it an over-estimate). JSON lines: newlines. Arrow and JSON arrays: None.
     An empty file counts 0. Raises :class:`DataError` for a missing file, a directory or an unsupported suffix.
     """
+    if _is_folder_or_arrays(path):
+        return None
     f = _resolve(path, "data", allow_empty=True)
     if f.size == 0:
         return 0

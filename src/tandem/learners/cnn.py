@@ -1,18 +1,19 @@
 """A compact ResNet-style CNN for images, trained from scratch by the shared torch loop with augmentation.
 
-Input: the image view (float32 N x 3 x S x S, RGB in [0, 1]); the network standardises the
-channels itself (training means and deviations are buffers), so the bundle's graph takes the
-pixels as the encoder gives them. Three stages of residual blocks (widths ``channels``), each
-after the first halving the resolution, global average pooling, a linear classifier. Training
-augments each batch with random shifts (padding and cropping) and brightness/contrast jitter; no
-flips (a mirrored sign or digit is another one). Exported to ONNX through torch.onnx and grafted
-into the bundle's graph.
+Input: the image view (float32 N x 3 x S x S, RGB in [0, 1]); the network brings each image to
+zero mean and unit contrast itself (lighting varies more than the objects), so the bundle's graph
+takes the pixels as the encoder gives them. Three stages of residual blocks (widths
+``channels``), each after the first halving the resolution, global average pooling, a linear
+classifier. Training: AdamW with a cosine learning rate, label smoothing, and each batch moved at
+random (shift, rotation, zoom) with brightness/contrast jitter; no flips (a mirrored sign or digit
+is another one). Exported to ONNX through torch.onnx and grafted into the bundle's graph.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 import warnings
 from pathlib import Path
 
@@ -44,8 +45,6 @@ class _Block(nn.Module):
 class _Net(nn.Module):
     def __init__(self, channels: list[int], n_out: int, dropout: float):
         super().__init__()
-        self.register_buffer("mean", torch.zeros(1, 3, 1, 1))
-        self.register_buffer("std", torch.ones(1, 3, 1, 1))
         stem = channels[0]
         layers: list[nn.Module] = [nn.Conv2d(3, stem, 3, padding=1, bias=False), nn.BatchNorm2d(stem), nn.ReLU()]
         c = stem
@@ -56,24 +55,31 @@ class _Net(nn.Module):
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(c, n_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features((x - self.mean) / self.std))
+        # each image to zero mean and unit contrast first: lighting varies more than the objects do
+        centred = x - x.mean(dim=(1, 2, 3), keepdim=True)
+        x = centred / (centred.pow(2).mean(dim=(1, 2, 3), keepdim=True) + 1e-4).sqrt()
+        return self.head(self.features(x))
 
 
-def _augment(shift: int, jitter: float):
+def _augment(shift: float, rotate: float, zoom: float, jitter: float):
+    """Random affine moves (shift as a share of the side, rotation in degrees, zoom) and brightness/contrast."""
     def augment(batch: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        n, _, h, w = batch.shape
-        if shift:
-            padded = nn.functional.pad(batch, (shift, shift, shift, shift), mode="replicate")
-            dx = torch.randint(0, 2 * shift + 1, (n,), generator=gen)
-            dy = torch.randint(0, 2 * shift + 1, (n,), generator=gen)
-            rows = (dy[:, None] + torch.arange(h)[None, :]).to(batch.device)  # [n, h]
-            cols = (dx[:, None] + torch.arange(w)[None, :]).to(batch.device)  # [n, w]
-            idx = torch.arange(n, device=batch.device)[:, None, None]
-            batch = padded.permute(0, 2, 3, 1)[idx, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+        n = batch.shape[0]
+
+        def uniform(scale: float) -> torch.Tensor:
+            return (torch.rand(n, generator=gen) * 2 - 1) * scale
+
+        angle = uniform(math.radians(rotate))
+        scale = 1 + uniform(zoom)
+        theta = torch.stack([torch.stack([scale * torch.cos(angle), -scale * torch.sin(angle), uniform(2 * shift)], 1),
+                             torch.stack([scale * torch.sin(angle), scale * torch.cos(angle), uniform(2 * shift)], 1)],
+                            1).to(batch.device)
+        grid = nn.functional.affine_grid(theta, list(batch.shape), align_corners=False)
+        batch = nn.functional.grid_sample(batch, grid, padding_mode="border", align_corners=False)
         if jitter:
-            scale = (1 + (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * jitter).to(batch.device)
-            offset = ((torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * jitter / 2).to(batch.device)
-            batch = (batch * scale + offset).clamp(0, 1)
+            gain = (1 + uniform(jitter)).reshape(n, 1, 1, 1).to(batch.device)
+            offset = (uniform(jitter / 2)).reshape(n, 1, 1, 1).to(batch.device)
+            batch = (batch * gain + offset).clamp(0, 1)
         return batch.contiguous()
 
     return augment
@@ -90,22 +96,16 @@ class CNNLearner(Learner):
     def _fit(self, X, y, X_val, y_val, deadline):
         if self.task == "regression":
             raise ValueError("the CNN family classifies images; regression on images is not supported")
-        mean = torch.as_tensor(X.mean(axis=(0, 2, 3)), dtype=torch.float32).reshape(1, 3, 1, 1)
-        std = torch.as_tensor(X.std(axis=(0, 2, 3)) + 1e-3, dtype=torch.float32).reshape(1, 3, 1, 1)
-
-        def build() -> _Net:
-            net = self._build()
-            net.mean.copy_(mean)
-            net.std.copy_(std)
-            return net
-
         config = LoopConfig(max_epochs=int(self.params.get("epochs", 60)), patience=int(self.params.get("patience", 8)),
                             batch_size=int(self.params.get("batch_size", 64)), lr=float(self.params.get("lr", 2e-3)),
-                            weight_decay=float(self.params.get("weight_decay", 5e-4)), seed=self.seed)
+                            weight_decay=float(self.params.get("weight_decay", 5e-4)), seed=self.seed,
+                            schedule=str(self.params.get("schedule", "cosine")))
         side = X.shape[-1]
-        augment = _augment(int(self.params.get("shift", max(1, side // 8))), float(self.params.get("jitter", 0.2)))
-        result = fit(build, X, torch.as_tensor(y, dtype=torch.long), X_val,
-                     None if y_val is None else torch.as_tensor(y_val, dtype=torch.long), nn.CrossEntropyLoss(),
+        augment = _augment(float(self.params.get("shift", 0.1)), float(self.params.get("rotate", 10.0)),
+                           float(self.params.get("zoom", 0.1)), float(self.params.get("jitter", 0.2)))
+        result = fit(self._build, X, torch.as_tensor(y, dtype=torch.long), X_val,
+                     None if y_val is None else torch.as_tensor(y_val, dtype=torch.long),
+                     nn.CrossEntropyLoss(label_smoothing=float(self.params.get("label_smoothing", 0.1))),
                      config, deadline=deadline, checkpoint=self.params.get("checkpoint"), curve_metric="cross-entropy",
                      augment=augment)
         self.net, self.best_epoch, self.curve = result.net, result.best_epoch, result.curve

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 import os
 import time
 from collections.abc import Callable
@@ -49,6 +50,15 @@ class LoopConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-5
     seed: int = 0
+    schedule: str = "constant"  # or "cosine": one warm-up epoch, then the rate decays to 0 at max_epochs
+
+    def lr_at(self, epoch: int) -> float:
+        """The learning rate of ``epoch`` (1-based): a function of the epoch alone, so a resumed run matches."""
+        if self.schedule != "cosine":
+            return self.lr
+        if epoch <= 1:
+            return self.lr * 0.3
+        return self.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / max(self.max_epochs, 2)))
 
 
 @dataclass
@@ -97,6 +107,8 @@ def fit(build: Callable[[], nn.Module], X: np.ndarray, y: torch.Tensor, X_val: n
     epoch = state["epoch"]
     for epoch in range(state["epoch"] + 1, config.max_epochs + 1):
         model.train()
+        for group in opt.param_groups:
+            group["lr"] = config.lr_at(epoch)
         order = torch.randperm(len(Xt), generator=gen)
         share = order[rank::world].to(device)  # this process's part of the epoch (all of it alone)
         total = torch.zeros((), device=device)
