@@ -79,3 +79,19 @@ def linear_churn(home, rows: int = 300):
 
     frame = mixed_frame(rows, task="binary", seed=0)
     return frame, lambda: tandem.train(frame, "churn", time_limit=2, name="churn", home=home, families=["linear"])
+
+
+def post(port: int, path: str, body: dict | bytes, ctype: str = "application/json",
+         timeout: float = 20) -> tuple[int, dict]:
+    """POST ``body`` (a dict is sent as JSON) to the local server; (status, the JSON answer), errors included."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, headers={"content-type": ctype})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())

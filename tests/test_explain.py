@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
-
 import lightgbm as lgb
 import numpy as np
 import pytest
-from tests.helpers import free_port, mixed_frame, records, start_server
+from tests.helpers import free_port, mixed_frame, post, records, start_server
 
 import tandem
 from tandem.features.preprocess import Preprocessor
@@ -74,25 +70,15 @@ def test_models_without_exact_attribution_say_why(home):
         mlp.predict(frame.drop(columns=["churn"]).head(2), explain=True)
 
 
-def post(port: int, model: str, body: dict) -> tuple[int, dict]:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/models/{model}/predict", data=json.dumps(body).encode(),
-                                 headers={"content-type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
 def test_the_server_explains_on_request(home, trees):
     frame, model = trees
     port = free_port()
     proc = start_server(home, port, ref="trees")
     try:
         rows = records(frame.drop(columns=["churn"]).head(3))
-        status, plain = post(port, "trees", {"instances": rows})
+        status, plain = post(port, "/v1/models/trees/predict", {"instances": rows})
         assert status == 200 and "explanations" not in plain
-        status, answer = post(port, "trees", {"instances": rows, "explain": True})
+        status, answer = post(port, "/v1/models/trees/predict", {"instances": rows, "explain": True})
         assert status == 200, answer
         e = answer["explanations"]
         assert e["output"] == "P(yes)" and len(e["contributions"]) == 3
@@ -100,14 +86,15 @@ def test_the_server_explains_on_request(home, trees):
             assert set(contrib) == {"age", "income", "member", "signup", "city"}
             assert e["base"] + sum(contrib.values()) == pytest.approx(probs[1], abs=2e-6)
         assert answer["predictions"] == plain["predictions"]
-        status, err = post(port, "trees", {"instances": rows, "explain": "yes"})
+        status, err = post(port, "/v1/models/trees/predict", {"instances": rows, "explain": "yes"})
         assert status == 400 and err["error"] == "field 'explain': expected true or false, got 'yes'"
     finally:
         proc.terminate()
         proc.wait(timeout=10)
     proc = start_server(home, port, ref="mlp")
     try:
-        status, err = post(port, "mlp", {"instances": records(frame.drop(columns=["churn"]).head(1)), "explain": True})
+        one = records(frame.drop(columns=["churn"]).head(1))
+        status, err = post(port, "/v1/models/mlp/predict", {"instances": one, "explain": True})
         assert status == 422 and "has no exact attribution" in err["error"]
     finally:
         proc.terminate()

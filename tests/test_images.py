@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import base64
 import io
-import json
-import urllib.error
-import urllib.request
 
 import numpy as np
 import onnx
 import pytest
 from PIL import Image
-from tests.helpers import free_port, start_server
+from tests.helpers import free_port, post, start_server
 
 import tandem
 from tandem.data.images import read_image_arrays
@@ -102,16 +99,6 @@ def test_arrays_read_as_images_with_clear_errors(tmp_path):
         tandem.train(str(tmp_path / "missing.npz"), "label", time_limit=2, home=tmp_path)
 
 
-def post(port: int, path: str, body: dict) -> tuple[int, dict]:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
-                                 headers={"content-type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=20) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
 def test_images_over_rest_and_v2_and_the_errors_of_bad_images(model, home):
     rng = np.random.default_rng(7)
     port = free_port()
@@ -142,3 +129,18 @@ def test_images_over_rest_and_v2_and_the_errors_of_bad_images(model, home):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_tandem_predict_scores_an_image_array_file(model, home, tmp_path, run_cli):
+    rng = np.random.default_rng(3)
+    kinds = list(COLORS) * 4
+    pixels = np.stack([np.asarray(picture(k, rng)) for k in kinds])
+    np.savez(tmp_path / "new.npz", images=pixels)
+    out = tmp_path / "scored.csv"
+    proc = run_cli(["predict", "shapes", tmp_path / "new.npz", "-o", out], home=home, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    import pandas as pd
+
+    scored = pd.read_csv(out)
+    assert len(scored) == 12 and {"label", "proba_red", "proba_green", "proba_blue"} <= set(scored.columns)
+    assert np.mean(scored["label"].to_numpy() == np.array(kinds)) >= 0.9

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import mailbox
-import urllib.error
-import urllib.request
 from email.message import EmailMessage
 
 import numpy as np
 import pytest
-from tests.helpers import free_port, start_server
+from tests.helpers import free_port, post, start_server
 
 import tandem
 from tandem.data.mail import message_fields, parse_message
 from tandem.errors import DataError
 
+MAIL_PREDICT = "/v1/models/mail/predict"
 HAM_LINES = ["Are we still on for lunch tomorrow?", "Minutes of the meeting are attached.",
              "Can you review my pull request today?", "The kids loved the zoo, photos soon.",
              "Reminder: team standup moved to 10am.", "Thanks for dinner, see you next week."]
@@ -101,16 +99,6 @@ def test_a_mail_folder_trains_with_a_clear_error_for_the_broken_file(mail_dir, t
     assert m["metrics"]["validation"]["accuracy"] > 0.9
 
 
-def post(port: int, body: bytes, ctype: str) -> tuple[int, dict]:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/models/mail/predict", data=body,
-                                 headers={"content-type": ctype})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
 def test_the_server_reads_raw_messages_for_a_mail_model(mail_dir, tmp_path, run_cli):
     home = tmp_path / "home"
     assert run_cli(["train", mail_dir, "--target", "label", "--time-limit", "10", "--name", "mail",
@@ -119,14 +107,14 @@ def test_the_server_reads_raw_messages_for_a_mail_model(mail_dir, tmp_path, run_
     port = free_port()
     proc = start_server(home, port, ref="mail")
     try:
-        answers = [post(port, bytes(make_message(rng, spam, 500 + k)), "message/rfc822")
+        answers = [post(port, MAIL_PREDICT, bytes(make_message(rng, spam, 500 + k)), "message/rfc822")
                    for k, spam in enumerate([True, False, True, False])]
         assert [a[0] for a in answers] == [200] * 4, answers
         assert [a[1]["predictions"][0] for a in answers] == ["spam", "ham", "spam", "ham"]
-        status, err = post(port, b"\x00\x01 not mail", "message/rfc822")
+        status, err = post(port, MAIL_PREDICT, b"\x00\x01 not mail", "message/rfc822")
         assert status == 400 and err["error"].startswith("body: not an e-mail message")
         fields = message_fields(parse_message(bytes(make_message(rng, True, 9))))
-        status, answer = post(port, json.dumps({"instances": [fields]}).encode(), "application/json")
+        status, answer = post(port, MAIL_PREDICT, {"instances": [fields]})
         assert status == 200 and answer["predictions"] == ["spam"]
     finally:
         proc.terminate()

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +9,7 @@ import onnx
 import pandas as pd
 import pyarrow as pa
 import pytest
-from tests.helpers import free_port, start_server
+from tests.helpers import free_port, post, start_server
 
 import tandem
 from tandem.bundle.inputs import InputEncoder, char_tokens, normalize_text
@@ -105,16 +102,6 @@ def test_sms_spam_collection_reaches_a_high_spam_f1(tmp_path):
     model = tandem.train(train, "Label", time_limit=30, home=tmp_path, name="sms")
     f1 = f1_score(test["Label"], model.predict(test.drop(columns=["Label"])), pos_label="spam")
     assert f1 >= 0.92, f1  # the bench holds the 120 s run to 0.95
-
-
-def post(port: int, path: str, body: dict, ctype: str = "application/json") -> tuple[int, dict]:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
-                                 headers={"content-type": ctype})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def test_text_over_rest_and_kserve_v2_with_clear_errors_for_bad_text(model, home):

@@ -7,6 +7,9 @@
   every epoch (atomically: a temp file, then rename), and a later call with the same path and the
   same run (data shapes, config) continues after the last finished epoch instead of starting again.
   Checkpoints hold tensors and plain numbers only and are read with ``weights_only=True``.
+- **Time budget**: with a ``deadline`` and the cosine schedule, the first epoch's duration sets how
+  many epochs fit (at most ``max_epochs``), and the rate anneals to zero at that horizon instead of
+  being cut off at a high rate by the deadline.
 - **Device and precision**: CUDA when present, with mixed precision (fp16 autocast and a gradient
   scaler); CPU otherwise, in fp32.
 - **Data parallel**: under ``torchrun`` (``torch.distributed`` initialised, gloo on CPU, NCCL on
@@ -50,15 +53,16 @@ class LoopConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-5
     seed: int = 0
-    schedule: str = "constant"  # or "cosine": one warm-up epoch, then the rate decays to 0 at max_epochs
+    schedule: str = "constant"  # or "cosine": one warm-up epoch, then the rate decays to 0 at the horizon
 
-    def lr_at(self, epoch: int) -> float:
-        """The learning rate of ``epoch`` (1-based): a function of the epoch alone, so a resumed run matches."""
+    def lr_at(self, epoch: int, horizon: int) -> float:
+        """The learning rate of ``epoch`` (1-based) for a run of ``horizon`` epochs: a function of these alone,
+        so a resumed run matches."""
         if self.schedule != "cosine":
             return self.lr
         if epoch <= 1:
             return self.lr * 0.3
-        return self.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / max(self.max_epochs, 2)))
+        return self.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / max(horizon, 2)))
 
 
 @dataclass
@@ -97,18 +101,21 @@ def fit(build: Callable[[], nn.Module], X: np.ndarray, y: torch.Tensor, X_val: n
         Xv = torch.as_tensor(X_val, dtype=torch.float32, device=device)
         yv = y_val.to(device)
     gen = torch.Generator(device="cpu").manual_seed(config.seed)
-    state = {"best": float("inf"), "best_epoch": 0, "best_state": None, "train": [], "valid": [], "epoch": 0}
+    state = {"best": float("inf"), "best_epoch": 0, "best_state": None, "train": [], "valid": [], "epoch": 0,
+             "horizon": config.max_epochs}
     identity = _identity(config, X, X_val, world)
     path = Path(checkpoint) if checkpoint is not None else None
     resumed = 0
     if path is not None and path.exists():
         resumed = _resume(path, identity, net, opt, scaler, gen, state, device)
     stopped = False
-    epoch = state["epoch"]
     for epoch in range(state["epoch"] + 1, config.max_epochs + 1):
+        if epoch > state["horizon"]:
+            break
         model.train()
+        started = time.monotonic()
         for group in opt.param_groups:
-            group["lr"] = config.lr_at(epoch)
+            group["lr"] = config.lr_at(epoch, state["horizon"])
         order = torch.randperm(len(Xt), generator=gen)
         share = order[rank::world].to(device)  # this process's part of the epoch (all of it alone)
         total = torch.zeros((), device=device)
@@ -133,6 +140,9 @@ def fit(build: Callable[[], nn.Module], X: np.ndarray, y: torch.Tensor, X_val: n
             if val_loss < state["best"] - 1e-6:
                 state.update(best=val_loss, best_epoch=epoch, best_state=copy.deepcopy(net.state_dict()))
         state["epoch"] = epoch
+        if epoch == 1 and deadline is not None and config.schedule == "cosine":  # plan the run to fit the budget
+            per_epoch = max(time.monotonic() - started, 1e-6)
+            state["horizon"] = int(min(config.max_epochs, max(2, (deadline - started) / per_epoch * 0.95)))
         if on_epoch is not None:
             on_epoch(epoch, train_loss, val_loss)
         done = has_val and config.patience is not None and epoch - state["best_epoch"] >= config.patience
@@ -148,8 +158,9 @@ def fit(build: Callable[[], nn.Module], X: np.ndarray, y: torch.Tensor, X_val: n
     curve = None
     if state["valid"]:
         curve = training_curve(curve_metric, state["train"], state["valid"], best=state["best_epoch"], unit="epoch")
-    return LoopResult(net=net.to("cpu").eval(), best_epoch=state["best_epoch"] if has_val else epoch,
-                      epochs_run=epoch, curve=curve, stopped_by_deadline=stopped, resumed_from=resumed)
+    ran = state["epoch"]
+    return LoopResult(net=net.to("cpu").eval(), best_epoch=state["best_epoch"] if has_val else ran,
+                      epochs_run=ran, curve=curve, stopped_by_deadline=stopped, resumed_from=resumed)
 
 
 def _distributed() -> tuple[int, int]:
@@ -171,7 +182,8 @@ def _save(path: Path, identity: str, net: nn.Module, opt: torch.optim.Optimizer,
     payload = {"identity": identity, "net": net.state_dict(), "optimizer": opt.state_dict(),
                "scaler": scaler.state_dict(), "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
                "epoch": state["epoch"], "best": state["best"], "best_epoch": state["best_epoch"],
-               "best_state": state["best_state"], "train": state["train"], "valid": state["valid"]}
+               "best_state": state["best_state"], "train": state["train"], "valid": state["valid"],
+               "horizon": state["horizon"]}
     if torch.cuda.is_available():
         payload["cuda_rng"] = torch.cuda.get_rng_state_all()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -192,6 +204,6 @@ def _resume(path: Path, identity: str, net: nn.Module, opt: torch.optim.Optimize
     torch.set_rng_state(payload["torch_rng"].cpu())
     if "cuda_rng" in payload and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in payload["cuda_rng"]])
-    for key in ("epoch", "best", "best_epoch", "best_state", "train", "valid"):
+    for key in ("epoch", "best", "best_epoch", "best_state", "train", "valid", "horizon"):
         state[key] = payload[key]
     return int(payload["epoch"])
