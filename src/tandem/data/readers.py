@@ -164,8 +164,7 @@ def iter_batches(
         raise ValueError(f"batch_rows must be at least 1, got {batch_rows}")
     types = dict(column_types or {})
     if _is_folder_or_arrays(path):  # image or mail folders, image arrays: read whole (they hold encoded files)
-        yield from read_table(path, what=what).to_batches(max_chunksize=batch_rows)
-        return
+        return iter(read_table(path, what=what).to_batches(max_chunksize=batch_rows))
     if not _is_path(path):
         table = _read_in_memory(path, what)
         return _rebatch(_cast_batches(table.to_batches(), types, what), batch_rows)
