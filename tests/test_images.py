@@ -126,6 +126,20 @@ def test_images_over_rest_and_v2_and_the_errors_of_bad_images(model, home):
             status, err = post(port, "/v1/models/shapes/predict", {"instances": [{"image": value}]})
             assert status == 422, err
             assert err["error"] == f"field 'instances' column 'image' row 1: {message}", err
+        # raw bytes: an image/png body on the REST route, and a binary BYTES tensor through a real v2 client
+        raw = png(picture("green", rng))
+        status, answer = post(port, "/v1/models/shapes/predict", raw, "image/png")
+        assert status == 200 and answer["predictions"] == ["green"], answer
+        status, err = post(port, "/v1/models/shapes/predict", b"GIF89a broken", "image/gif")
+        assert status == 422 and "not a readable image" in err["error"]
+        import tritonclient.http as triton
+
+        client = triton.InferenceServerClient(f"127.0.0.1:{port}")
+        tensor = triton.InferInput("image", [2], "BYTES")
+        tensor.set_data_from_numpy(np.array([png(picture("red", rng)), png(picture("blue", rng))], dtype=np.object_),
+                                   binary_data=True)
+        result = client.infer("shapes", [tensor], outputs=[triton.InferRequestedOutput("label", binary_data=False)])
+        assert [v.decode() if isinstance(v, bytes) else v for v in result.as_numpy("label").tolist()] == ["red", "blue"]
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -127,6 +127,16 @@ def test_text_over_rest_and_kserve_v2_with_clear_errors_for_bad_text(model, home
         v2["inputs"][0]["data"] = [""]
         status, err = post(port, "/v2/models/sms/infer", v2)
         assert status == 400 and err["error"] == "input text row 1: empty text; send the text to read"
+        import tritonclient.http as triton
+        from tritonclient.utils import InferenceServerException
+
+        client = triton.InferenceServerClient(f"127.0.0.1:{port}")
+        msg = triton.InferInput("msg", [1], "BYTES")
+        msg.set_data_from_numpy(np.array([b"\xff\xfe not text"], dtype=np.object_), binary_data=True)
+        links = triton.InferInput("links", [1], "FP32")
+        links.set_data_from_numpy(np.array([1.0], dtype=np.float32))
+        with pytest.raises(InferenceServerException, match="input 'msg': BYTES element 1 is not UTF-8 text"):
+            client.infer("sms", [msg, links])
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -387,12 +387,23 @@ class ServeApp:
 
     def _predict(self, request: Request, model: ServedModel) -> Answer | Later:
         self._expect(request.method, "POST", request)
-        if model.predictor.manifest.get("source") == "mail" and request.headers.get(b"content-type", b"").split(
-                b";")[0].strip().lower() == RFC822:
+        ctype = request.headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if ctype == RFC822 and model.predictor.manifest.get("source") == "mail":
             return self._predict_message(request, model)
+        if ctype.startswith(b"image/") and model.predictor.encoder.image_columns:
+            return self._predict_image(request, model, ctype)
         raw = self._body(request)
         self._admit(model)
         return self._predict_rest(model, self._parse_json(raw))
+
+    def _predict_image(self, request: Request, model: ServedModel, ctype: bytes) -> Answer | Later:
+        """One raw image (``image/png``, ``image/jpeg``, ...) as the body, for a model with one image column."""
+        raw = self._body(request, types=(ctype,))
+        self._admit(model)
+        encoder = model.predictor.encoder
+        if len(encoder.required) != 1:
+            raise HTTPError(415, "this model reads more than the image: send JSON rows with every column")
+        return self._predict_rest(model, {"instances": [{encoder.image_columns[0].name: raw}]})
 
     def _predict_message(self, request: Request, model: ServedModel) -> Answer | Later:
         """A raw e-mail (``message/rfc822``) for a model trained on a mail folder: read as in training."""
@@ -623,6 +634,12 @@ class ServeApp:
         except kserve.V2Error as exc:
             raise HTTPError(400, str(exc)) from None
         self._check_rows(v2.n_rows)
+        images = {c.name for c in p.encoder.image_columns}
+        for name, values in v2.columns.items():
+            if name not in images and isinstance(values, list):
+                raw_at = next((i for i, v in enumerate(values) if isinstance(v, bytes)), None)
+                if raw_at is not None:
+                    raise HTTPError(400, f"input '{name}': BYTES element {raw_at + 1} is not UTF-8 text")
 
         def answer(run: RunOutputs, start: int, stop: int) -> Answer:
             out = run.rows(start, stop)
@@ -720,6 +737,9 @@ def openapi_document(models: list[ServedModel]) -> dict:
             "responses": {"200": {"description": "predictions",
                                   "content": {"application/json": {"schema": answer}}},
                           "400": error, "401": error, "413": error, "415": error, "422": error}}}
+        if [c.kind for c in p.schema.features] == ["image"]:  # an image model: one raw image as the body
+            paths[f"/v1/models/{m.name}/predict"]["post"]["requestBody"]["content"]["image/*"] = {
+                "schema": {"type": "string", "format": "binary", "description": "one encoded image"}}
         if p.manifest.get("source") == "mail":  # trained on a mail folder: raw messages are read as in training
             paths[f"/v1/models/{m.name}/predict"]["post"]["requestBody"]["content"]["message/rfc822"] = {
                 "schema": {"type": "string", "format": "binary", "description": "one raw e-mail (RFC 822)"}}

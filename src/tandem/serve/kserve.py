@@ -153,10 +153,11 @@ def _binary_values(raw: memoryview, datatype: object, where: str) -> object:
             (length,) = struct.unpack_from("<I", raw, i)
             if i + 4 + length > len(raw):
                 raise V2Error(f"{where}: BYTES element of {length} bytes runs past the tensor's data")
+            element = bytes(raw[i + 4: i + 4 + length])
             try:
-                values.append(bytes(raw[i + 4: i + 4 + length]).decode("utf-8"))
-            except UnicodeDecodeError:
-                raise V2Error(f"{where}: BYTES element {len(values) + 1} is not UTF-8 text") from None
+                values.append(element.decode("utf-8"))
+            except UnicodeDecodeError:  # raw bytes (an image): the app accepts them for image inputs only
+                values.append(element)
             i += 4 + length
         return values
     dtype = FIXED_DTYPES.get(datatype) if isinstance(datatype, str) else None
