@@ -92,3 +92,16 @@ def test_drift_cli(tmp_path, run_cli, model):
     new.drop(columns=["color"]).to_csv(tmp_path / "short.csv", index=False)
     proc = run_cli(["drift", "drifty", tmp_path / "short.csv"], home=home, cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "missing column(s) 'color'" in proc.stderr
+
+
+def test_adult_s_test_file_has_not_moved_but_longer_hours_have(tmp_path):
+    from tests.test_quality import load_adult
+
+    train, test = load_adult()
+    model = tandem.train(train, "income", time_limit=5, home=tmp_path, families=["linear"])
+    new = test.drop(columns=["income"])
+    result = model.drift(new)  # the official test file: the same population, counts and point masses included
+    assert result["moved"] == [] and result["watch"] == []
+    hours = by_feature(result)["hours-per-week"]
+    assert hours["ks"] < 0.05  # 47% of people work exactly 40 h: the jump is compared as a jump
+    assert model.drift(new.assign(**{"hours-per-week": new["hours-per-week"] + 5}))["moved"] == ["hours-per-week"]

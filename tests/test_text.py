@@ -140,3 +140,13 @@ def test_text_over_rest_and_kserve_v2_with_clear_errors_for_bad_text(model, home
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_drift_follows_the_length_of_a_text_column(model):
+    same = messages(400, seed=11).drop(columns=["label"])
+    assert model.drift(same)["moved"] == []
+    longer = same.assign(msg=same["msg"] + " " + same["msg"] + " " + same["msg"])
+    result = model.drift(longer)
+    assert result["moved"] == ["msg"]
+    msg = [f for f in result["features"] if f["feature"] == "msg"][0]
+    assert msg["kind"] == "text (words per row)" and msg["mean_new"] == pytest.approx(3 * msg["mean_train"], rel=0.2)

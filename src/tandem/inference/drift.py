@@ -120,17 +120,35 @@ def _numeric(name: str, prof: dict, x: np.ndarray, n_train: int) -> dict:
             q = np.asarray(prof["quantiles"], dtype=np.float64)
             expected = np.diff(np.interp(np.r_[q[0], edges, q[-1]], q, np.linspace(0, 1, len(q))))
         out["psi"] = round(psi(expected, counts / len(ok)), 6)
-        levels = prof.get("percentiles") or prof["quantiles"]
-        grid = np.asarray(levels, dtype=np.float64)
-        cdf_train = np.interp(ok, grid, np.linspace(0, 1, len(grid)))
-        n = len(ok)
-        above = np.arange(1, n + 1) / n - cdf_train
-        below = cdf_train - np.arange(0, n) / n
-        d = float(max(above.max(), below.max(), 0.0))
+        d = _ks_distance(np.asarray(prof.get("percentiles") or prof["quantiles"], dtype=np.float64), ok)
         out["ks"] = round(d, 6)
-        out["ks_pvalue"] = ks_pvalue(d, n_train, n)
+        out["ks_pvalue"] = ks_pvalue(d, n_train, len(ok))
     out["verdict"], out["why"] = _verdict(out)
     return out
+
+
+def _ks_distance(grid: np.ndarray, ok: np.ndarray) -> float:
+    """Largest gap between the training CDF and the sorted new values' empirical CDF, on both sides of every
+    jump. The training CDF comes from evenly spaced percentiles ``grid``: a value several percentiles share
+    is a jump (a point mass, as in counts), and between distinct values the CDF rises linearly from the top
+    of one jump to the foot of the next."""
+    levels = np.linspace(0, 1, len(grid))
+    values, first = np.unique(grid, return_index=True)
+    last = np.append(first[1:] - 1, len(grid) - 1)  # the last percentile holding each distinct value
+    foot, top = levels[first], levels[last]  # the CDF just below and at each distinct value
+    u, counts = np.unique(ok, return_counts=True)
+    n = len(ok)
+    new_right = np.cumsum(counts) / n
+    new_left = new_right - counts / n
+    j = np.searchsorted(values, u, side="right") - 1  # the largest training value <= u (-1: below them all)
+    jc = np.clip(j, 0, len(values) - 1)
+    nxt = np.clip(j + 1, 0, len(values) - 1)
+    span = np.where(nxt > jc, values[nxt] - values[jc], 1.0)
+    between = top[jc] + (u - values[jc]) / span * (foot[nxt] - top[jc])
+    exact = (j >= 0) & (values[jc] == u)
+    train_right = np.where(j < 0, 0.0, np.where(exact, top[jc], np.where(j >= len(values) - 1, 1.0, between)))
+    train_left = np.where(exact, foot[jc], train_right)
+    return float(max(np.abs(new_right - train_right).max(), np.abs(new_left - train_left).max()))
 
 
 def _categorical(name: str, prof: dict, values: np.ndarray, known: set[str]) -> dict:
