@@ -387,11 +387,13 @@ class ServeApp:
 
     def _predict(self, request: Request, model: ServedModel) -> Answer | Later:
         self._expect(request.method, "POST", request)
-        ctype = request.headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        if ctype == RFC822 and model.predictor.manifest.get("source") == "mail":
-            return self._predict_message(request, model)
-        if ctype.startswith(b"image/") and model.predictor.encoder.image_columns:
-            return self._predict_image(request, model, ctype)
+        ctype = request.headers.get(b"content-type", b"")
+        if ctype != JSON:  # (the common request says exactly application/json: nothing to parse)
+            ctype = ctype.split(b";")[0].strip().lower()
+            if ctype == RFC822 and model.predictor.manifest.get("source") == "mail":
+                return self._predict_message(request, model)
+            if ctype.startswith(b"image/") and model.predictor.encoder.image_columns:
+                return self._predict_image(request, model, ctype)
         raw = self._body(request)
         self._admit(model)
         return self._predict_rest(model, self._parse_json(raw))
@@ -584,10 +586,8 @@ class ServeApp:
         else:
             enc = p.encode(data)
         explain = body.get("explain", False)  # (a dict: _rows_to_input checked)
-        if explain is not False:
-            if explain is not True:
-                raise HTTPError(400, f"field 'explain': expected true or false, got {explain!r:.80}")
-            return self._explained(model, enc)
+        if explain is not False and explain is not True:
+            raise HTTPError(400, f"field 'explain': expected true or false, got {explain!r:.80}")
 
         def answer(run: RunOutputs, start: int, stop: int) -> Answer:
             predictions = run.cache.get("predictions")
@@ -597,28 +597,13 @@ class ServeApp:
             if p.task != "regression":
                 result["labels"] = model.labels
                 result["probabilities"] = run.out["probabilities"][start:stop]  # float32: written as such
+            if explain:  # this request's rows only, whatever it shared a model run with
+                e = p.explain(enc)
+                result["explanations"] = {"output": e["output"], "base": e["base"], "contributions": [
+                    dict(zip(e["columns"], row, strict=True)) for row in e["contributions"].tolist()]}
             return 200, result, ()
 
         return self._run(model, enc, answer)
-
-    def _explained(self, model: ServedModel, enc: EncodedInputs) -> Answer:
-        """Predictions with per-column contributions: run on their own (explanations are not the hot path)."""
-        p = model.predictor
-        out = p.run(enc)
-        if not all_finite(out):
-            raise NonFiniteOutput()
-        started = time.perf_counter()
-        e = p.explain(enc)
-        self._observe(model.name, 0.0, time.perf_counter() - started, enc.n_rows)
-        result = {"model": model.name, "version": model.version, "predictions": p.decode(out).tolist()}
-        if p.task != "regression":
-            result["labels"] = model.labels
-            result["probabilities"] = out["probabilities"]
-        columns = e["columns"]
-        result["explanations"] = {
-            "output": e["output"], "base": e["base"],
-            "contributions": [dict(zip(columns, row, strict=True)) for row in e["contributions"].tolist()]}
-        return 200, result, ()
 
     # -- KServe v2 ----------------------------------------------------------------------------
     def _infer_v2(self, model: ServedModel, request: Request) -> Answer | Later:
@@ -630,16 +615,11 @@ class ServeApp:
         raw = self._body(request, types=(JSON, b"", b"application/octet-stream"))
         self._admit(model)
         try:
-            v2 = kserve.decode_request(raw, None if header_length is None else int(header_length))
+            v2 = kserve.decode_request(raw, None if header_length is None else int(header_length),
+                                       frozenset(c.name for c in p.encoder.image_columns))
         except kserve.V2Error as exc:
             raise HTTPError(400, str(exc)) from None
         self._check_rows(v2.n_rows)
-        images = {c.name for c in p.encoder.image_columns}
-        for name, values in v2.columns.items():
-            if name not in images and isinstance(values, list):
-                raw_at = next((i for i, v in enumerate(values) if isinstance(v, bytes)), None)
-                if raw_at is not None:
-                    raise HTTPError(400, f"input '{name}': BYTES element {raw_at + 1} is not UTF-8 text")
 
         def answer(run: RunOutputs, start: int, stop: int) -> Answer:
             out = run.rows(start, stop)

@@ -52,8 +52,12 @@ def output_specs(p: Predictor) -> list[dict]:
             {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(p.labels)]}]
 
 
-def decode_request(body: bytes, header_length: int | None) -> InferRequest:
-    """Parse an infer request (JSON, or JSON header + binary tensors); V2Error says what is wrong."""
+def decode_request(body: bytes, header_length: int | None,
+                   raw_bytes_inputs: frozenset[str] = frozenset()) -> InferRequest:
+    """Parse an infer request (JSON, or JSON header + binary tensors); V2Error says what is wrong.
+
+    Binary BYTES elements are text, except in the inputs named in ``raw_bytes_inputs`` (images), where an
+    element that is not UTF-8 stays bytes."""
     if header_length is not None:
         if not 0 < header_length <= len(body):
             raise V2Error(f"Inference-Header-Content-Length {header_length} does not fit a body of {len(body)} bytes")
@@ -81,7 +85,8 @@ def decode_request(body: bytes, header_length: int | None) -> InferRequest:
             if not isinstance(size, int) or size < 0 or offset + size > len(binary):
                 raise V2Error(f"{where}: binary_data_size {size!r} does not fit the {len(binary) - offset} "
                               "bytes left in the body")
-            values = _binary_values(binary[offset: offset + size], tensor.get("datatype"), where)
+            values = _binary_values(binary[offset: offset + size], tensor.get("datatype"), where,
+                                    None if tensor["name"] in raw_bytes_inputs else tensor["name"])
             offset += size
         else:
             data = tensor.get("data")
@@ -144,7 +149,9 @@ def encode_answer(name: str, version: int | None, p: Predictor, out: dict[str, n
             [(b"inference-header-content-length", str(len(head)).encode())])
 
 
-def _binary_values(raw: memoryview, datatype: object, where: str) -> object:
+def _binary_values(raw: memoryview, datatype: object, where: str, text_input: str | None) -> object:
+    """The values of one binary tensor; ``text_input`` names an input whose BYTES must be UTF-8 text (None:
+    raw bytes are kept)."""
     if datatype == "BYTES":
         values, i = [], 0
         while i < len(raw):
@@ -156,8 +163,10 @@ def _binary_values(raw: memoryview, datatype: object, where: str) -> object:
             element = bytes(raw[i + 4: i + 4 + length])
             try:
                 values.append(element.decode("utf-8"))
-            except UnicodeDecodeError:  # raw bytes (an image): the app accepts them for image inputs only
-                values.append(element)
+            except UnicodeDecodeError:
+                if text_input is not None:
+                    raise V2Error(f"input '{text_input}': BYTES element {len(values) + 1} is not UTF-8 text") from None
+                values.append(element)  # raw bytes of an image
             i += 4 + length
         return values
     dtype = FIXED_DTYPES.get(datatype) if isinstance(datatype, str) else None
