@@ -152,8 +152,8 @@ def message_fields(message: EmailMessage) -> dict:
     body = " ".join(" ".join(texts + visible).split()) if texts else " ".join(visible)
     urls = [d.lower() for d in _URL.findall(" ".join(texts))] + [
         d.lower() for href, _ in links for d in _URL.findall(href)]
-    mismatch = any(_URL.findall(href) and _URL.findall(text) and
-                   _URL.findall(href)[0].lower() != _URL.findall(text)[0].lower() for href, text in links)
+    shown = [(_first_domain(href), _first_domain(text)) for href, text in links]
+    mismatch = any(target and visible and target != visible for target, visible in shown)
     sender = _domain(str(message.get("From", "")))
     reply = _domain(str(message.get("Reply-To", "")))
     recipients = sum(len(str(message.get(h, "")).split(",")) for h in ("To", "Cc") if message.get(h))
@@ -170,6 +170,12 @@ def message_fields(message: EmailMessage) -> dict:
         "has_html": bool(htmls),
         "n_recipients": recipients,
     }
+
+
+def _first_domain(text: str) -> str | None:
+    """The host of the first URL in ``text``, lower case (None without one)."""
+    found = _URL.search(text)
+    return found.group(1).lower() if found else None
 
 
 def _domain(address: str) -> str:

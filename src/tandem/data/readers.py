@@ -77,11 +77,17 @@ SOURCE_KEY = b"tandem.source"  # table metadata: "mail" for a table read from a 
 READ_ERRORS_KEY = b"tandem.read_errors"  # table metadata: JSON list of "file: why" for files that failed
 
 
+ARRAY_SUFFIXES = (".npz", ".npy")  # numpy image arrays (tandem.data.images)
+
+
+def _local_path(source: Source) -> str | None:
+    """A path source as the file system reads it (``~`` expanded); None for in-memory data."""
+    return os.path.expanduser(os.fsdecode(os.fspath(source))) if _is_path(source) else None
+
+
 def _is_folder_or_arrays(source: Source) -> bool:
-    if not _is_path(source):
-        return False
-    name = os.path.expanduser(os.fsdecode(os.fspath(source)))
-    return name.lower().endswith((".npz", ".npy")) or os.path.isdir(name)
+    local = _local_path(source)
+    return local is not None and (local.lower().endswith(ARRAY_SUFFIXES) or os.path.isdir(local))
 
 
 def read_errors(table: pa.Table) -> list[str]:
@@ -112,23 +118,23 @@ def read_table(source: Source, *, what: str = "data") -> pa.Table:
     unsupported suffix, empty file, header without rows, ragged rows, text that is not UTF-8, duplicate
     column names, corrupt Parquet/Arrow/JSON, frames without rows or columns.
     """
-    if _is_path(source) and os.path.isdir(os.path.expanduser(os.fsdecode(os.fspath(source)))):
+    local = _local_path(source)
+    if local is not None and os.path.isdir(local):
         from tandem.data.images import is_image_folder, read_image_folder
         from tandem.data.mail import is_mail_folder, read_mail_folder
 
-        folder = Path(os.path.expanduser(os.fsdecode(os.fspath(source))))
-        if is_image_folder(folder):
-            table, errors = read_image_folder(folder)
-            return table.replace_schema_metadata({SOURCE_KEY: "images", READ_ERRORS_KEY: json.dumps(errors)})
-        if is_mail_folder(folder):
-            table, errors = read_mail_folder(folder)
-            return table.replace_schema_metadata({SOURCE_KEY: "mail", READ_ERRORS_KEY: json.dumps(errors)})
-    if _is_path(source) and os.fsdecode(os.fspath(source)).lower().endswith((".npz", ".npy")):
+        folder = Path(local)
+        for is_kind, read, kind in ((is_image_folder, read_image_folder, "images"),
+                                    (is_mail_folder, read_mail_folder, "mail")):
+            if is_kind(folder):
+                table, errors = read(folder)
+                return table.replace_schema_metadata({SOURCE_KEY: kind, READ_ERRORS_KEY: json.dumps(errors)})
+    if local is not None and local.lower().endswith(ARRAY_SUFFIXES):
         from tandem.data.images import read_image_arrays
 
-        if not os.path.exists(os.path.expanduser(os.fsdecode(os.fspath(source)))):
+        if not os.path.exists(local):
             raise DataError(f"{what} file '{os.fsdecode(os.fspath(source))}' not found")
-        return read_image_arrays(os.path.expanduser(os.fsdecode(os.fspath(source))))
+        return read_image_arrays(local)
     if _is_path(source):
         f = _resolve(source, what)
         if f.fmt == "csv":
