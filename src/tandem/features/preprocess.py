@@ -92,8 +92,9 @@ class Preprocessor:
 
     @property
     def text_feature_names(self) -> list[str]:
-        return [f"{self.text_names[b // 2]}:{'~' if b % 2 else ''}{t}" for b, terms in enumerate(self.text_terms)
-                for t in terms]
+        blocks = len(TEXT_BLOCKS)
+        return [f"{self.text_names[b // blocks]}:{'~' if TEXT_BLOCKS[b % blocks] == 'chars' else ''}{t}"
+                for b, terms in enumerate(self.text_terms) for t in terms]
 
     @property
     def text_feature_columns(self) -> list[str]:

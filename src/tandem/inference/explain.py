@@ -112,9 +112,9 @@ class _Member:
         self.value = np.asarray(d["value"], dtype=np.float64)
         self.set_id = np.asarray(d["set_id"], dtype=np.int64)
         width = max((max(s) for s in d["sets"] if s), default=0) + 1
-        self.members = np.zeros((max(len(d["sets"]), 1), width), dtype=bool)
+        self.in_set = np.zeros((max(len(d["sets"]), 1), width), dtype=bool)
         for k, codes in enumerate(d["sets"]):
-            self.members[k, codes] = True
+            self.in_set[k, codes] = True
 
     def attribute(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         """(bias, contributions [N, view width]) of the raw output."""
@@ -137,9 +137,9 @@ class _Member:
             cat = self.is_cat[nd]
             if cat.any():  # category codes: members go left; unknown, missing or unseen codes go right
                 codes = np.where(missing[cat], -1, v[cat]).astype(np.int64)
-                inside = (codes >= 0) & (codes < self.members.shape[1])
+                inside = (codes >= 0) & (codes < self.in_set.shape[1])
                 hit = np.zeros(len(codes), dtype=bool)
-                hit[inside] = self.members[self.set_id[nd[cat]][inside], codes[inside]]
+                hit[inside] = self.in_set[self.set_id[nd[cat]][inside], codes[inside]]
                 go_left[cat] = hit
             nxt = np.where(go_left, self.left[nd], self.right[nd])
             contrib += np.bincount(row[active] * width + f, weights=self.value[nxt] - self.value[nd],
