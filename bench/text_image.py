@@ -12,9 +12,14 @@
 - **digits as images** (the same 8x8 digits as 8x8 grey images in an ``.npz``): tandem's CNN at a
   budget (default 120 s). Accuracy.
 
-Not yet measured (issue 4 leaves it open): the sentence-encoder throughput against
-sentence-transformers. Each tandem fit runs in this process after
-its baseline; progress goes to stderr, one JSON line to stdout and to ``bench/results/text_image.json``.
+- **SMS through the sentence encoder** (same split): messages/s of tandem's all-MiniLM-L6-v2 path
+  (its tokenizer and int8 ONNX graph, default variant: 4 layers, scales calibrated on the training
+  messages) against sentence-transformers' own ``encode`` in fp32 PyTorch (batch 32, its default
+  length sorting), both on the 1,115 test messages, alternated, median of 3 runs; and the spam F1 of
+  the same logistic-regression head (C = 1, tandem's minilm_linear) on each one's embeddings.
+
+Each tandem fit runs in this process after its baseline; progress goes to stderr, one JSON line to
+stdout and to ``bench/results/text_image.json``.
 
 Run (from the repository root)::
 
@@ -74,6 +79,59 @@ def sms(budget: float) -> dict:
                        "messages_per_s_batch": round(len(test) / batch_s),
                        "ensemble": [e["model"] for e in model.manifest["ensemble"]]},
             "tfidf_logreg": {**scores(base_pred), "train_seconds": round(base_s, 2)}}
+
+
+def sms_encoder() -> dict:
+    import os
+
+    import numpy as np
+    import pandas as pd
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score
+    from sklearn.model_selection import train_test_split
+
+    from tandem.features import sentence
+
+    frame = pd.read_csv(DATA / "sms_spam_collection" / "SMSSpamCollection", sep="\t")
+    train, test = train_test_split(frame, test_size=0.2, random_state=0, stratify=frame["Label"])
+    threads = min(os.cpu_count() or 1, 4)
+    torch.set_num_threads(threads)
+    say("SMS encoder: building tandem's int8 graph (calibrated on training messages)")
+    t = time.perf_counter()
+    described = sentence.build_encoder(sentence.EncoderVariant(), train["SMS"].sample(frac=1, random_state=0).tolist())
+    build_s = time.perf_counter() - t
+    tok = sentence.load_tokenizer(sentence.weights_dir() / "tokenizer.json", described["max_tokens"])
+    session = sentence.EncoderSession(sentence.encoder_graph(described), threads=threads)
+    st = SentenceTransformer(str(sentence.weights_dir()), device="cpu")
+    messages = test["SMS"].tolist()
+
+    def ours(texts: list[str]) -> np.ndarray:
+        return session.embed(sentence.tokenize(tok, texts))
+
+    def theirs(texts: list[str]) -> np.ndarray:
+        return st.encode(texts, batch_size=32, normalize_embeddings=True)
+
+    ours(messages[:64]), theirs(messages[:64])  # warm-up
+    rates: dict[str, list[float]] = {"tandem": [], "sentence_transformers": []}
+    for _ in range(3):
+        for name, encode in (("sentence_transformers", theirs), ("tandem", ours)):
+            t = time.perf_counter()
+            encode(messages)
+            rates[name].append(len(messages) / (time.perf_counter() - t))
+    say("SMS encoder: the same head on each one's embeddings")
+    f1 = {}
+    for name, encode in (("sentence_transformers", theirs), ("tandem", ours)):
+        head = LogisticRegression(C=1.0, max_iter=3000).fit(encode(train["SMS"].tolist()), train["Label"])
+        f1[name] = round(float(f1_score(test["Label"], head.predict(encode(messages)), pos_label="spam")), 4)
+    med = {k: float(np.median(v)) for k, v in rates.items()}
+    return {"messages": len(messages), "threads": threads, "variant": {k: described[k] for k in
+                                                                       ("layers", "quantized", "max_tokens")},
+            "tandem_build_seconds": round(build_s, 1),
+            "messages_per_s": {k: round(v) for k, v in med.items()},
+            "speedup": round(med["tandem"] / med["sentence_transformers"], 2), "head_spam_f1": f1,
+            "f1_difference_points": round(100 * (f1["tandem"] - f1["sentence_transformers"]), 2)}
 
 
 def digits(budget: float) -> dict:
@@ -163,16 +221,17 @@ def main() -> None:
     ap.add_argument("--digits-budget", type=float, default=60.0)
     ap.add_argument("--gtsrb-budget", type=float, default=300.0)
     ap.add_argument("--digits-images-budget", type=float, default=120.0)
-    ap.add_argument("--only", default="sms,digits,gtsrb,digits_images", help="comma-separated parts to run")
+    ap.add_argument("--only", default="sms,sms_encoder,digits,gtsrb,digits_images", help="comma-separated parts to run")
     ap.add_argument("--quick", action="store_true", help="20 s and 10 s budgets; writes no file")
     args = ap.parse_args()
     if args.quick:
         args.sms_budget, args.digits_budget, args.gtsrb_budget, args.digits_images_budget = 20.0, 10.0, 30.0, 20.0
     parts = set(args.only.split(","))
-    out = {"bench": "text_image", "machine": machine(("scikit-learn", "lightgbm", "onnxruntime", "torch")),
+    out = {"bench": "text_image", "machine": machine(("scikit-learn", "lightgbm", "onnxruntime", "torch",
+                                                      "sentence-transformers", "tokenizers")),
            "git_head": git_head()}
-    runs = {"sms": lambda: sms(args.sms_budget), "digits": lambda: digits(args.digits_budget),
-            "gtsrb": lambda: gtsrb(args.gtsrb_budget),
+    runs = {"sms": lambda: sms(args.sms_budget), "sms_encoder": sms_encoder,
+            "digits": lambda: digits(args.digits_budget), "gtsrb": lambda: gtsrb(args.gtsrb_budget),
             "digits_images": lambda: digits_images(args.digits_images_budget)}
     for name, run in runs.items():
         if name in parts:
@@ -182,6 +241,10 @@ def main() -> None:
         s = out["sms"]
         checks["sms_spam_f1_ge_0.95"] = s["tandem"]["spam_f1"] >= 0.95 and s["tandem"]["train_seconds"] <= 126
         checks["sms_beats_tfidf_logreg"] = s["tandem"]["spam_f1"] >= s["tfidf_logreg"]["spam_f1"]
+    if "sms_encoder" in out:
+        e = out["sms_encoder"]
+        checks["encoder_ge_3x_sentence_transformers"] = e["speedup"] >= 3.0
+        checks["encoder_f1_within_0.5_point_of_torch"] = e["f1_difference_points"] >= -0.5
     if "gtsrb" in out:
         g = out["gtsrb"]
         best = max(g["logreg_pixels"]["accuracy"], g["random_forest_pixels"]["accuracy"])

@@ -126,7 +126,8 @@ def train(data: object, target: str, *, time_limit: float = 60.0, metric: str | 
           time_column: str | None = None, ignore: list[str] | None = None, families: list[str] | None = None,
           latency_budget_us: float = 100.0, configs: list[dict] | None = None, path: str | Path | None = None,
           home: str | Path | None = None, progress: Callable[[str], None] | None = None,
-          strict: bool = False, sensitive: str | None = None) -> Model:
+          strict: bool = False, sensitive: str | None = None, text_encoder: str = "auto",
+          encoder_layers: int = 4) -> Model:
     """Train within ``time_limit`` seconds on ``data`` (file path or frame) and return the saved model.
 
     The bundle goes into the registry under ``name`` (default ``model``) as its next version, or
@@ -135,6 +136,8 @@ def train(data: object, target: str, *, time_limit: float = 60.0, metric: str | 
     the built-in portfolio: a list of ``{"name", "family", "params"}`` tried in order. The quality
     gate (:func:`check`) runs first; its report is in the manifest, and ``strict`` stops on an error.
     ``sensitive`` names a column whose groups get fairness figures (on the validation rows) in the manifest.
+    ``text_encoder`` ("auto", "minilm" or "none") says whether text columns also go through the
+    all-MiniLM-L6-v2 sentence encoder (its first ``encoder_layers`` layers) for a transfer-learning head.
     """
     from tandem.data.infer import check_target
     from tandem.data.readers import read_table
@@ -156,7 +159,8 @@ def train(data: object, target: str, *, time_limit: float = 60.0, metric: str | 
     config = StudyConfig(target=target, time_limit=float(time_limit), metric=metric, task=task, seed=seed,
                          bagging=bagging, split=split, group_column=group, time_column=time_column,
                          search=search, families=families, ignore=ignore, latency_budget_us=latency_budget_us,
-                         configs=configs, strict=strict, sensitive=sensitive)
+                         configs=configs, strict=strict, sensitive=sensitive, text_encoder=text_encoder,
+                         encoder_layers=encoder_layers)
     result = run_study(table, config, progress=progress, started=started)
     if path is not None:
         export(result, Path(path), name=name, version=None, say=progress or (lambda _m: None))

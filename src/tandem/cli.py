@@ -133,7 +133,11 @@ def train(
     ignore: str | None = typer.Option(None, help="Comma-separated columns to leave out."),
     latency_budget_us: float = typer.Option(
         100.0, "--latency-budget-us", help="One-row latency (p50, one thread) the ensemble may cost, in µs."),
-    families: str | None = typer.Option(None, help="Comma-separated learner families to try: lightgbm, linear, mlp."),
+    families: str | None = typer.Option(None, help="Comma-separated learner families to try: lightgbm, linear, mlp, "
+                                        "cnn, minilm_linear."),
+    text_encoder: str = typer.Option("auto", "--text-encoder", help="Text columns through the all-MiniLM-L6-v2 "
+                                     "sentence encoder too: auto (when installed and affordable), minilm or none."),
+    encoder_layers: int = typer.Option(4, "--encoder-layers", help="How many of the encoder's 6 layers to use."),
     configs: Path | None = typer.Option(None, "--configs", help="JSON file of configurations to try instead of the "
                                         'built-in portfolio: [{"name", "family", "params"}, ...].'),
     out_dir: Path | None = typer.Option(None, "--out", help="Write the bundle here instead of the registry."),
@@ -152,7 +156,7 @@ def train(
                             families=[f.strip() for f in families.split(",")] if families else None,
                             configs=_read_configs(configs) if configs else None,
                             latency_budget_us=latency_budget_us, path=out_dir, progress=bar.say, strict=strict,
-                            sensitive=sensitive)
+                            sensitive=sensitive, text_encoder=text_encoder, encoder_layers=encoder_layers)
     _print_model(model)
 
 

@@ -36,14 +36,15 @@ _FALSE = {"false", "no", "n", "f", "0"}
 class EncodedInputs:
     """The ONNX inputs of a batch of rows."""
 
-    __slots__ = ("num", "cat", "text", "image", "n_rows")
+    __slots__ = ("num", "cat", "text", "image", "tokens", "n_rows")
 
     def __init__(self, num: np.ndarray | None, cat: np.ndarray | None, text: np.ndarray | None = None,
-                 image: np.ndarray | None = None):
+                 image: np.ndarray | None = None, tokens: np.ndarray | None = None):
         self.num = num  # float32 [N, n_num]
         self.cat = cat  # object (str) [N, n_cat]
         self.text = text  # object (normalised str) [N, 2 * n_text]
         self.image = image  # float32 [N, 3, S, S]
+        self.tokens = tokens  # int64 [N, n_text, L]: sentence-encoder token ids, 0 = padding
         self.n_rows = next(len(a) for a in (num, cat, text, image) if a is not None)
 
     def feeds(self) -> dict[str, np.ndarray]:
@@ -56,20 +57,53 @@ class EncodedInputs:
             out["text"] = self.text
         if self.image is not None:
             out["image"] = self.image
+        if self.tokens is not None:
+            out["tokens"] = self.tokens
         return out
 
     def take(self, index: np.ndarray) -> EncodedInputs:
         return EncodedInputs(None if self.num is None else self.num[index],
                              None if self.cat is None else self.cat[index],
                              None if self.text is None else self.text[index],
-                             None if self.image is None else self.image[index])
+                             None if self.image is None else self.image[index],
+                             None if self.tokens is None else self.tokens[index])
+
+    def trimmed(self) -> EncodedInputs:
+        """These rows with their token ids cut to the longest row's length (no all-padding columns)."""
+        if self.tokens is None or self.n_rows == 0:
+            return self
+        cut = EncodedInputs(self.num, self.cat, self.text, self.image, self.tokens)
+        cut.tokens = self.tokens[:, :, : max(int(self.token_lengths().max()), 1)]
+        return cut
+
+    def token_lengths(self) -> np.ndarray:
+        """Per row, the longest of its texts in tokens (padding excluded)."""
+        return (self.tokens != 0).sum(axis=2).max(axis=1)
+
+    @staticmethod
+    def concat(parts: list[EncodedInputs]) -> EncodedInputs:
+        """The rows of ``parts`` in order, as one batch (token ids padded to the longest)."""
+        if len(parts) == 1:
+            return parts[0]
+
+        def joined(arrays: list[np.ndarray | None]) -> np.ndarray | None:
+            return None if arrays[0] is None else np.concatenate(arrays)
+
+        tokens = None
+        if parts[0].tokens is not None:
+            width = max(p.tokens.shape[2] for p in parts)
+            tokens = np.concatenate([np.pad(p.tokens, ((0, 0), (0, 0), (0, width - p.tokens.shape[2])))
+                                     for p in parts])
+        return EncodedInputs(joined([p.num for p in parts]), joined([p.cat for p in parts]),
+                             joined([p.text for p in parts]), joined([p.image for p in parts]), tokens)
 
 
 class InputEncoder:
     """Encode raw rows for one schema; cheap enough to call per request."""
 
-    def __init__(self, schema: Schema):
+    def __init__(self, schema: Schema, *, tokenizer: object | None = None):
         self.schema = schema
+        self.tokenizer = tokenizer  # a sentence encoder's (tandem.features.sentence.load_tokenizer), or None
         feats = schema.features
         self.num_columns = [c for c in feats if c.kind in ("numeric", "boolean", "datetime")]
         self.cat_columns = [c for c in feats if c.kind == "categorical"]
@@ -133,7 +167,8 @@ class InputEncoder:
         if self.image_columns:
             c = self.image_columns[0]
             image = decode_images(table.column(c.name), c.size or 32, c.name, what, row_offset)
-        return EncodedInputs(num, cat, self._texts([table.column(c.name) for c in self.text_columns], what), image)
+        texts = [table.column(c.name) for c in self.text_columns]
+        return EncodedInputs(num, cat, self._texts(texts, what), image, self._tokens(texts))
 
     def _texts(self, columns: list[pa.ChunkedArray | pa.Array], what: str) -> np.ndarray | None:
         if not self.text_columns:
@@ -145,6 +180,16 @@ class InputEncoder:
             out[:, 2 * j] = normalize_text(col)
             out[:, 2 * j + 1] = char_tokens(col)
         return out
+
+    def _tokens(self, columns: list[pa.ChunkedArray | pa.Array]) -> np.ndarray | None:
+        """The sentence encoder's token ids of each text column (as written: it lower-cases itself)."""
+        if self.tokenizer is None or not columns:
+            return None
+        from tandem.features.sentence import tokenize
+
+        ids = [tokenize(self.tokenizer, pc.fill_null(_as_text(col), "").to_pylist()) for col in columns]
+        width = max(a.shape[1] for a in ids)
+        return np.stack([np.pad(a, ((0, 0), (0, width - a.shape[1]))) for a in ids], axis=1)
 
     # -- one row as a dict (the latency-critical path) ------------------------------------------
     def encode_row(self, row: dict, *, what: str = "input") -> EncodedInputs:

@@ -28,6 +28,10 @@ class GraphBuilder:
         self._used.add(name)
         return name
 
+    def reserve(self, *names: str) -> None:
+        """Keep names (the graph's inputs) from being handed out to tensors."""
+        self._used.update(names)
+
     def const(self, value: np.ndarray, prefix: str = "const") -> str:
         name = self.fresh(prefix)
         self.initializers.append(numpy_helper.from_array(np.asarray(value), name))
@@ -46,15 +50,46 @@ class GraphBuilder:
         self.nodes.append(helper.make_node("Identity", [source], [name], name=self.fresh("n_out")))
         return name
 
+    def domains(self) -> set[str]:
+        return {n.domain for n in self.nodes if n.domain not in ("", "ai.onnx", "ai.onnx.ml")}
+
     def model(self, inputs: list[onnx.ValueInfoProto], outputs: list[onnx.ValueInfoProto],
               doc: str = "") -> onnx.ModelProto:
         graph = helper.make_graph(self.nodes, "tandem", inputs, outputs, self.initializers)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET),
-                                                        helper.make_opsetid("ai.onnx.ml", ML_OPSET)],
-                                  producer_name="tandem", doc_string=doc)
+        opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid("ai.onnx.ml", ML_OPSET)]
+        # ONNX Runtime's own operators, which a grafted quantized graph may use
+        opsets += [helper.make_opsetid(d, 1) for d in sorted(self.domains())]
+        model = helper.make_model(graph, opset_imports=opsets, producer_name="tandem", doc_string=doc)
         model.ir_version = 9
         onnx.checker.check_model(model)
         return model
+
+
+def graft(g: GraphBuilder, sub: onnx.ModelProto, inputs: dict[str, str], prefix: str) -> dict[str, str]:
+    """Copy the nodes and weights of another model (a torch.onnx export) into ``g``, its inputs wired to
+    ``inputs`` (its input name -> a tensor of ``g``), every other name prefixed to stay unique; returns its
+    outputs' names in ``g``. The sub-model's opset must not be newer than ``OPSET``."""
+    prefix = g.fresh(prefix)
+    rename = dict(inputs)
+
+    def name(t: str) -> str:
+        if t == "":
+            return t
+        if t not in rename:
+            rename[t] = f"{prefix}/{t}"
+            g._used.add(rename[t])
+        return rename[t]
+
+    graph = sub.graph
+    for init in graph.initializer:
+        init.name = name(init.name)
+        g.initializers.append(init)
+    for node in graph.node:
+        node.input[:] = [name(t) for t in node.input]
+        node.output[:] = [name(t) for t in node.output]
+        node.name = f"{prefix}/{node.name}"
+        g.nodes.append(node)
+    return {o.name: rename[o.name] for o in graph.output}
 
 
 def tensor_info(name: str, elem_type: int, shape: list[int | str | None]) -> onnx.ValueInfoProto:

@@ -10,6 +10,10 @@ Both views end with the same text blocks: per text column, TF-IDF over its most 
 word pairs, and over its most frequent character 2- to 4-grams (punctuation and symbols kept, so
 '£', '!!' and 'txt' count), each seen in at least two rows and each block scaled to unit length
 per row (sklearn's TfidfVectorizer with smooth idf and l2 norm, on tandem's own tokens).
+A third view, **embedding**, is the dense view followed by each text column's sentence embedding
+(384 numbers from the all-MiniLM-L6-v2 encoder variant in ``text_encoder``; see
+tandem.features.sentence). The numpy side runs the encoder's own ONNX graph, which the bundle's
+graph contains, so training and serving see the same numbers.
 Both implementations must agree to float32 rounding; the parity tests hold them to it.
 """
 
@@ -49,12 +53,13 @@ class Preprocessor:
     text_terms: list[list[str]] = field(default_factory=list)
     text_idf: list[list[float]] = field(default_factory=list)
     image_size: int | None = None  # the side images are resized to (an image column's schema size)
+    text_encoder: dict | None = None  # the sentence-encoder variant (EncoderVariant.to_dict()), or None
 
     # -- fitting ------------------------------------------------------------------------------
     @classmethod
     def fit(cls, enc: EncodedInputs, num_names: list[str], cat_names: list[str],
             vocabularies: list[list[str]], text_names: list[str] | None = None,
-            image_size: int | None = None) -> Preprocessor:
+            image_size: int | None = None, text_encoder: dict | None = None) -> Preprocessor:
         medians, means, scales, indicators = [], [], [], []
         if enc.num is not None:
             num = enc.num.astype(np.float64)
@@ -76,7 +81,7 @@ class Preprocessor:
             terms.append(t)
             idfs.append(idf)
         return cls(num_names, cat_names, [list(v) for v in vocabularies], medians, means, scales, indicators,
-                   list(text_names or []), terms, idfs, image_size)
+                   list(text_names or []), terms, idfs, image_size, text_encoder)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -135,6 +140,12 @@ class Preprocessor:
         shift = (-np.asarray(self.means, dtype=np.float64) / scale).astype(np.float32)
         return inv, shift
 
+    def view(self, name: str, enc: EncodedInputs) -> np.ndarray:
+        """A learner family's input: "tree", "dense", "embedding" or "image" (the pixels as encoded)."""
+        if name == "image":
+            return enc.image
+        return {"tree": self.tree_view, "dense": self.dense_view, "embedding": self.embedding_view}[name](enc)
+
     def tree_view(self, enc: EncodedInputs) -> np.ndarray:
         parts = []
         if self.num_names:
@@ -181,6 +192,22 @@ class Preprocessor:
             norm = np.sqrt((x * x).sum(axis=1, keepdims=True, dtype=np.float32))
             blocks.append(x / np.maximum(norm, np.float32(1e-12)))
         return np.concatenate(blocks, axis=1) if blocks else np.zeros((enc.n_rows, 0), dtype=np.float32)
+
+    def embeddings(self, enc: EncodedInputs) -> np.ndarray:
+        """Each text column's sentence embedding, side by side: float32 [N, 384 * n_text]."""
+        from tandem.features.sentence import session_for
+
+        session = session_for(self.text_encoder)
+        n, columns, width = enc.tokens.shape
+        flat = session.embed(enc.tokens.reshape(n * columns, width))
+        return flat.reshape(n, -1)
+
+    def embedding_view(self, enc: EncodedInputs) -> np.ndarray:
+        return np.concatenate([self.dense_view(enc), self.embeddings(enc)], axis=1)
+
+    @property
+    def embedding_width(self) -> int:
+        return len(self.text_names) * int(self.text_encoder["dims"]) if self.text_encoder else 0
 
     # -- ONNX ---------------------------------------------------------------------------------
     # Few nodes on purpose: at one row, ONNX Runtime's cost is per node, not per value.
@@ -259,6 +286,36 @@ class Preprocessor:
         if self.text_width:
             parts.append(self._onnx_text(g, text))
         return parts[0] if len(parts) == 1 else g.op("Concat", parts, axis=1, prefix="dense_view")
+
+
+    def onnx_view(self, g: GraphBuilder, name: str, num: str | None, cat: str | None, text: str | None,
+                  tokens: str | None) -> str:
+        """:meth:`view` in the graph, from the graph's inputs."""
+        if name == "image":
+            return "image"  # the pixels as the encoder gives them: the network standardises them
+        if name == "embedding":
+            return self.onnx_embedding_view(g, num, cat, text, tokens)
+        return (self.onnx_tree_view if name == "tree" else self.onnx_dense_view)(g, num, cat, text)
+
+    def onnx_embedding_view(self, g: GraphBuilder, num: str | None, cat: str | None, text: str | None,
+                            tokens: str) -> str:
+        """The dense view, then the encoder's graph (grafted in) over every text column's token ids."""
+        import onnx
+
+        from tandem.features.graph import graft
+        from tandem.features.sentence import encoder_graph
+
+        # [N, C, L] -> [N * C, L]: one encoder pass over all text columns
+        shape = g.op("Shape", [tokens], prefix="tokens_shape")
+        width = g.op("Slice", [shape, g.const(np.array([2], dtype=np.int64), "start"),
+                               g.const(np.array([3], dtype=np.int64), "stop")], prefix="width")
+        flat_shape = g.op("Concat", [g.const(np.array([-1], dtype=np.int64), "rows"), width], axis=0)
+        ids = g.op("Reshape", [tokens, flat_shape], prefix="ids")
+        embedded = graft(g, onnx.load_from_string(encoder_graph(self.text_encoder)), {"ids": ids}, "encoder")
+        per_row = g.op("Reshape", [embedded["embeddings"],
+                                   g.const(np.array([-1, self.embedding_width], dtype=np.int64), "per_row")])
+        dense = self.onnx_dense_view(g, num, cat, text)
+        return g.op("Concat", [dense, per_row], axis=1, prefix="embedding_view")
 
 
 def _grams(doc: str, lengths: tuple[int, int]) -> list[str]:

@@ -18,6 +18,9 @@ from tandem.bundle.inputs import EncodedInputs, InputEncoder
 from tandem.errors import DataError
 from tandem.schema import Schema
 
+TOKEN_BATCH = 32  # rows per run of a model with a sentence encoder, grouped by length
+TOKENIZER_FILE = "tokenizer.json"
+
 
 def default_providers() -> list[str]:
     """CUDA when ONNX Runtime has it, else CPU."""
@@ -32,7 +35,7 @@ class Predictor:
         self.path = Path(bundle)
         self.manifest = read_manifest(self.path, verify=True)
         self.schema = Schema.from_dict(self.manifest["schema"])
-        self.encoder = InputEncoder(self.schema)
+        self.encoder = bundle_input_encoder(self.path, self.manifest)
         self.task: str = self.manifest["task"]
         self.labels: list[str] | None = self.manifest.get("labels")
         self.threshold: float = float(self.manifest.get("threshold", 0.5))
@@ -83,13 +86,13 @@ class Predictor:
     # -- prediction ---------------------------------------------------------------------------
     def run(self, enc: EncodedInputs) -> dict[str, np.ndarray]:
         """Raw graph outputs for encoded inputs."""
-        return dict(zip(self._outputs, self._run_graph(self._outputs, enc.feeds(), None), strict=True))
+        return dict(zip(self._outputs, run_graph(self._run_graph, self._outputs, enc), strict=True))
 
     def predict_proba(self, data: object) -> np.ndarray:
         """Class probabilities [N, C], columns in the order of ``labels``."""
         if self.task == "regression":
             raise DataError("predict_proba is for classification; this model does regression")
-        return self.session.run(["probabilities"], self.encode(data).feeds())[0]
+        return self.run(self.encode(data))["probabilities"]
 
     def predict(self, data: object) -> np.ndarray:
         """Predicted labels (classification, with the tuned threshold) or values (regression)."""
@@ -108,6 +111,30 @@ class Predictor:
         if self.task == "regression":
             return out["prediction"].reshape(-1)
         return self._typed_labels[out["label"]]
+
+
+def run_graph(run: object, outputs: list[str], enc: EncodedInputs) -> list[np.ndarray]:
+    """``run(outputs, feeds, None)`` (an ONNX Runtime session's) on ``enc``. A sentence encoder's cost grows
+    with the padded length, so rows with token ids run in groups of similar length, each cut to its
+    longest row, and the answers are put back in order."""
+    if enc.tokens is None or enc.n_rows <= TOKEN_BATCH:
+        return run(outputs, enc.feeds(), None)
+    order = np.argsort(enc.token_lengths(), kind="stable")
+    parts = [run(outputs, enc.take(order[start: start + TOKEN_BATCH]).trimmed().feeds(), None)
+             for start in range(0, enc.n_rows, TOKEN_BATCH)]
+    back = np.argsort(order, kind="stable")
+    return [np.concatenate([p[k] for p in parts])[back] for k in range(len(outputs))]
+
+
+def bundle_input_encoder(folder: Path, manifest: dict) -> InputEncoder:
+    """The bundle's input encoder, with its sentence encoder's tokenizer when it has one."""
+    tokenizer = None
+    variant = manifest.get("preprocessing", {}).get("text_encoder")
+    if variant:
+        from tandem.features.sentence import load_tokenizer
+
+        tokenizer = load_tokenizer(Path(folder) / TOKENIZER_FILE, int(variant["max_tokens"]))
+    return InputEncoder(Schema.from_dict(manifest["schema"]), tokenizer=tokenizer)
 
 
 def describe_source(data: object, default: str) -> str:

@@ -7,7 +7,7 @@ from importlib import resources
 
 from tandem.learners.base import Learner
 
-FAMILIES = ("lightgbm", "linear", "mlp", "cnn")
+FAMILIES = ("lightgbm", "linear", "mlp", "cnn", "minilm_linear")
 
 
 def learner_class(family: str) -> type[Learner]:
@@ -21,6 +21,9 @@ def learner_class(family: str) -> type[Learner]:
     if family == "mlp":
         from tandem.learners.mlp import MLPLearner
         return MLPLearner
+    if family == "minilm_linear":
+        from tandem.learners.linear import EncoderLinearLearner
+        return EncoderLinearLearner
     if family == "cnn":
         from tandem.learners.cnn import CNNLearner
         return CNNLearner

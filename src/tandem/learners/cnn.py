@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from tandem.features.graph import GraphBuilder
+from tandem.features.graph import GraphBuilder, graft
 from tandem.learners.base import Learner
 from tandem.learners.torch_loop import LoopConfig, fit
 
@@ -131,27 +131,8 @@ class CNNLearner(Learner):
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(self.net.eval(), (dummy,), buf, input_names=["pixels"], output_names=["logits"],
                               dynamic_axes={"pixels": {0: "N"}, "logits": {0: "N"}}, opset_version=18, dynamo=False)
-        sub = onnx.load_from_string(buf.getvalue()).graph
-        prefix = g.fresh("cnn")
-        rename = {"pixels": x}
-
-        def name(t: str) -> str:
-            if t == "":
-                return t
-            if t not in rename:
-                rename[t] = f"{prefix}/{t}"
-                g._used.add(rename[t])
-            return rename[t]
-
-        for init in sub.initializer:
-            init.name = name(init.name)
-            g.initializers.append(init)
-        for node in sub.node:
-            node.input[:] = [name(t) for t in node.input]
-            node.output[:] = [name(t) for t in node.output]
-            node.name = f"{prefix}/{node.name}"
-            g.nodes.append(node)
-        return g.op("Softmax", [rename["logits"]], axis=1)
+        logits = graft(g, onnx.load_from_string(buf.getvalue()), {"pixels": x}, "cnn")["logits"]
+        return g.op("Softmax", [logits], axis=1)
 
     def save(self, folder: Path) -> list[str]:
         save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, str(folder / "cnn.safetensors"))

@@ -69,3 +69,14 @@ class LinearLearner(Learner):
         means = np.zeros(self.coef.shape[1]) if dense_means is None else np.asarray(dense_means, dtype=np.float64)
         return {"kind": "linear", "view": "dense", "coef": self.coef.astype(np.float64).tolist(),
                 "intercept": self.intercept.astype(np.float64).tolist(), "means": means.tolist()}
+
+
+class EncoderLinearLearner(LinearLearner):
+    """Transfer learning's fast head: the linear model on the embedding view (the dense view followed by
+    each text column's sentence embedding)."""
+
+    family = "minilm_linear"
+    view = "embedding"
+
+    def explainer(self, dense_means: np.ndarray | None = None) -> dict | None:
+        return None  # a coefficient of an embedding dimension says nothing about a word

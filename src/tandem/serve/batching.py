@@ -121,7 +121,7 @@ class Batcher:
         batch = self._take()
         if not batch:
             return
-        merged = _concat([enc for enc, _, _ in batch])
+        merged = EncodedInputs.concat([enc for enc, _, _ in batch])
         started = time.perf_counter()
         if self.compute_s < OFFLOAD_ABOVE_S or not CAN_OVERLAP:  # a thread hop would cost more than it frees
             try:
@@ -195,13 +195,3 @@ class Batcher:
             on_done(TimeoutError(), 0, 0)
         if self.running:
             self._arm_watchdog()
-
-
-def _concat(parts: list[EncodedInputs]) -> EncodedInputs:
-    if len(parts) == 1:
-        return parts[0]
-    num = None if parts[0].num is None else np.concatenate([p.num for p in parts])
-    cat = None if parts[0].cat is None else np.concatenate([p.cat for p in parts])
-    text = None if parts[0].text is None else np.concatenate([p.text for p in parts])
-    image = None if parts[0].image is None else np.concatenate([p.image for p in parts])
-    return EncodedInputs(num, cat, text, image)

@@ -13,11 +13,11 @@ from tandem.study import metrics as M
 REPEATS = 3
 
 
-def permutation_importance(run: Callable[[dict], np.ndarray], enc: EncodedInputs, y: np.ndarray,
+def permutation_importance(run: Callable[[EncodedInputs], np.ndarray], enc: EncodedInputs, y: np.ndarray,
                            encoder: InputEncoder, metric: str, threshold: float, *, seed: int = 0) -> dict:
-    """``run(feeds)`` returns the graph's probabilities or predictions; columns by importance, largest first."""
+    """``run(inputs)`` returns the graph's probabilities or predictions; columns by importance, largest first."""
     sign = -1.0 if metric in M.LOWER_IS_BETTER else 1.0
-    base = M.score(metric, y, run(enc.feeds()), threshold=threshold)
+    base = M.score(metric, y, run(enc), threshold=threshold)
     rng = np.random.default_rng(seed)
     columns = []
     j = 0
@@ -33,7 +33,7 @@ def permutation_importance(run: Callable[[dict], np.ndarray], enc: EncodedInputs
         drops = []
         for _ in range(REPEATS):
             order = rng.permutation(enc.n_rows)
-            parts = {"num": enc.num, "cat": enc.cat, "text": enc.text, "image": enc.image}
+            parts = {"num": enc.num, "cat": enc.cat, "text": enc.text, "image": enc.image, "tokens": enc.tokens}
             shuffled = dict(parts)
             if part == "image":
                 block = parts[part][order]
@@ -41,7 +41,11 @@ def permutation_importance(run: Callable[[dict], np.ndarray], enc: EncodedInputs
                 block = parts[part].copy()
                 block[:, index] = block[order][:, index]
             shuffled[part] = block
-            score = M.score(metric, y, run(EncodedInputs(**shuffled).feeds()), threshold=threshold)
+            if part == "text" and enc.tokens is not None:  # the sentence encoder reads the same column
+                tokens = enc.tokens.copy()
+                tokens[:, index[0] // 2] = tokens[order, index[0] // 2]
+                shuffled["tokens"] = tokens
+            score = M.score(metric, y, run(EncodedInputs(**shuffled)), threshold=threshold)
             drops.append(sign * (base - score))
         out.append({"column": name, "importance": round(float(np.mean(drops)), 6),
                     "std": round(float(np.std(drops)), 6)})

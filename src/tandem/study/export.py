@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import time
 from datetime import datetime, timezone
 from importlib import metadata
@@ -16,6 +17,7 @@ import numpy as np
 from tandem.bundle.inputs import EncodedInputs
 from tandem.inference.drift import categorical_profile, numeric_profile, word_counts
 from tandem.inference.explain import EXPLAIN_FILE
+from tandem.inference.predictor import run_graph
 from tandem.report.html import render_report
 from tandem.study.explain import permutation_importance
 from tandem.study.graph import build_graph, single_row_seconds
@@ -81,10 +83,14 @@ def export(result: StudyResult, target: Path, *, name: str, version: int | None,
     model = build_graph(result.preprocessor, result.task, result.labels, members, result.threshold)
     holdout = result.holdout
     latency, sess = single_row_seconds(model, holdout, threads=min(os.cpu_count() or 1, 4))
-    onnx_out = sess.run(None, holdout.feeds())[0]
-    say("permutation importance")
     first_output = sess.get_outputs()[0].name
-    importance = permutation_importance(lambda feeds: sess.run([first_output], feeds)[0], holdout, result.holdout_y,
+
+    def run(enc: EncodedInputs) -> np.ndarray:
+        return run_graph(sess.run, [first_output], enc)[0]
+
+    onnx_out = run(holdout)
+    say("permutation importance")
+    importance = permutation_importance(run, holdout, result.holdout_y,
                                         result.encoder, result.metric, result.threshold, seed=result.config.seed)
     native_out = result.native_predict(holdout)
     parity = float(np.max(np.abs(onnx_out.astype(np.float64) - native_out))) if len(native_out) else 0.0
@@ -153,6 +159,13 @@ def export(result: StudyResult, target: Path, *, name: str, version: int | None,
             folder.mkdir(parents=True)
             learner.save(folder)
         (tmp / "native" / "preprocessing.json").write_text(json.dumps(result.preprocessor.to_dict()))
+        if result.preprocessor.text_encoder:  # the tokenizer serves; the graph is the native side's reference
+            from tandem.features import sentence
+            from tandem.inference.predictor import TOKENIZER_FILE
+
+            shutil.copyfile(sentence.require_weights() / "tokenizer.json", tmp / TOKENIZER_FILE)
+            graph = sentence.encoder_graph(result.preprocessor.text_encoder)
+            (tmp / "native" / sentence.ENCODER_FILE).write_bytes(graph)
         (tmp / EXPLAIN_FILE).write_text(json.dumps(explain))
         (tmp / "profile.json").write_text(json.dumps(_profile(result, result.train_inputs), indent=1))
         (tmp / "report.html").write_text(render_report(manifest), encoding="utf-8")

@@ -18,18 +18,17 @@ def build_graph(pre: Preprocessor, task: str, labels: list[str] | None, members:
                 threshold: float) -> onnx.ModelProto:
     """The whole inference pipeline for ``members`` (learner, weight) as one ONNX model."""
     g = GraphBuilder()
+    g.reserve("num", "cat", "text", "image", "tokens")
     has_num, has_cat, has_text = bool(pre.num_names), bool(pre.cat_names), bool(pre.text_names)
     num = "num" if has_num else None
     cat = "cat" if has_cat else None
     text = "text" if has_text else None
     view_out: dict[str, str] = {}
     parts = []
+    tokens = "tokens" if any(learner.view == "embedding" for learner, _ in members) else None
     for learner, weight in members:
-        if learner.view == "image":
-            view_out["image"] = "image"  # the pixels as the encoder gives them: the network standardises them
-        elif learner.view not in view_out:
-            build = pre.onnx_tree_view if learner.view == "tree" else pre.onnx_dense_view
-            view_out[learner.view] = build(g, num, cat, text)
+        if learner.view not in view_out:
+            view_out[learner.view] = pre.onnx_view(g, learner.view, num, cat, text, tokens)
         out = learner.to_onnx(g, view_out[learner.view])
         if len(members) > 1:
             out = g.op("Mul", [out, g.const(np.array([[weight]], dtype=np.float32), "weight")])
@@ -44,6 +43,8 @@ def build_graph(pre: Preprocessor, task: str, labels: list[str] | None, members:
         inputs.append(tensor_info("text", STRING, ["N", 2 * len(pre.text_names)]))  # words, characters
     if any(learner.view == "image" for learner, _ in members):
         inputs.append(tensor_info("image", FLOAT, ["N", 3, pre.image_size, pre.image_size]))
+    if tokens:
+        inputs.append(tensor_info("tokens", INT64, ["N", len(pre.text_names), "L"]))  # 0 = padding
     if task == "regression":
         g.alias(total, "prediction")
         outputs = [tensor_info("prediction", FLOAT, ["N", 1])]
@@ -72,7 +73,9 @@ def single_row_seconds(model: onnx.ModelProto, enc: EncodedInputs, *, rows: int 
     opts.inter_op_num_threads = 1
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     n = min(rows, enc.n_rows)
-    feeds = [enc.take(np.arange(i, i + 1)).feeds() for i in range(n)]
+    wanted = {i.name for i in sess.get_inputs()}  # a member without the sentence encoder takes no tokens
+    feeds = [{k: v for k, v in enc.take(np.arange(i, i + 1)).trimmed().feeds().items() if k in wanted}
+             for i in range(n)]
     for f in feeds[:8]:
         sess.run(None, f)
     times = []

@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from tandem.bundle.format import read_manifest
-from tandem.bundle.inputs import InputEncoder
 from tandem.features.preprocess import Preprocessor
+from tandem.inference.predictor import bundle_input_encoder
 from tandem.learners import learner_class
-from tandem.schema import Schema
 
 
 def native_predict(bundle: str | Path, table: object) -> np.ndarray:
@@ -22,9 +21,13 @@ def native_predict(bundle: str | Path, table: object) -> np.ndarray:
 
     folder = Path(bundle)
     manifest = read_manifest(folder)
-    encoder = InputEncoder(Schema.from_dict(manifest["schema"]))
+    encoder = bundle_input_encoder(folder, manifest)
     enc = encoder.encode_table(Predictor.as_table(table))
     pre = Preprocessor.from_dict(manifest["preprocessing"])
+    if pre.text_encoder:
+        from tandem.features.sentence import ENCODER_FILE, register_graph
+
+        register_graph((folder / "native" / ENCODER_FILE).read_bytes())
     n_classes = len(manifest["labels"]) if manifest["labels"] else 1
     views: dict[str, np.ndarray] = {}
     total = 0.0
@@ -32,6 +35,6 @@ def native_predict(bundle: str | Path, table: object) -> np.ndarray:
         cls = learner_class(member["family"])
         learner = cls.load(folder / member["native"], task=manifest["task"], n_classes=n_classes)
         if cls.view not in views:
-            views[cls.view] = pre.tree_view(enc) if cls.view == "tree" else pre.dense_view(enc)
+            views[cls.view] = pre.view(cls.view, enc)
         total = total + member["weight"] * learner.predict(views[cls.view])
     return np.asarray(total)

