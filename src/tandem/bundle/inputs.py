@@ -1,6 +1,6 @@
 """How raw input rows become a bundle's ONNX inputs.
 
-A bundle's graph takes up to four tensors:
+A bundle's graph takes up to five tensors:
 
 - ``num``: float32, one column per numeric, boolean or datetime-derived feature; NaN = missing;
 - ``cat``: strings, one column per categorical feature; '' = missing;
@@ -9,7 +9,10 @@ A bundle's graph takes up to four tensors:
   :func:`char_tokens` (lower case, one space between characters, '_' for white space); '' =
   missing or empty;
 - ``image``: float32 N x 3 x S x S, RGB in [0, 1], every image decoded and resized to the
-  schema's side S by :func:`decode_images`.
+  schema's side S by :func:`decode_images`;
+- ``tokens``: int64 N x T x L, each text column's token ids for a model with a sentence encoder
+  (the encoder's tokenizer, given to the :class:`InputEncoder`; 0 = padding, L = the batch's
+  longest text).
 
 This module is the one place that turns tables, frames and dicts into those tensors, checking them
 against the schema; training and inference both use it, so a row is encoded the same way in both
