@@ -75,9 +75,8 @@ class EncodedInputs:
         """These rows with their token ids cut to the longest row's length (no all-padding columns)."""
         if self.tokens is None or self.n_rows == 0:
             return self
-        cut = EncodedInputs(self.num, self.cat, self.text, self.image, self.tokens)
-        cut.tokens = self.tokens[:, :, : max(int(self.token_lengths().max()), 1)]
-        return cut
+        width = max(int(self.token_lengths().max()), 1)
+        return EncodedInputs(self.num, self.cat, self.text, self.image, self.tokens[:, :, :width])
 
     def token_lengths(self) -> np.ndarray:
         """Per row, the longest of its texts in tokens (padding excluded)."""
@@ -92,13 +91,15 @@ class EncodedInputs:
         def joined(arrays: list[np.ndarray | None]) -> np.ndarray | None:
             return None if arrays[0] is None else np.concatenate(arrays)
 
-        tokens = None
-        if parts[0].tokens is not None:
-            width = max(p.tokens.shape[2] for p in parts)
-            tokens = np.concatenate([np.pad(p.tokens, ((0, 0), (0, 0), (0, width - p.tokens.shape[2])))
-                                     for p in parts])
+        tokens = None if parts[0].tokens is None else np.concatenate(_padded([p.tokens for p in parts]))
         return EncodedInputs(joined([p.num for p in parts]), joined([p.cat for p in parts]),
                              joined([p.text for p in parts]), joined([p.image for p in parts]), tokens)
+
+
+def _padded(ids: list[np.ndarray]) -> list[np.ndarray]:
+    """Token-id arrays padded (0) on their last axis to the longest of them."""
+    width = max(a.shape[-1] for a in ids)
+    return [np.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, width - a.shape[-1])]) for a in ids]
 
 
 class InputEncoder:
@@ -191,8 +192,7 @@ class InputEncoder:
         from tandem.features.sentence import tokenize
 
         ids = [tokenize(self.tokenizer, pc.fill_null(_as_text(col), "").to_pylist()) for col in columns]
-        width = max(a.shape[1] for a in ids)
-        return np.stack([np.pad(a, ((0, 0), (0, width - a.shape[1]))) for a in ids], axis=1)
+        return np.stack(_padded(ids), axis=1)
 
     # -- one row as a dict (the latency-critical path) ------------------------------------------
     def encode_row(self, row: dict, *, what: str = "input") -> EncodedInputs:

@@ -53,7 +53,7 @@ class Preprocessor:
     text_terms: list[list[str]] = field(default_factory=list)
     text_idf: list[list[float]] = field(default_factory=list)
     image_size: int | None = None  # the side images are resized to (an image column's schema size)
-    text_encoder: dict | None = None  # the sentence-encoder variant (EncoderVariant.to_dict()), or None
+    text_encoder: dict | None = None  # the sentence encoder (tandem.features.sentence.build_encoder), or None
 
     # -- fitting ------------------------------------------------------------------------------
     @classmethod
@@ -197,10 +197,7 @@ class Preprocessor:
         """Each text column's sentence embedding, side by side: float32 [N, 384 * n_text]."""
         from tandem.features.sentence import session_for
 
-        session = session_for(self.text_encoder)
-        n, columns, width = enc.tokens.shape
-        flat = session.embed(enc.tokens.reshape(n * columns, width))
-        return flat.reshape(n, -1)
+        return session_for(self.text_encoder).embed_columns(enc.tokens)
 
     def embedding_view(self, enc: EncodedInputs) -> np.ndarray:
         return np.concatenate([self.dense_view(enc), self.embeddings(enc)], axis=1)
@@ -286,7 +283,6 @@ class Preprocessor:
         if self.text_width:
             parts.append(self._onnx_text(g, text))
         return parts[0] if len(parts) == 1 else g.op("Concat", parts, axis=1, prefix="dense_view")
-
 
     def onnx_view(self, g: GraphBuilder, name: str, num: str | None, cat: str | None, text: str | None,
                   tokens: str | None) -> str:

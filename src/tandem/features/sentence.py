@@ -26,6 +26,7 @@ import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -51,10 +52,6 @@ class EncoderVariant:
 
     def to_dict(self) -> dict:
         return {"name": MODEL_NAME, **asdict(self), "dims": 384}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> EncoderVariant:
-        return cls(layers=int(d["layers"]), quantized=bool(d["quantized"]), max_tokens=int(d["max_tokens"]))
 
 
 def weights_dir() -> Path | None:
@@ -97,7 +94,8 @@ def tokenize(tok: object, texts: list[str]) -> np.ndarray:
 
 
 # -- the torch module ---------------------------------------------------------------------------
-def _torch_module(layers: int = 6) -> object:
+def encoder_module(layers: int = 6) -> object:
+    """The encoder as a torch module (first ``layers`` layers), in eval mode, weights loaded."""
     import torch
     from safetensors.torch import load_file
     from torch import nn
@@ -155,11 +153,6 @@ def _torch_module(layers: int = 6) -> object:
     return model.eval()
 
 
-def encoder_module(layers: int = 6) -> object:
-    """The encoder as a torch module (first ``layers`` layers), in eval mode, weights loaded."""
-    return _torch_module(layers)
-
-
 def _renamed(weights: dict, layers: int) -> dict:
     """Hugging Face BERT names -> this module's names (first ``layers`` layers only)."""
     out = {"words.weight": weights["embeddings.word_embeddings.weight"],
@@ -178,6 +171,7 @@ def _renamed(weights: dict, layers: int) -> dict:
 
 # -- the ONNX graph -----------------------------------------------------------------------------
 CALIBRATION_ROWS = 256  # texts whose activations set the int8 scales
+GROUP_ROWS = 32  # rows per encoder run, grouped by token length
 
 
 def export_onnx(module: object, calibration: np.ndarray | None) -> bytes:
@@ -253,7 +247,7 @@ def build_encoder(variant: EncoderVariant, calibration_texts: list[str]) -> dict
     if path.is_file():
         data = path.read_bytes()
     else:
-        data = export_onnx(_torch_module(variant.layers), calibration)
+        data = export_onnx(encoder_module(variant.layers), calibration)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
         with os.fdopen(fd, "wb") as f:
@@ -293,9 +287,9 @@ def session_for(text_encoder: dict) -> EncoderSession:
 
 
 class EncoderSession:
-    """The variant's graph in ONNX Runtime: token ids -> embeddings, a batch at a time, shortest texts together."""
+    """The variant's graph in ONNX Runtime: token ids -> embeddings, shortest texts together."""
 
-    def __init__(self, model: bytes, *, threads: int | None = None, batch: int = 32):
+    def __init__(self, model: bytes, *, threads: int | None = None, batch: int = GROUP_ROWS):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -310,20 +304,29 @@ class EncoderSession:
 
     def embed(self, ids: np.ndarray) -> np.ndarray:
         """Embeddings [N, 384] of token ids [N, L]."""
-        return embed_in_length_order(ids, lambda chunk: self.session.run(None, {"ids": chunk})[0], self.batch)
+        if len(ids) == 0:
+            return np.zeros((0, 384), dtype=np.float32)
+        lengths = (ids != PAD_ID).sum(axis=1)
+
+        def run(rows: np.ndarray) -> list[np.ndarray]:
+            width = max(int(lengths[rows].max()), 1)
+            return self.session.run(None, {"ids": np.ascontiguousarray(ids[rows, :width])})
+
+        return in_length_order(lengths, self.batch, run)[0]
+
+    def embed_columns(self, tokens: np.ndarray) -> np.ndarray:
+        """Each text column's embedding side by side, [N, 384 * T], of token ids [N, T, L]."""
+        n, columns, width = tokens.shape
+        return self.embed(tokens.reshape(n * columns, width)).reshape(n, -1)
 
 
-def embed_in_length_order(ids: np.ndarray, run: object, batch: int) -> np.ndarray:
-    """Run ``run`` over batches of rows of similar length, each cut to its longest row (padding is wasted
-    work: a batch of short texts beside one long one would pay the long one's length for all)."""
-    lengths = (ids != PAD_ID).sum(axis=1)
+def in_length_order(lengths: np.ndarray, batch: int, run: Callable[[np.ndarray], list[np.ndarray]]
+                    ) -> list[np.ndarray]:
+    """``run(rows)`` over groups of ``batch`` rows of similar ``lengths``, its outputs put back in row order.
+
+    Padding is wasted work: a group of short texts beside one long one would pay the long one's
+    length for all, so ``run`` should cut its rows to their longest."""
     order = np.argsort(lengths, kind="stable")
-    out = None
-    for start in range(0, len(order), batch):
-        rows = order[start: start + batch]
-        width = max(int(lengths[rows].max()), 1)
-        part = run(np.ascontiguousarray(ids[rows, :width]))
-        if out is None:
-            out = np.empty((len(ids), part.shape[1]), dtype=part.dtype)
-        out[rows] = part
-    return out if out is not None else np.zeros((0, 384), dtype=np.float32)
+    parts = [run(order[start: start + batch]) for start in range(0, len(order), batch)]
+    back = np.argsort(order, kind="stable")
+    return [np.concatenate([p[k] for p in parts])[back] for k in range(len(parts[0]))]

@@ -16,9 +16,9 @@ import pyarrow as pa
 from tandem.bundle.format import read_manifest
 from tandem.bundle.inputs import EncodedInputs, InputEncoder
 from tandem.errors import DataError
+from tandem.features.sentence import GROUP_ROWS, in_length_order, load_tokenizer
 from tandem.schema import Schema
 
-TOKEN_BATCH = 32  # rows per run of a model with a sentence encoder, grouped by length
 TOKENIZER_FILE = "tokenizer.json"
 
 
@@ -34,8 +34,8 @@ class Predictor:
     def __init__(self, bundle: str | Path, *, providers: list[str] | None = None, threads: int | None = None):
         self.path = Path(bundle)
         self.manifest = read_manifest(self.path, verify=True)
-        self.schema = Schema.from_dict(self.manifest["schema"])
         self.encoder = bundle_input_encoder(self.path, self.manifest)
+        self.schema = self.encoder.schema
         self.task: str = self.manifest["task"]
         self.labels: list[str] | None = self.manifest.get("labels")
         self.threshold: float = float(self.manifest.get("threshold", 0.5))
@@ -117,13 +117,10 @@ def run_graph(run: object, outputs: list[str], enc: EncodedInputs) -> list[np.nd
     """``run(outputs, feeds, None)`` (an ONNX Runtime session's) on ``enc``. A sentence encoder's cost grows
     with the padded length, so rows with token ids run in groups of similar length, each cut to its
     longest row, and the answers are put back in order."""
-    if enc.tokens is None or enc.n_rows <= TOKEN_BATCH:
+    if enc.tokens is None or enc.n_rows <= GROUP_ROWS:
         return run(outputs, enc.feeds(), None)
-    order = np.argsort(enc.token_lengths(), kind="stable")
-    parts = [run(outputs, enc.take(order[start: start + TOKEN_BATCH]).trimmed().feeds(), None)
-             for start in range(0, enc.n_rows, TOKEN_BATCH)]
-    back = np.argsort(order, kind="stable")
-    return [np.concatenate([p[k] for p in parts])[back] for k in range(len(outputs))]
+    return in_length_order(enc.token_lengths(), GROUP_ROWS,
+                           lambda rows: run(outputs, enc.take(rows).trimmed().feeds(), None))
 
 
 def bundle_input_encoder(folder: Path, manifest: dict) -> InputEncoder:
@@ -131,8 +128,6 @@ def bundle_input_encoder(folder: Path, manifest: dict) -> InputEncoder:
     tokenizer = None
     variant = manifest.get("preprocessing", {}).get("text_encoder")
     if variant:
-        from tandem.features.sentence import load_tokenizer
-
         tokenizer = load_tokenizer(Path(folder) / TOKENIZER_FILE, int(variant["max_tokens"]))
     return InputEncoder(Schema.from_dict(manifest["schema"]), tokenizer=tokenizer)
 

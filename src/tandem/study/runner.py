@@ -182,10 +182,9 @@ def _affordable(text_encoder: dict, enc: EncodedInputs, clock: _Clock, notes: li
 
     sample = enc.take(np.random.default_rng(0).choice(enc.n_rows, min(enc.n_rows, 96), replace=False)).trimmed()
     session = session_for(text_encoder)
-    n, columns, width = sample.tokens.shape
     start = time.monotonic()
-    session.embed(sample.tokens.reshape(n * columns, width))
-    estimate = (time.monotonic() - start) * enc.n_rows / n
+    session.embed_columns(sample.tokens)
+    estimate = (time.monotonic() - start) * enc.n_rows / sample.n_rows
     if estimate <= ENCODER_BUDGET_SHARE * clock.time_limit:
         return text_encoder
     notes.append(f"no sentence encoder: embedding the {enc.n_rows} rows would take about {estimate:.0f} s, more "
