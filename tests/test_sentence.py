@@ -153,3 +153,51 @@ def test_the_cli_takes_the_encoder_options(tmp_path):
     assert bad.returncode != 0
     assert bad.stderr.strip().splitlines()[-1].endswith("text encoder 'bert' is not known: expected auto, minilm "
                                                         "or none")
+
+
+def test_fine_tuning_trains_the_encoder_and_serves_what_it_validated(tmp_path):
+    from sklearn.metrics import f1_score
+
+    frame = sms(500)
+    tuned = [{"name": "tuned", "family": "minilm_finetune", "params": {"layers": 2, "epochs": 2, "patience": 1}}]
+    model = tandem.train(frame.iloc[:400], "Label", time_limit=90, path=tmp_path / "tuned", configs=tuned,
+                         text_encoder="minilm", bagging="no")
+    manifest = model.manifest
+    assert [m["family"] for m in manifest["ensemble"]] == ["minilm_finetune"]
+    assert manifest["ensemble"][0]["encoder_layers"] == 2 and manifest["ensemble"][0]["epochs"] >= 1
+    curve = manifest["curves"]["training"]["tuned"]
+    assert curve["unit"] == "epoch" and len(curve["valid"]) >= 1
+    assert manifest["parity"]["max_abs_diff"] <= manifest["parity"]["tolerance"]
+    # the bundle carries the tuned encoder's graph, not the frozen one's
+    assert (model.path / "native" / "tuned" / "encoder.onnx").is_file()
+    assert not (model.path / "native" / "text_encoder.onnx").exists()
+    rows = frame.iloc[400:].drop(columns=["Label"])
+    predictor = Predictor(model.path)
+    batched = predictor.predict_proba(rows)
+    np.testing.assert_allclose(batched, native_predict(model.path, rows), atol=1e-5)
+    np.testing.assert_allclose(np.concatenate([predictor.predict_proba({"SMS": t}) for t in rows["SMS"][:10]]),
+                               batched[:10], atol=1e-6)
+    assert f1_score(frame["Label"].iloc[400:], predictor.predict(rows), pos_label="spam") > 0.7
+
+
+def test_without_time_for_an_epoch_the_linear_probe_is_the_model(tokenizer):
+    import time
+
+    import pyarrow as pa
+
+    from tandem.bundle.inputs import InputEncoder
+    from tandem.data.infer import infer_schema
+    from tandem.learners.minilm import FineTunedEncoderLearner
+
+    frame = sms(200)
+    table = pa.Table.from_pandas(frame)
+    encoder = InputEncoder(infer_schema(table, "Label"), tokenizer=tokenizer)
+    tokens = encoder.encode_table(table).tokens
+    y = (frame["Label"] == "spam").to_numpy().astype(np.int64)
+    learner = FineTunedEncoderLearner({"layers": 1}, task="binary", n_classes=2, seed=0)
+    learner.fit(tokens[:150], y[:150], tokens[150:], y[150:], deadline=time.monotonic() + 0.05)
+    assert learner.best_epoch == 0 and learner.stopped_by_deadline and learner.curve is None
+    proba = learner.predict(tokens[150:])
+    assert proba.shape == (50, 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert ((proba[:, 1] > 0.5) == y[150:]).mean() > 0.8  # the probe alone already separates spam

@@ -141,9 +141,10 @@ class Preprocessor:
         return inv, shift
 
     def view(self, name: str, enc: EncodedInputs) -> np.ndarray:
-        """A learner family's input: "tree", "dense", "embedding" or "image" (the pixels as encoded)."""
-        if name == "image":
-            return enc.image
+        """A learner family's input: "tree", "dense", "embedding", or as encoded: "image" (the pixels) and
+        "tokens" (a sentence encoder's token ids)."""
+        if name in ("image", "tokens"):
+            return getattr(enc, name)
         return {"tree": self.tree_view, "dense": self.dense_view, "embedding": self.embedding_view}[name](enc)
 
     def tree_view(self, enc: EncodedInputs) -> np.ndarray:
@@ -287,8 +288,8 @@ class Preprocessor:
     def onnx_view(self, g: GraphBuilder, name: str, num: str | None, cat: str | None, text: str | None,
                   tokens: str | None) -> str:
         """:meth:`view` in the graph, from the graph's inputs."""
-        if name == "image":
-            return "image"  # the pixels as the encoder gives them: the network standardises them
+        if name in ("image", "tokens"):
+            return name  # the graph's input as the encoder gives it (the network standardises pixels itself)
         if name == "embedding":
             return self.onnx_embedding_view(g, num, cat, text, tokens)
         return (self.onnx_tree_view if name == "tree" else self.onnx_dense_view)(g, num, cat, text)
@@ -298,18 +299,10 @@ class Preprocessor:
         """The dense view, then the encoder's graph (grafted in) over every text column's token ids."""
         import onnx
 
-        from tandem.features.graph import graft
-        from tandem.features.sentence import encoder_graph
+        from tandem.features.sentence import encode_in_graph, encoder_graph
 
-        # [N, C, L] -> [N * C, L]: one encoder pass over all text columns
-        shape = g.op("Shape", [tokens], prefix="tokens_shape")
-        width = g.op("Slice", [shape, g.const(np.array([2], dtype=np.int64), "start"),
-                               g.const(np.array([3], dtype=np.int64), "stop")], prefix="width")
-        flat_shape = g.op("Concat", [g.const(np.array([-1], dtype=np.int64), "rows"), width], axis=0)
-        ids = g.op("Reshape", [tokens, flat_shape], prefix="ids")
-        embedded = graft(g, onnx.load_from_string(encoder_graph(self.text_encoder)), {"ids": ids}, "encoder")
-        per_row = g.op("Reshape", [embedded["embeddings"],
-                                   g.const(np.array([-1, self.embedding_width], dtype=np.int64), "per_row")])
+        per_row = encode_in_graph(g, tokens, onnx.load_from_string(encoder_graph(self.text_encoder)),
+                                  self.embedding_width)
         dense = self.onnx_dense_view(g, num, cat, text)
         return g.op("Concat", [dense, per_row], axis=1, prefix="embedding_view")
 

@@ -274,6 +274,21 @@ def encoder_graph(text_encoder: dict) -> bytes:
     return _GRAPHS[digest]
 
 
+def encode_in_graph(g: object, tokens: str, graph: object, width: int) -> str:
+    """Graft an encoder ``graph`` (onnx.ModelProto) into GraphBuilder ``g`` over token ids ``tokens`` [N, T, L];
+    returns each row's embeddings side by side, [N, width] (width = 384 x T)."""
+    from tandem.features.graph import graft
+
+    # [N, T, L] -> [N * T, L]: one encoder pass over all text columns
+    shape = g.op("Shape", [tokens], prefix="tokens_shape")
+    length = g.op("Slice", [shape, g.const(np.array([2], dtype=np.int64), "start"),
+                            g.const(np.array([3], dtype=np.int64), "stop")], prefix="width")
+    flat_shape = g.op("Concat", [g.const(np.array([-1], dtype=np.int64), "rows"), length], axis=0)
+    ids = g.op("Reshape", [tokens, flat_shape], prefix="ids")
+    embedded = graft(g, graph, {"ids": ids}, "encoder")["embeddings"]
+    return g.op("Reshape", [embedded, g.const(np.array([-1, width], dtype=np.int64), "per_row")])
+
+
 ENCODER_FILE = "text_encoder.onnx"
 _SESSIONS: dict[str, EncoderSession] = {}
 

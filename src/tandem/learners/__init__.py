@@ -7,7 +7,9 @@ from importlib import resources
 
 from tandem.learners.base import Learner
 
-FAMILIES = ("lightgbm", "linear", "mlp", "cnn", "minilm_linear")
+FAMILIES = ("lightgbm", "linear", "mlp", "cnn", "minilm_linear", "minilm_finetune")
+TEXT_ENCODER_FAMILIES = ("minilm_linear", "minilm_finetune")  # they need the study's sentence encoder
+TEXT_ENCODER_VIEWS = ("embedding", "tokens")  # the views those families read
 
 
 def learner_class(family: str) -> type[Learner]:
@@ -24,6 +26,9 @@ def learner_class(family: str) -> type[Learner]:
     if family == "minilm_linear":
         from tandem.learners.linear import EncoderLinearLearner
         return EncoderLinearLearner
+    if family == "minilm_finetune":
+        from tandem.learners.minilm import FineTunedEncoderLearner
+        return FineTunedEncoderLearner
     if family == "cnn":
         from tandem.learners.cnn import CNNLearner
         return CNNLearner
@@ -60,4 +65,5 @@ def check_configs(configs: object, *, what: str = "configs") -> list[dict]:
     return [{"name": c["name"], "family": c["family"], "params": dict(c.get("params", {}))} for c in configs]
 
 
-__all__ = ["FAMILIES", "Learner", "check_configs", "learner_class", "load_portfolio"]
+__all__ = ["FAMILIES", "TEXT_ENCODER_FAMILIES", "TEXT_ENCODER_VIEWS", "Learner", "check_configs", "learner_class",
+           "load_portfolio"]

@@ -1,4 +1,4 @@
-"""The torch training loop shared by the neural learners (MLP today; text and image learners next).
+"""The torch training loop shared by the neural learners (the MLP, the CNN, the fine-tuned sentence encoder).
 
 - **Early stopping** on the validation loss (``patience`` epochs), keeping the best weights.
 - **Seeded determinism**: the weights, the shuffling and dropout come from ``seed``; the same call
@@ -79,11 +79,13 @@ def fit(build: Callable[[], nn.Module], X: np.ndarray, y: torch.Tensor, X_val: n
         y_val: torch.Tensor | None, loss_fn: nn.Module, config: LoopConfig, *, deadline: float | None = None,
         checkpoint: str | os.PathLike | None = None, curve_metric: str = "loss",
         on_epoch: Callable[[int, float, float | None], None] | None = None,
-        augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None) -> LoopResult:
+        augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+        evaluate: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None) -> LoopResult:
     """Train ``build()`` on (X, y), early-stopping on (X_val, y_val); see the module docstring.
 
     ``augment(batch, generator)`` transforms each training batch (never the validation rows); it draws its
-    randomness from ``generator`` so that runs stay reproducible and resumable."""
+    randomness from ``generator`` so that runs stay reproducible and resumable. ``evaluate(net, X_val)``
+    computes the validation outputs when one call of ``net`` on all of them will not do (too much memory)."""
     torch.manual_seed(config.seed)
     device = pick_device()
     net = build().to(device)
@@ -134,7 +136,7 @@ def fit(build: Callable[[], nn.Module], X: np.ndarray, y: torch.Tensor, X_val: n
         if has_val:
             model.eval()
             with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
-                val_loss = float(loss_fn(net(Xv), yv))
+                val_loss = float(loss_fn(net(Xv) if evaluate is None else evaluate(net, Xv), yv))
             state["train"].append(train_loss)
             state["valid"].append(val_loss)
             if val_loss < state["best"] - 1e-6:

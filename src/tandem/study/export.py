@@ -164,8 +164,9 @@ def export(result: StudyResult, target: Path, *, name: str, version: int | None,
             from tandem.inference.predictor import TOKENIZER_FILE
 
             shutil.copyfile(sentence.require_weights() / "tokenizer.json", tmp / TOKENIZER_FILE)
-            graph = sentence.encoder_graph(result.preprocessor.text_encoder)
-            (tmp / "native" / sentence.ENCODER_FILE).write_bytes(graph)
+            if any(learner.view == "embedding" for _, learner, _ in result.members):
+                graph = sentence.encoder_graph(result.preprocessor.text_encoder)
+                (tmp / "native" / sentence.ENCODER_FILE).write_bytes(graph)
         (tmp / EXPLAIN_FILE).write_text(json.dumps(explain))
         (tmp / "profile.json").write_text(json.dumps(_profile(result, result.train_inputs), indent=1))
         (tmp / "report.html").write_text(render_report(manifest), encoding="utf-8")

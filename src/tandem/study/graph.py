@@ -11,7 +11,7 @@ import onnxruntime as ort
 from tandem.bundle.inputs import EncodedInputs
 from tandem.features.graph import FLOAT, INT64, STRING, GraphBuilder, tensor_info
 from tandem.features.preprocess import Preprocessor
-from tandem.learners import Learner
+from tandem.learners import TEXT_ENCODER_VIEWS, Learner
 
 
 def build_graph(pre: Preprocessor, task: str, labels: list[str] | None, members: list[tuple[Learner, float]],
@@ -25,7 +25,7 @@ def build_graph(pre: Preprocessor, task: str, labels: list[str] | None, members:
     text = "text" if has_text else None
     view_out: dict[str, str] = {}
     parts = []
-    tokens = "tokens" if any(learner.view == "embedding" for learner, _ in members) else None
+    tokens = "tokens" if any(learner.view in TEXT_ENCODER_VIEWS for learner, _ in members) else None
     for learner, weight in members:
         if learner.view not in view_out:
             view_out[learner.view] = pre.onnx_view(g, learner.view, num, cat, text, tokens)

@@ -24,10 +24,11 @@ def native_predict(bundle: str | Path, table: object) -> np.ndarray:
     encoder = bundle_input_encoder(folder, manifest)
     enc = encoder.encode_table(Predictor.as_table(table))
     pre = Preprocessor.from_dict(manifest["preprocessing"])
-    if pre.text_encoder:
+    if pre.text_encoder:  # the frozen encoder's graph, when a member reads its embeddings
         from tandem.features.sentence import ENCODER_FILE, register_graph
 
-        register_graph((folder / "native" / ENCODER_FILE).read_bytes())
+        if (folder / "native" / ENCODER_FILE).is_file():
+            register_graph((folder / "native" / ENCODER_FILE).read_bytes())
     n_classes = len(manifest["labels"]) if manifest["labels"] else 1
     views: dict[str, np.ndarray] = {}
     total = 0.0

@@ -25,7 +25,14 @@ from tandem.data.readers import SOURCE_KEY, read_errors
 from tandem.data.splits import make_folds
 from tandem.errors import ConfigError, DataError
 from tandem.features.preprocess import Preprocessor
-from tandem.learners import Learner, check_configs, learner_class, load_portfolio
+from tandem.learners import (
+    TEXT_ENCODER_FAMILIES,
+    TEXT_ENCODER_VIEWS,
+    Learner,
+    check_configs,
+    learner_class,
+    load_portfolio,
+)
 from tandem.schema import Schema, categorical_strings
 from tandem.study import metrics as M
 from tandem.study.curves import evaluation_curves
@@ -146,8 +153,8 @@ def _prepare_text_encoder(table: pa.Table, schema: Schema, config: StudyConfig, 
     texts = [c.name for c in schema.features if c.kind == "text"]
     if config.text_encoder not in ("auto", "minilm", "none"):
         raise ConfigError(f"text encoder '{config.text_encoder}' is not known: expected auto, minilm or none")
-    families_allow = ((config.families is None or "minilm_linear" in config.families) and
-                      (config.configs is None or any(c["family"] == "minilm_linear" for c in config.configs)))
+    families_allow = ((config.families is None or any(f in TEXT_ENCODER_FAMILIES for f in config.families)) and
+                      (config.configs is None or any(c["family"] in TEXT_ENCODER_FAMILIES for c in config.configs)))
     if not texts or config.text_encoder == "none" or not families_allow:
         return None
     if any(c.kind == "image" for c in schema.features):
@@ -283,7 +290,7 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
     image_data = bool(encoder.image_columns)
     portfolio = [c for c in offered if (config.families is None or c["family"] in config.families)
                  and (learner_class(c["family"]).view == "image") == image_data
-                 and (learner_class(c["family"]).view != "embedding" or text_encoder is not None)]
+                 and (learner_class(c["family"]).view not in TEXT_ENCODER_VIEWS or text_encoder is not None)]
     if not portfolio and image_data:
         raise ConfigError(f"no image learner among families {config.families}: images need the cnn family")
     if not portfolio:
@@ -315,7 +322,7 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
         cand = Candidate(name=name, family=cfg["family"], params=cfg["params"])
         X = views[cls.view]
         oof = np.full((n, 1 if task == "regression" else n_classes), np.nan)
-        for f in active_folds:
+        for k, f in enumerate(active_folds):
             tr, va = folds[f]
             left = search_left()
             if left <= 0 and candidates:
@@ -323,6 +330,9 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
             learner = cls(cfg["params"], task=task, n_classes=n_classes, seed=config.seed + f,
                           categorical=cat_idx if cls.view == "tree" else None)
             budget = max(left, 0.2 * clock.time_limit) if not candidates else left
+            # each fold its share: a learner that plans its epochs to the deadline (the CNN, fine-tuning)
+            # would otherwise spend everything on the first fold and leave the others none
+            budget /= len(active_folds) - k
             learner.fit(X[tr], y[tr], X[va], y[va], deadline=time.monotonic() + budget)
             cand.fit_seconds.append(learner.fit_seconds)
             cand.stopped_by_deadline |= learner.stopped_by_deadline
@@ -386,7 +396,8 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
     ens_metric = metric if (task == "regression" or metric in M.THRESHOLD_FREE) else "log_loss"
     say("ensembling")
     # the sentence encoder is a fixed price for its accuracy: the latency budget is on top of it
-    encoder_us = max((c.latency_us for c in usable if learner_class(c.family).view == "embedding"), default=0.0)
+    encoder_us = max((c.latency_us for c in usable if learner_class(c.family).view in TEXT_ENCODER_VIEWS),
+                     default=0.0)
     weights = greedy_ensemble({c.name: c.oof[rows] for c in usable}, y[rows], ens_metric,
                               costs={c.name: c.latency_us for c in usable},
                               max_cost=config.latency_budget_us + encoder_us)
@@ -424,7 +435,7 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
     if not refit_all:
         notes.append("not every ensemble member could be refit on all rows in the time limit; "
                      "those keep their first-fold model")
-    if pre.text_encoder and not any(learner.view == "embedding" for _, learner, _ in members):
+    if pre.text_encoder and not any(learner.view in TEXT_ENCODER_VIEWS for _, learner, _ in members):
         # no member reads the sentence encoder: the bundle neither carries it nor tokenizes
         pre = dataclasses.replace(pre, text_encoder=None)
         encoder.tokenizer, enc.tokens = None, None
