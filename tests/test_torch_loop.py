@@ -111,3 +111,25 @@ def test_two_processes_with_gloo_train_the_same_model_as_one(script, tmp_path):
     single = weights(tmp_path / "single.rank0.pt")
     for k in single:  # and it is the model one process trains on the whole batches (to float rounding)
         torch.testing.assert_close(rank0[k], single[k], atol=1e-5, rtol=1e-4)
+
+
+def test_bf16_autocast_on_cpu_trains_in_bf16_and_auto_follows_the_cpu():
+    import numpy as np
+    from torch import nn
+
+    from tandem.learners.torch_loop import LoopConfig, autocast_dtype, cpu_has_native_bf16, fit
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(512, 8)).astype(np.float32)
+    y = torch.as_tensor((X[:, 0] - X[:, 1] > 0).astype(np.int64))
+    result = fit(lambda: nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 2)), X[:400], y[:400], X[400:],
+                 y[400:], nn.CrossEntropyLoss(), LoopConfig(max_epochs=15, patience=None, batch_size=64,
+                                                            lr=5e-3, precision="bf16"))
+    assert result.precision == "bf16"
+    assert result.curve["valid"][-1] < 0.5 * result.curve["valid"][0]  # it learns in bf16 too
+    with torch.no_grad():
+        accuracy = (result.net(torch.as_tensor(X[400:])).argmax(1) == y[400:]).float().mean()
+    assert accuracy > 0.9
+    cpu = torch.device("cpu")
+    assert autocast_dtype(LoopConfig(precision="fp32"), cpu) is None
+    assert autocast_dtype(LoopConfig(precision="auto"), cpu) == (torch.bfloat16 if cpu_has_native_bf16() else None)

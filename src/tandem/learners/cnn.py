@@ -99,7 +99,8 @@ class CNNLearner(Learner):
         config = LoopConfig(max_epochs=int(self.params.get("epochs", 60)), patience=int(self.params.get("patience", 8)),
                             batch_size=int(self.params.get("batch_size", 64)), lr=float(self.params.get("lr", 2e-3)),
                             weight_decay=float(self.params.get("weight_decay", 5e-4)), seed=self.seed,
-                            schedule=str(self.params.get("schedule", "cosine")))
+                            schedule=str(self.params.get("schedule", "cosine")),
+                            precision=str(self.params.get("precision", "auto")))
         side = X.shape[-1]
         augment = _augment(float(self.params.get("shift", 0.1)), float(self.params.get("rotate", 10.0)),
                            float(self.params.get("zoom", 0.1)), float(self.params.get("jitter", 0.2)))
@@ -110,7 +111,7 @@ class CNNLearner(Learner):
                      augment=augment)
         self.net, self.best_epoch, self.curve = result.net, result.best_epoch, result.curve
         self.stopped_by_deadline = result.stopped_by_deadline
-        self.side = side
+        self.side, self.precision = side, result.precision
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         out = []
@@ -138,7 +139,7 @@ class CNNLearner(Learner):
         save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, str(folder / "cnn.safetensors"))
         meta = {"channels": list(self.params.get("channels", [32, 64, 128])),
                 "dropout": self.params.get("dropout", 0.2),
-                "side": self.side, "epochs": self.best_epoch}
+                "side": self.side, "epochs": self.best_epoch, "training_precision": self.precision}
         (folder / "cnn.json").write_text(json.dumps(meta))
         return ["cnn.safetensors", "cnn.json"]
 
@@ -146,9 +147,11 @@ class CNNLearner(Learner):
         meta = json.loads((folder / "cnn.json").read_text())
         self.params.update(channels=meta["channels"], dropout=meta["dropout"])
         self.side, self.best_epoch = meta["side"], meta["epochs"]
+        self.precision = meta.get("training_precision", "fp32")
         self.net = self._build()
         self.net.load_state_dict(load_file(str(folder / "cnn.safetensors")))
         self.net.eval()
 
     def describe(self) -> dict:
-        return {"epochs": self.best_epoch, "parameters": int(sum(p.numel() for p in self.net.parameters()))}
+        return {"epochs": self.best_epoch, "parameters": int(sum(p.numel() for p in self.net.parameters())),
+                "training_precision": self.precision}
