@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tandem.errors import ConfigError, DataError
+from tandem.footprint import Meter, MeterSettings
 from tandem.inference.predictor import Predictor, describe_source
 from tandem.registry import Registry, check_name
 from tandem.schema import categorical_strings
@@ -127,7 +129,8 @@ def train(data: object, target: str, *, time_limit: float = 60.0, metric: str | 
           latency_budget_us: float = 100.0, configs: list[dict] | None = None, path: str | Path | None = None,
           home: str | Path | None = None, progress: Callable[[str], None] | None = None,
           strict: bool = False, sensitive: str | None = None, text_encoder: str = "auto",
-          encoder_layers: int = 4) -> Model:
+          encoder_layers: int = 4, country: str | None = None, max_energy_kwh: float | None = None,
+          footprint: bool | MeterSettings = True) -> Model:
     """Train within ``time_limit`` seconds on ``data`` (file path or frame) and return the saved model.
 
     The bundle goes into the registry under ``name`` (default ``model``) as its next version, or
@@ -138,39 +141,60 @@ def train(data: object, target: str, *, time_limit: float = 60.0, metric: str | 
     ``sensitive`` names a column whose groups get fairness figures (on the validation rows) in the manifest.
     ``text_encoder`` ("auto", "minilm" or "none") says whether text columns also go through the
     all-MiniLM-L6-v2 sentence encoder (its first ``encoder_layers`` layers) for a transfer-learning head.
+    The whole call is metered (:mod:`tandem.footprint`): the manifest's footprint ledger gives its energy
+    and CO2 at the grid of ``country`` (ISO 3166-1 alpha-3; else $TANDEM_COUNTRY, else the world average),
+    per phase, trial and learner. ``max_energy_kwh`` stops the study like a time limit does. ``footprint``
+    takes :class:`tandem.footprint.MeterSettings` (PUE, forced powers) or False for no meter.
     """
     from tandem.data.infer import check_target
     from tandem.data.readers import read_table
 
     started = time.monotonic()
-    name = check_name(name or "model")
-    if path is not None and Path(path).exists():
-        raise ConfigError(f"bundle path '{path}' already exists: bundles are never overwritten")
-    if configs is not None:
-        from tandem.learners import check_configs
+    meter = _start_meter(footprint, country)
+    try:
+        name = check_name(name or "model")
+        if path is not None and Path(path).exists():
+            raise ConfigError(f"bundle path '{path}' already exists: bundles are never overwritten")
+        if configs is not None:
+            from tandem.learners import check_configs
 
-        configs = check_configs(configs)
-    table = read_table(data, what="training data")
-    check_target(table, target, what=describe_source(data, "training data"))
-    # the training stack loads only once the data is known to be usable: mistakes fail fast
-    from tandem.study.export import export
-    from tandem.study.runner import StudyConfig, run_study
+            configs = check_configs(configs)
+        table = read_table(data, what="training data")
+        check_target(table, target, what=describe_source(data, "training data"))
+        # the training stack loads only once the data is known to be usable: mistakes fail fast
+        from tandem.study.export import export
+        from tandem.study.runner import StudyConfig, run_study
 
-    config = StudyConfig(target=target, time_limit=float(time_limit), metric=metric, task=task, seed=seed,
-                         bagging=bagging, split=split, group_column=group, time_column=time_column,
-                         search=search, families=families, ignore=ignore, latency_budget_us=latency_budget_us,
-                         configs=configs, strict=strict, sensitive=sensitive, text_encoder=text_encoder,
-                         encoder_layers=encoder_layers)
-    result = run_study(table, config, progress=progress, started=started)
-    if path is not None:
-        export(result, Path(path), name=name, version=None, say=progress or (lambda _m: None))
-        return Model(path)
-    summary = {"task": result.task, "metric": result.metric,
-               "score": result.validation_metrics.get(result.metric)}
-    record = Registry(home).add(
-        name, lambda folder, version: export(result, folder, name=name, version=version,
-                                             say=progress or (lambda _m: None)), summary=summary)
-    return Model(record.path)
+        config = StudyConfig(target=target, time_limit=float(time_limit), metric=metric, task=task, seed=seed,
+                             bagging=bagging, split=split, group_column=group, time_column=time_column,
+                             search=search, families=families, ignore=ignore, latency_budget_us=latency_budget_us,
+                             configs=configs, strict=strict, sensitive=sensitive, text_encoder=text_encoder,
+                             encoder_layers=encoder_layers, max_energy_kwh=max_energy_kwh)
+        result = run_study(table, config, progress=progress, started=started, meter=meter)
+        if path is not None:
+            export(result, Path(path), name=name, version=None, say=progress or (lambda _m: None))
+            return Model(path)
+        summary = {"task": result.task, "metric": result.metric,
+                   "score": result.validation_metrics.get(result.metric)}
+        record = Registry(home).add(
+            name, lambda folder, version: export(result, folder, name=name, version=version,
+                                                 say=progress or (lambda _m: None)), summary=summary)
+        return Model(record.path)
+    except BaseException:
+        if meter is not None:
+            meter.cancel()
+        raise
+
+
+def _start_meter(footprint: bool | MeterSettings, country: str | None) -> Meter | None:
+    if footprint is False:
+        if country is not None:
+            raise ConfigError("--country needs the footprint meter, which is off")
+        return None
+    settings = footprint if isinstance(footprint, MeterSettings) else MeterSettings()
+    if country is not None:
+        settings = dataclasses.replace(settings, country=country)
+    return Meter(MeterSettings.from_env(**dataclasses.asdict(settings))).start()
 
 
 def load(name_or_path: str | Path, *, home: str | Path | None = None) -> Model:

@@ -20,10 +20,11 @@ from tandem.inference.explain import EXPLAIN_FILE
 from tandem.inference.predictor import run_graph
 from tandem.report.html import render_report
 from tandem.study.explain import permutation_importance
-from tandem.study.graph import build_graph, single_row_seconds
+from tandem.study.graph import build_graph, predict_one_row_each, single_row_seconds
 from tandem.study.runner import StudyResult
 
 PARITY_TOLERANCE = 1e-5
+INFERENCE_WINDOW = 1000  # one-row predictions metered for the bundle's inference footprint
 
 
 def _library_versions() -> dict[str, str]:
@@ -96,6 +97,12 @@ def export(result: StudyResult, target: Path, *, name: str, version: int | None,
     parity = float(np.max(np.abs(onnx_out.astype(np.float64) - native_out))) if len(native_out) else 0.0
 
     explain = _explain_data(result)
+    inference_marks = None
+    if result.meter is not None and holdout.n_rows:
+        say(f"metering {INFERENCE_WINDOW} predictions")
+        start = result.meter.mark()
+        predict_one_row_each(sess, holdout, INFERENCE_WINDOW)
+        inference_marks = (start, result.meter.mark())
     weights = {cand.name: w for cand, _, w in result.members}
     leaderboard = []
     for cand in sorted(result.candidates, key=lambda c: -_sortable(result.metric, c.val_score)):
@@ -111,6 +118,10 @@ def export(result: StudyResult, target: Path, *, name: str, version: int | None,
         leaderboard.append(row)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     wall = time.monotonic() - result.started
+    footprint = {"train": {"wall_seconds": round(wall, 3), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
+                           "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "measured": True}}
+    if result.meter is not None:
+        footprint = _footprint(result, inference_marks, footprint["train"])
     manifest = {
         "name": name,
         "version": version,
@@ -147,9 +158,7 @@ def export(result: StudyResult, target: Path, *, name: str, version: int | None,
         "lineage": {"data_fingerprint": result.fingerprint, "rows": result.n_rows, "parent": None,
                     "seed": result.config.seed, "time_limit": result.config.time_limit,
                     "search": result.config.search, "libraries": _library_versions()},
-        "footprint": {"train": {"wall_seconds": round(wall, 3),
-                                "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
-                                "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "measured": True}},
+        "footprint": footprint,
     }
 
     def write_files(tmp: Path) -> None:
@@ -173,6 +182,33 @@ def export(result: StudyResult, target: Path, *, name: str, version: int | None,
 
     write_bundle(target, write_files, manifest)
     return json.loads((target / "manifest.json").read_text())
+
+
+def _footprint(result: StudyResult, inference_marks: tuple | None, process: dict) -> dict:
+    """The footprint ledger: the study's metered total (stopped here, before the manifest is written),
+    its phases, trials and learners, and the energy of one-row predictions."""
+    from tandem.footprint.ledger import training_ledger
+
+    total = result.meter.stop()
+    marks = result.phase_marks
+    cuts = [total.start, marks.get("prepare"), marks.get("search"), marks.get("refit"), total.end]
+    names = ["prepare", "search", "ensemble and refit", "export"]
+    phases = [(n, a, b) for n, a, b in zip(names, cuts, cuts[1:], strict=False) if a is not None and b is not None]
+    train = {**training_ledger(total, phases, result.spans), "wall_seconds": process["wall_seconds"],
+             "peak_rss_mb": process["peak_rss_mb"],
+             "scope": "this process, from the call to train to the manifest (CodeCarbon process mode)"}
+    out = {"train": train}
+    if inference_marks is not None:
+        part = total.between(*inference_marks)
+        scale = 1000 / INFERENCE_WINDOW
+        row = part.summary()
+        out["inference"] = {
+            "predictions": INFERENCE_WINDOW, "mode": "one row per call (a serving host's worst case), on the "
+            "training machine at export", "seconds": row["seconds"],
+            **{f"{k}_per_1000": row[k] * scale for k in ("energy_kwh", "energy_kwh_low", "energy_kwh_high",
+                                                         "co2_kg", "co2_kg_low", "co2_kg_high")},
+            "method": row["method"]}
+    return out
 
 
 def _r(v: float) -> float | None:

@@ -25,6 +25,8 @@ from tandem.data.readers import SOURCE_KEY, read_errors
 from tandem.data.splits import make_folds
 from tandem.errors import ConfigError, DataError
 from tandem.features.preprocess import Preprocessor
+from tandem.footprint.ledger import Span
+from tandem.footprint.meter import Mark, Meter
 from tandem.learners import (
     TEXT_ENCODER_FAMILIES,
     TEXT_ENCODER_VIEWS,
@@ -69,6 +71,7 @@ class StudyConfig:
     # embedding the rows fits the budget), "minilm" (always; an error without the weights) or "none"
     text_encoder: str = "auto"
     encoder_layers: int = 4  # of its 6 layers (tandem.features.sentence.DEFAULT_LAYERS)
+    max_energy_kwh: float | None = None  # an energy budget (needs a meter): the study stops as at a time limit
 
 
 @dataclass
@@ -120,6 +123,9 @@ class StudyResult:
     holdout_y: np.ndarray | None = None  # targets of the holdout rows (permutation importance)
     curves: dict = field(default_factory=dict)  # evaluation, training (per candidate) and learning curves
     source: str = "table"  # "mail": read from a mail folder (the server then also takes raw messages)
+    meter: Meter | None = None  # the footprint meter the study ran under (export stops it)
+    spans: list[Span] = field(default_factory=list)  # each trial, refit and learning-curve fit, between meter marks
+    phase_marks: dict[str, Mark] = field(default_factory=dict)  # where the search, the refit and the study ended
 
     def native_predict(self, enc: EncodedInputs) -> np.ndarray:
         """The ensemble's prediction in the learners' own runtimes (the parity reference)."""
@@ -211,22 +217,57 @@ def _label_type(col: pa.ChunkedArray) -> str:
 
 
 class _Clock:
-    def __init__(self, time_limit: float, started: float):
+    """The study's deadline: the time limit, brought forward when an energy budget runs out sooner."""
+
+    def __init__(self, time_limit: float, started: float, meter: Meter | None = None,
+                 max_energy_kwh: float | None = None):
         self.started = started
         self.deadline = started + time_limit
         self.time_limit = time_limit
+        self.meter, self.max_energy_kwh = meter, max_energy_kwh
+        self.energy_capped = False
+        self._checked = started
 
     def left(self) -> float:
-        return self.deadline - time.monotonic()
+        now = time.monotonic()
+        if self.max_energy_kwh is not None and now - self._checked >= 0.5:
+            self._checked = now
+            self._cap_by_energy(now)
+        return self.deadline - now
+
+    def _cap_by_energy(self, now: float) -> None:
+        """Move the deadline to when the energy budget runs out at the rate spent so far."""
+        used, elapsed = self.meter.kwh_so_far(), now - self.started
+        if used <= 0 or elapsed <= 0:  # the meter is not measuring yet
+            return
+        runs_out = now + (self.max_energy_kwh - used) / (used / elapsed)
+        if runs_out < self.deadline:
+            self.deadline, self.energy_capped = runs_out, True
+            self.time_limit = max(runs_out - self.started, 1e-3)
 
 
 def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None = None,
-              started: float | None = None) -> StudyResult:
-    """Train within ``config.time_limit`` seconds and return the fitted ensemble."""
+              started: float | None = None, meter: Meter | None = None) -> StudyResult:
+    """Train within ``config.time_limit`` seconds (and ``config.max_energy_kwh``, read off ``meter``)
+    and return the fitted ensemble; with a ``meter``, each trial and refit is marked for the ledger."""
     say = progress or (lambda _msg: None)
     if config.time_limit <= 0:
         raise ConfigError(f"time limit must be positive, got {config.time_limit}")
-    clock = _Clock(config.time_limit, started if started is not None else time.monotonic())
+    if config.max_energy_kwh is not None:
+        if not config.max_energy_kwh > 0:
+            raise ConfigError(f"energy budget must be a positive number of kWh, got {config.max_energy_kwh}")
+        if meter is None:
+            raise ConfigError("an energy budget needs the footprint meter, which is off")
+    clock = _Clock(config.time_limit, started if started is not None else time.monotonic(), meter,
+                   config.max_energy_kwh)
+    spans: list[Span] = []
+    phase_marks: dict[str, Mark] = {}
+
+    def span(model: str, family: str, kind: str, start: Mark | None) -> None:
+        if meter is not None:
+            spans.append(Span(model, family, kind, start, meter.mark()))
+
+    mark = meter.mark if meter is not None else (lambda: None)
     warnings: list[str] = []
     notes: list[str] = []
     failed = read_errors(table)
@@ -318,6 +359,13 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
         return clock.left() - reserve
 
     def evaluate(cfg: dict, name: str) -> Candidate | None:
+        start = mark()
+        try:
+            return _evaluate(cfg, name)
+        finally:
+            span(name, cfg["family"], "trial", start)
+
+    def _evaluate(cfg: dict, name: str) -> Candidate | None:
         cls = learner_class(cfg["family"])
         cand = Candidate(name=name, family=cfg["family"], params=cfg["params"])
         X = views[cls.view]
@@ -351,6 +399,7 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
         cand.latency_us, cand.onnx_bytes = seconds * 1e6 * grows, graph.ByteSize()
         return cand
 
+    phase_marks["prepare"] = mark()
     for i, cfg in enumerate(portfolio):
         if search_left() <= 0 and candidates:
             break
@@ -385,9 +434,16 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
         cost = 1.3 * float(best.fit_seconds[0]) * sum(LEARNING_FRACTIONS)
         if 0.5 * cost <= search_left(learning_curve=False):  # its reserve, give or take the last fit's overrun
             say(f"learning curve of {best.name}")
+            start = mark()
             learning = _learning_curve(best, folds[0], views, y, task, n_classes, metric, config.seed, cat_idx)
+            span(best.name, best.family, "learning curve", start)
         else:
             notes.append("no learning curve: the time limit left no room for the extra fits it needs")
+    phase_marks["search"] = mark()
+    if clock.energy_capped:
+        notes.append(f"the energy budget of {config.max_energy_kwh:g} kWh ended the search after "
+                     f"{clock.time_limit:.0f} s, "
+                     f"before the {config.time_limit:g} s time limit")
     rows = _rows(active_folds, folds)
     for c in usable:
         if c.overfit:
@@ -423,10 +479,12 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
         fitted = cand.fold_models[0]
         if clock.left() - export_seconds > est:
             say(f"refitting {name} on all rows")
+            start = mark()
             cls = learner_class(cand.family)
             learner = cls(fitted.refit_params(scale), task=task, n_classes=n_classes, seed=config.seed,
                           categorical=cat_idx if cls.view == "tree" else None)
             learner.fit(views[cls.view], y, deadline=clock.deadline - export_seconds)
+            span(name, cand.family, "refit", start)
             if learner.stopped_by_deadline:
                 learner, refit_all = fitted, False
         else:
@@ -440,6 +498,7 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
         pre = dataclasses.replace(pre, text_encoder=None)
         encoder.tokenizer, enc.tokens = None, None
     holdout_rows = folds[0][1][:2000]
+    phase_marks["refit"] = mark()
     curves = {"evaluation": evaluation_curves(task, y[rows], blended, labels, threshold),
               "training": {c.name: c.fold_models[0].curve for c in candidates if c.fold_models[0].curve},
               "learning": learning}
@@ -449,7 +508,8 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
         bagged=bagged and n_folds > 1, threshold=threshold, validation_metrics=val_metrics, warnings=warnings,
         notes=notes, holdout=enc.take(holdout_rows), started=clock.started, deadline=clock.deadline, n_rows=n,
         fingerprint=_fingerprint(enc, y), train_inputs=enc, quality=quality.to_dict(),
-        fairness=fairness, holdout_y=y[holdout_rows], curves=curves, source=source)
+        fairness=fairness, holdout_y=y[holdout_rows], curves=curves, source=source, meter=meter, spans=spans,
+        phase_marks={k: v for k, v in phase_marks.items() if v is not None})
 
 
 LEARNING_FRACTIONS = (0.1, 0.25, 0.5)

@@ -1,0 +1,428 @@
+"""The meter: energy and CO2 of a block of work, on CodeCarbon's offline tracker in process mode.
+
+CodeCarbon finds how this machine can be measured (RAPL counters, NVML for GPUs) or, failing
+that, which power model applies (the CPU's TDP from its table, or a default per thread; RAM from
+the DIMM count), and integrates it over the block. tandem adds what a figure needs to be honest:
+
+- **how it was obtained**, per component: ``measured`` (a hardware energy counter), ``estimated``
+  (a power model, named) or ``given`` (a power the user forced), and for estimates a low-high range;
+- **the grid**: a validated country, its intensity and the intensity's source, and the PUE;
+- **no gap**: CodeCarbon's hardware detection takes about 1.5 s the first time in a process. The
+  tracker starts in a background thread, so the work is not held up; the first seconds it misses
+  are counted at the rate it measured (CPU energy per CPU second, RAM and GPU per second of wall
+  time), and the footprint says how many seconds that was.
+
+A block's parts (one trial of a study, one window of predictions) are attributed from the block's
+total the same way, by :meth:`Footprint.between` two :meth:`Meter.mark` readings, which cost
+microseconds; GPU parts come from NVML's energy counter directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+
+from tandem.errors import ConfigError
+from tandem.footprint.grid import WORLD, Grid, codecarbon_version, resolve_grid
+
+# A low-high range per power model, as factors of the central estimate (the README says why).
+CPU_RANGE_TDP_TABLE = (0.5, 1.2)  # package power at full load lies between about half TDP and turbo (~1.2x)
+CPU_RANGE_TDP_DEFAULT = (0.5, 3.0)  # CPU not in CodeCarbon's table: its 4 W a thread is 2-12 W on real parts
+RAM_RANGE = (0.5, 1.5)  # CodeCarbon's 5 W a DIMM over a guessed DIMM count
+KWH_PER_JOULE = 1 / 3.6e6
+MIN_WINDOW_S = 0.06
+
+
+@dataclass(frozen=True)
+class MeterSettings:
+    """What the meter cannot find out by itself. Every field falls back on an environment variable:
+    TANDEM_COUNTRY, TANDEM_PUE, TANDEM_CPU_POWER_W, TANDEM_RAM_POWER_W, TANDEM_GRID_INTENSITY."""
+
+    country: str | None = None  # ISO 3166-1 alpha-3; the world average when neither it nor the variable is set
+    pue: float | None = None  # the data centre's power usage effectiveness (1.0: none counted)
+    cpu_power_w: float | None = None  # force CodeCarbon's CPU power (the TDP of every thread together)
+    ram_power_w: float | None = None
+    intensity_g_per_kwh: float | None = None  # replace the country's carbon intensity
+
+    @classmethod
+    def from_env(cls, **given: object) -> MeterSettings:
+        """Settings from keyword arguments, with the environment filling whatever is None."""
+        env = {"country": "TANDEM_COUNTRY", "pue": "TANDEM_PUE", "cpu_power_w": "TANDEM_CPU_POWER_W",
+               "ram_power_w": "TANDEM_RAM_POWER_W", "intensity_g_per_kwh": "TANDEM_GRID_INTENSITY"}
+        values: dict[str, object] = {}
+        for name, var in env.items():
+            value = given.get(name)
+            if value is None and os.environ.get(var):
+                raw = os.environ[var]
+                if name == "country":
+                    value = raw
+                else:
+                    try:
+                        value = float(raw)
+                    except ValueError:
+                        raise ConfigError(f"${var} must be a number, got {raw!r}") from None
+            values[name] = value
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """A ConfigError for a value the meter cannot use (the country is checked by :meth:`grid`)."""
+        if self.pue is not None and not (math.isfinite(self.pue) and self.pue >= 1.0):
+            raise ConfigError(f"PUE must be a number >= 1.0 (1.0: no data-centre overhead), got {self.pue}")
+        for what, watts in (("CPU power", self.cpu_power_w), ("RAM power", self.ram_power_w)):
+            if watts is not None and not (math.isfinite(watts) and watts > 0):
+                raise ConfigError(f"{what} must be a number of watts > 0, got {watts}")
+        self.grid()
+
+    def grid(self) -> Grid:
+        return resolve_grid(self.country, self.intensity_g_per_kwh)
+
+
+@dataclass(frozen=True)
+class Component:
+    """The energy of one part of the machine, and how it was obtained."""
+
+    kwh: float
+    low_kwh: float
+    high_kwh: float
+    method: str  # measured, estimated or given
+    how: str
+
+    def scaled(self, factor: float) -> Component:
+        return replace(self, kwh=self.kwh * factor, low_kwh=self.low_kwh * factor, high_kwh=self.high_kwh * factor)
+
+    def to_dict(self) -> dict:
+        return {"energy_kwh": self.kwh, "energy_kwh_low": self.low_kwh, "energy_kwh_high": self.high_kwh,
+                "method": self.method, "how": self.how}
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A cheap reading to cut a block into parts: wall clock, process CPU time, GPU energy counters."""
+
+    wall: float
+    cpu: float
+    gpu_mj: float | None
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """Energy and CO2 of a block of work, each figure with how it was obtained."""
+
+    seconds: float
+    cpu_seconds: float
+    components: dict[str, Component]
+    pue: float
+    grid: Grid
+    library: str
+    hardware: dict
+    extrapolated_seconds: float = 0.0  # the first seconds, before CodeCarbon was ready, counted at its rate
+    start: Mark | None = field(default=None, compare=False)
+    end: Mark | None = field(default=None, compare=False)
+
+    @property
+    def it_kwh(self) -> float:
+        """Energy at the machine (before PUE)."""
+        return sum(c.kwh for c in self.components.values())
+
+    @property
+    def energy_kwh(self) -> float:
+        """Energy at the meter of the building: the machine's times PUE."""
+        return self.it_kwh * self.pue
+
+    @property
+    def energy_range_kwh(self) -> tuple[float, float]:
+        return (sum(c.low_kwh for c in self.components.values()) * self.pue,
+                sum(c.high_kwh for c in self.components.values()) * self.pue)
+
+    @property
+    def co2_kg(self) -> float:
+        return self.energy_kwh * self.grid.g_per_kwh / 1000.0
+
+    @property
+    def method(self) -> str:
+        kinds = {c.method for c in self.components.values() if c.kwh > 0 or c.method == "measured"}
+        return "measured" if kinds == {"measured"} else ("estimated" if "measured" not in kinds else "partly measured")
+
+    def between(self, start: Mark, end: Mark) -> Footprint:
+        """The part of this footprint spent from ``start`` to ``end``: CPU energy by CPU time, RAM (and
+        GPU without counters) by wall time, GPU energy from NVML's counter when it has one."""
+        assert self.start is not None and self.end is not None
+        cpu_share = _share(end.cpu - start.cpu, self.end.cpu - self.start.cpu)
+        wall_share = _share(end.wall - start.wall, self.end.wall - self.start.wall)
+        parts = {}
+        for name, comp in self.components.items():
+            if name == "gpu" and start.gpu_mj is not None and end.gpu_mj is not None:
+                total_mj = (self.end.gpu_mj or 0.0) - (self.start.gpu_mj or 0.0)
+                parts[name] = comp.scaled(_share(end.gpu_mj - start.gpu_mj, total_mj))
+            else:
+                parts[name] = comp.scaled(cpu_share if name == "cpu" else wall_share)
+        return replace(self, seconds=end.wall - start.wall, cpu_seconds=end.cpu - start.cpu, components=parts,
+                       extrapolated_seconds=0.0, start=start, end=end)
+
+    def summary(self) -> dict:
+        """The headline figures, for a ledger row."""
+        low, high = self.energy_range_kwh
+        return {"seconds": round(self.seconds, 3), "cpu_seconds": round(self.cpu_seconds, 3),
+                "energy_kwh": self.energy_kwh, "energy_kwh_low": low, "energy_kwh_high": high,
+                "co2_kg": self.co2_kg, "co2_kg_low": low * self.grid.g_per_kwh / 1000.0,
+                "co2_kg_high": high * self.grid.g_per_kwh / 1000.0, "method": self.method}
+
+    def to_dict(self) -> dict:
+        """Everything, for the manifest: figures, components with their methods, grid, PUE, library."""
+        return {**self.summary(), "it_energy_kwh": self.it_kwh,
+                "components": {k: c.to_dict() for k, c in self.components.items()},
+                "pue": self.pue, "grid": self.grid.to_dict(), "library": self.library, "hardware": self.hardware,
+                "extrapolated_seconds": round(self.extrapolated_seconds, 3)}
+
+
+def _share(part: float, whole: float) -> float:
+    return part / whole if whole > 0 else 0.0
+
+
+class Meter:
+    """Energy and CO2 of the work done between :meth:`start` and :meth:`stop` (or a ``with`` block),
+    by this process (CodeCarbon's process mode: other processes on the machine are not counted).
+
+    >>> with Meter(MeterSettings(country="FRA")) as meter:
+    ...     work()
+    >>> meter.result.energy_kwh, meter.result.co2_kg, meter.result.method
+    """
+
+    def __init__(self, settings: MeterSettings | None = None):
+        self.settings = settings if settings is not None else MeterSettings.from_env()
+        self.settings.check()
+        self.grid = self.settings.grid()
+        self.result: Footprint | None = None
+        self._tracker = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._begin: Mark | None = None
+        self._tracked_from: Mark | None = None
+        self._cancelled = False
+        self._gpu = _Nvml()
+        import psutil
+
+        self._process = psutil.Process()
+
+    # -- readings --------------------------------------------------------------------------------
+    def mark(self) -> Mark:
+        """A reading to cut the block into parts later (:meth:`Footprint.between`); microseconds."""
+        t = self._process.cpu_times()
+        return Mark(time.perf_counter(), t.user + t.system + t.children_user + t.children_system,
+                    self._gpu.millijoules())
+
+    def kwh_so_far(self) -> float:
+        """Energy (times PUE) since :meth:`start`, while running: what an energy budget checks."""
+        if not self._ready.is_set():
+            return 0.0
+        self._raise_if_failed()
+        tracked = self._tracker.flush() or 0.0  # kg at the forced 1000 g/kWh: kWh (see _new_tracker)
+        now = self.mark()
+        wall = now.wall - self._tracked_from.wall
+        return tracked * _share(now.wall - self._begin.wall, wall) * self._pue if wall > 0 else 0.0
+
+    # -- the block -------------------------------------------------------------------------------
+    def start(self) -> Meter:
+        self._begin = self.mark()
+        threading.Thread(target=self._start_tracker, name="tandem-meter", daemon=True).start()
+        return self
+
+    def stop(self) -> Footprint:
+        """Stop and return the block's footprint (also kept as :attr:`result`)."""
+        if self.result is not None:
+            return self.result
+        self._ready.wait()
+        self._raise_if_failed()
+        window = time.perf_counter() - self._tracked_from.wall
+        if window < MIN_WINDOW_S:  # CodeCarbon skips its last reading within 50 ms of the one before
+            time.sleep(MIN_WINDOW_S - window)
+        self._tracker.stop()
+        end = self.mark()
+        data = self._tracker.final_emissions_data
+        self.result = self._footprint(data, end)
+        return self.result
+
+    def __enter__(self) -> Meter:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def _pue(self) -> float:
+        return float(self.settings.pue) if self.settings.pue is not None else 1.0
+
+    def cancel(self) -> None:
+        """Give up on the block (the work failed): the tracker stops without holding up the caller."""
+        self._cancelled = True
+        if self._ready.is_set() and self._tracker is not None and self.result is None:
+            self._tracker.stop()
+
+    def _start_tracker(self) -> None:
+        try:
+            warm_up(self.settings)
+            self._tracker = _new_tracker(self.settings)
+            self._tracked_from = self.mark()  # start() now takes milliseconds: the window begins here
+            self._tracker.start()
+            if self._cancelled:
+                self._tracker.stop()
+        except BaseException as exc:  # surfaced in the caller's thread by stop()
+            self._error = exc
+        finally:
+            self._ready.set()
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise RuntimeError(f"CodeCarbon's tracker failed to start: {self._error}") from self._error
+
+    def _footprint(self, data: object, end: Mark) -> Footprint:
+        begin, tracked = self._begin, self._tracked_from
+        gap_wall, gap_cpu = tracked.wall - begin.wall, tracked.cpu - begin.cpu
+        cpu = _cpu_model(self._tracker)
+        cpu_kwh = float(data.cpu_energy)
+        if cpu.tdp_w and not cpu.measured:  # the seconds before the tracker, at the same power model
+            cpu_kwh += cpu.tdp_w / cpu.threads * gap_cpu * KWH_PER_JOULE
+        elif end.cpu > tracked.cpu:  # counters: at the rate they measured per CPU second
+            cpu_kwh *= (end.cpu - begin.cpu) / (end.cpu - tracked.cpu)
+        components = {"cpu": _cpu_component(cpu_kwh, cpu),
+                      "ram": _ram_component(float(data.ram_energy) + float(data.ram_power) * gap_wall * KWH_PER_JOULE,
+                                            self.settings.ram_power_w, float(data.ram_power))}
+        gpu_count = int(getattr(data, "gpu_count", 0) or 0)
+        if gpu_count:
+            kwh = float(data.gpu_energy) + float(data.gpu_power) * gap_wall * KWH_PER_JOULE
+            components["gpu"] = Component(kwh, kwh, kwh, "measured", f"NVML energy counters of {gpu_count} "
+                                          f"GPU(s) ({data.gpu_model}), whole devices")
+        hardware = {"cpu_model": str(data.cpu_model), "cpu_threads": int(data.cpu_count),
+                    "ram_gb": round(float(data.ram_total_size), 1), "gpu_count": gpu_count,
+                    "gpu_model": str(getattr(data, "gpu_model", "") or "") or None, "os": str(data.os)}
+        return Footprint(seconds=end.wall - begin.wall, cpu_seconds=end.cpu - begin.cpu, components=components,
+                         pue=self._pue, grid=self.grid, library=f"codecarbon {codecarbon_version()}",
+                         hardware=hardware, extrapolated_seconds=max(0.0, gap_wall), start=begin, end=end)
+
+
+_warm: set[MeterSettings] = set()
+_warm_lock = threading.Lock()
+
+
+def warm_up(settings: MeterSettings | None = None) -> None:
+    """Let CodeCarbon detect the hardware once in this process (about 1.5 s; it caches what it found
+    per configuration), so that a meter started later begins measuring within milliseconds."""
+    settings = settings if settings is not None else MeterSettings.from_env()
+    with _warm_lock:
+        if settings in _warm:
+            return
+        tracker = _new_tracker(settings)
+        tracker.start()
+        tracker.stop()
+        _cpu_model(tracker)  # and the TDP-table lookup its label needs
+        _warm.add(settings)
+
+
+def _new_tracker(settings: MeterSettings) -> object:
+    from codecarbon import OfflineEmissionsTracker
+
+    logging.getLogger("codecarbon").setLevel(logging.ERROR)  # its set-up logs at INFO before log_level applies
+
+    # The grid is tandem's (validated, with its source); the tracker's own CO2 is asked at a forced
+    # 1000 g/kWh so that its running kg reading (flush) is the energy in kWh. PUE is applied by tandem.
+    country = resolve_grid(settings.country).country  # metadata only: the intensity is forced
+    return OfflineEmissionsTracker(
+        country_iso_code=country if country != WORLD else "USA", tracking_mode="process", save_to_file=False,
+        save_to_api=False, save_to_logger=False, save_to_prometheus=False, log_level="error", measure_power_secs=15,
+        pue=1.0,
+        force_carbon_intensity_g_co2e_kwh=1000.0, force_cpu_power=settings.cpu_power_w,
+        force_ram_power=settings.ram_power_w, allow_multiple_runs=True)
+
+
+@dataclass(frozen=True)
+class _CpuModel:
+    mode: str  # CodeCarbon's CPU mode: cpu_load, intel_rapl, constant, ...
+    tdp_w: float | None
+    generic_tdp: bool
+    model: str
+    threads: int
+    forced: bool
+
+    @property
+    def measured(self) -> bool:
+        return "rapl" in self.mode or self.mode in ("intel_power_gadget", "apple_powermetrics", "windows_emi")
+
+
+def _cpu_model(tracker: object) -> _CpuModel:
+    # CodeCarbon exposes no public description of its CPU power model; these attributes are read
+    # with defaults so that a change in a later release degrades the label, not the figure.
+    cpu = next((h for h in getattr(tracker, "_hardware", []) if type(h).__name__ == "CPU"), None)
+    forced = getattr(tracker, "_force_cpu_power", None) is not None
+    tdp = getattr(cpu, "_tdp", None)
+    model = str(getattr(cpu, "_model", "") or "")
+    return _CpuModel(mode=str(getattr(cpu, "_mode", "unknown")), tdp_w=float(tdp) if tdp else None,
+                     generic_tdp=bool(getattr(cpu, "_is_generic_tdp", False)) or not _in_tdp_table(model),
+                     model=str(getattr(cpu, "_model", "unknown")), threads=int(getattr(cpu, "_cpu_count", 0) or
+                                                                               os.cpu_count() or 1), forced=forced)
+
+
+@lru_cache(maxsize=8)
+def _in_tdp_table(model: str) -> bool:
+    """Whether CodeCarbon found ``model`` in its TDP table (else it assumed 4 W a thread)."""
+    if not model or model == "Unknown":
+        return False
+    try:
+        from codecarbon.core.cpu import TDP
+
+        return TDP.__new__(TDP)._get_cpu_power_from_registry(model) is not None
+    except Exception:  # a later CodeCarbon without this lookup: call it unknown, the wider range
+        return False
+
+
+def _cpu_component(kwh: float, cpu: _CpuModel) -> Component:
+    if cpu.measured:
+        return Component(kwh, kwh, kwh, "measured", f"CPU energy counters ({cpu.mode}) of the whole package")
+    per_thread = f"{cpu.tdp_w / cpu.threads:.2f} W a busy thread" if cpu.tdp_w else "an unknown power"
+    if cpu.forced:
+        return Component(kwh, kwh, kwh, "given",
+                         f"{cpu.tdp_w:g} W given for all {cpu.threads} threads: {per_thread} x this process's CPU time")
+    if cpu.generic_tdp or cpu.tdp_w is None:
+        low, high = CPU_RANGE_TDP_DEFAULT
+        how = (f"CPU '{cpu.model}' is not in CodeCarbon's TDP table: its default of {per_thread} x this "
+               "process's CPU time")
+    else:
+        low, high = CPU_RANGE_TDP_TABLE
+        how = f"TDP of '{cpu.model}' from CodeCarbon's table ({cpu.tdp_w:g} W): {per_thread} x this process's CPU time"
+    return Component(kwh, kwh * low, kwh * high, "estimated", how)
+
+
+def _ram_component(kwh: float, forced_w: float | None, watts: float) -> Component:
+    if forced_w is not None:
+        return Component(kwh, kwh, kwh, "given", f"{forced_w:g} W given for the RAM, x wall time")
+    low, high = RAM_RANGE
+    return Component(kwh, kwh * low, kwh * high, "estimated",
+                     f"CodeCarbon's RAM model: {watts:g} W (5 W a DIMM, DIMMs guessed from the size), x wall time")
+
+
+class _Nvml:
+    """NVML's total-energy counters of every GPU (mJ since the driver loaded); None without a GPU."""
+
+    def __init__(self) -> None:
+        self.handles = []
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self.handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+            self._read = pynvml.nvmlDeviceGetTotalEnergyConsumption
+            for h in self.handles:
+                self._read(h)
+        except Exception:  # no driver, no GPU, or a GPU without the counter (pre-Volta)
+            self.handles = []
+
+    def millijoules(self) -> float | None:
+        if not self.handles:
+            return None
+        return float(sum(self._read(h) for h in self.handles))
