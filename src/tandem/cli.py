@@ -26,6 +26,10 @@ out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
+_COUNTRY = typer.Option(None, "--country", help="Where the work runs, as an ISO 3166-1 alpha-3 code (FRA, USA, ...), "
+                        "for the grid's carbon intensity (default $TANDEM_COUNTRY, else the world average).")
+
+
 class _BudgetBar:
     """A progress bar that fills with the time budget and shows the study's current step."""
 
@@ -105,6 +109,12 @@ def _print_model(model, *, console: Console = out) -> None:
     ens = ", ".join(f"{e['model']} x{e['weight']:.2f}" for e in m["ensemble"])
     console.print(f"ensemble: {ens}; ONNX vs native max abs diff {m['parity']['max_abs_diff']:.2e}; "
                   f"1-row predict p50 {m['latency']['predict_1row_us_p50']} µs")
+    train_fp = (m.get("footprint") or {}).get("train") or {}
+    if "energy_kwh" in train_fp:
+        from tandem.footprint.life import life_lines, life_report
+
+        for line in life_lines(life_report(m["footprint"]))[:2]:
+            console.print(f"footprint: {line}", markup=False, highlight=False, soft_wrap=True)
     if m.get("fairness"):
         _print_fairness(m["fairness"], console=console)
     if m.get("quality"):
@@ -144,9 +154,16 @@ def train(
     strict: bool = typer.Option(False, "--strict", help="Stop before fitting when the quality gate finds an error."),
     sensitive: str | None = typer.Option(None, "--sensitive", help="A column whose groups get fairness figures "
                                          "(accuracy, TPR, FPR, selection rate, disparities) in the bundle."),
+    country: str | None = _COUNTRY,
+    pue: float | None = typer.Option(None, "--pue", help="The data centre's power usage effectiveness (default 1.0, "
+                                     "or $TANDEM_PUE)."),
+    max_energy_kwh: float | None = typer.Option(None, "--max-energy-kwh", help="Energy budget: the study stops when "
+                                                "it would run out, as at the time limit."),
+    no_footprint: bool = typer.Option(False, "--no-footprint", help="Do not meter energy and CO2."),
 ) -> None:
     """Train within the time limit and save the bundle (the quality gate runs first)."""
     from tandem.api import train as train_model
+    from tandem.footprint import MeterSettings
 
     with _BudgetBar(time_limit) as bar:
         model = train_model(str(data), target, time_limit=time_limit, metric=metric,
@@ -156,7 +173,9 @@ def train(
                             families=[f.strip() for f in families.split(",")] if families else None,
                             configs=_read_configs(configs) if configs else None,
                             latency_budget_us=latency_budget_us, path=out_dir, progress=bar.say, strict=strict,
-                            sensitive=sensitive, text_encoder=text_encoder, encoder_layers=encoder_layers)
+                            sensitive=sensitive, text_encoder=text_encoder, encoder_layers=encoder_layers,
+                            country=country, max_energy_kwh=max_energy_kwh,
+                            footprint=False if no_footprint else MeterSettings(pue=pue))
     _print_model(model)
 
 
@@ -272,16 +291,54 @@ def predict(
     input_path: Path = typer.Argument(..., metavar="INPUT", help="Rows to score (CSV, Parquet, JSON lines, Arrow)."),
     output: Path = typer.Option(..., "--output", "-o", help="Where to write predictions (.csv or .parquet)."),
     batch_rows: int = typer.Option(65536, help="Rows per chunk: memory stays bounded whatever the input size."),
+    country: str | None = typer.Option(None, "--country", help="Meter the run's energy and CO2 at this country's "
+                                       "grid (ISO 3166-1 alpha-3; also $TANDEM_COUNTRY)."),
 ) -> None:
     """Score a file in chunks; the output appears only when complete."""
     from tandem.batch import predict_file
     from tandem.registry import Registry
 
     bundle = Registry().resolve(model)
-    rows, notes = predict_file(bundle, input_path, output, batch_rows=batch_rows, console=err)
+    with _optional_meter(country) as meter:
+        rows, notes = predict_file(bundle, input_path, output, batch_rows=batch_rows, console=err)
     for n in notes:
         err.print(f"note: {n}")
     err.print(f"wrote {rows} predictions to {output}")
+    _print_run_footprint(meter, rows)
+
+
+class _optional_meter:
+    """A footprint meter around a block when a country is given (option or $TANDEM_COUNTRY), else none:
+    metering costs a second and a half of hardware detection, worth it only when asked for."""
+
+    def __init__(self, country: str | None):
+        import os
+
+        from tandem.footprint import Meter, MeterSettings
+
+        wanted = country is not None or bool(os.environ.get("TANDEM_COUNTRY"))
+        self.meter = Meter(MeterSettings.from_env(country=country)) if wanted else None
+
+    def __enter__(self):
+        return self.meter.start() if self.meter else None
+
+    def __exit__(self, exc_type, *exc: object) -> None:
+        if self.meter is None:
+            return
+        if exc_type is None:
+            self.meter.stop()
+        else:
+            self.meter.cancel()
+
+
+def _print_run_footprint(meter, predictions: int | None = None) -> None:
+    if meter is None or meter.result is None:
+        return
+    r = meter.result.summary()
+    per = (f"; {r['energy_kwh'] / predictions * 1e6:.3g} Wh per 1,000 predictions" if predictions else "")
+    err.print(f"footprint: {r['energy_kwh'] * 1000:.3g} Wh ({r['energy_kwh_low'] * 1000:.3g} to "
+              f"{r['energy_kwh_high'] * 1000:.3g}), {r['co2_kg'] * 1000:.3g} g CO2e, {r['method']}, in "
+              f"{r['seconds']:.1f} s; grid {meter.grid.country} {meter.grid.g_per_kwh:g} g/kWh{per}")
 
 
 @app.command()
@@ -290,15 +347,21 @@ def evaluate(
     data: Path = typer.Argument(..., help="Labelled data holding the target column."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object: metrics and per_class."),
     sensitive: str | None = typer.Option(None, "--sensitive", help="A column of DATA: fairness figures per group."),
+    country: str | None = typer.Option(None, "--country", help="Meter the run's energy and CO2 at this country's "
+                                       "grid (ISO 3166-1 alpha-3; also $TANDEM_COUNTRY)."),
 ) -> None:
     """Metrics of a model on labelled data."""
     from tandem.api import load
 
     m = load(model)
-    result = m.evaluate(str(data), sensitive=sensitive)
+    with _optional_meter(country) as meter:
+        result = m.evaluate(str(data), sensitive=sensitive)
+    if meter is not None:
+        result["footprint"] = meter.result.to_dict()
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
         return
+    _print_run_footprint(meter, result["rows"])
     out.print(_rows_table([result["metrics"]], f"{m.name}:{m.version} on {data} ({result['rows']} rows)"))
     if "per_class" in result:
         out.print(_rows_table([{"label": k, **v} for k, v in result["per_class"].items()], "Per class"))
@@ -375,6 +438,9 @@ def serve(
     request_timeout: float = typer.Option(10.0, help="Seconds a request may wait before 503."),
     watch_interval: float = typer.Option(2.0, help="Seconds between checks of the registry: a served alias "
                                                    "(or bare name) that moved is reloaded (0: off)."),
+    country: str | None = typer.Option(None, "--country", help="Where the server runs (ISO 3166-1 alpha-3), for "
+                                       "the CO2 of its energy per 1,000 predictions (default $TANDEM_COUNTRY)."),
+    no_footprint: bool = typer.Option(False, "--no-footprint", help="Do not meter the energy of predictions."),
 ) -> None:
     """Serve models over HTTP: REST JSON and the KServe v2 protocol."""
     import os
@@ -398,6 +464,11 @@ def serve(
 
     import uvicorn
 
+    if country is not None:
+        from tandem.footprint import check_country
+
+        os.environ["TANDEM_COUNTRY"] = check_country(country)
+    os.environ["TANDEM_SERVE_FOOTPRINT"] = "0" if no_footprint else "1"
     os.environ["TANDEM_SERVE_MODELS"] = ",".join(models)
     os.environ["TANDEM_SERVE_MAX_BODY"] = str(max_body_bytes)
     for var, value in (("TANDEM_ADMIN_TOKEN", admin_token), ("TANDEM_API_KEY", api_key)):
@@ -421,11 +492,46 @@ def serve(
 
 
 @app.command()
-def quickstart(time_limit: float = typer.Option(20.0, "--time-limit", help="Training budget in seconds.")) -> None:
+def quickstart(time_limit: float = typer.Option(20.0, "--time-limit", help="Training budget in seconds."),
+               country: str | None = _COUNTRY) -> None:
     """Train on scikit-learn's breast-cancer data, reload and verify the bundle, score held-out rows."""
     from tandem.quickstart import run_quickstart
 
-    run_quickstart(time_limit=time_limit, console=out, progress_console=err, bar=_BudgetBar)
+    run_quickstart(time_limit=time_limit, console=out, progress_console=err, bar=_BudgetBar, country=country)
+
+
+@app.command()
+def footprint(
+    model: str = typer.Argument(..., help="Registry reference (name, name:3, name@production) or bundle path."),
+    predictions_per_day: float | None = typer.Option(None, "--predictions-per-day", help="Serving volume, for a "
+                                                     "year's CO2 and the days to break-even."),
+    grid_intensity: float | None = typer.Option(None, "--grid-intensity", help="g CO2e per kWh where the model "
+                                                "serves (default: the country's, else the training grid's)."),
+    country: str | None = typer.Option(None, "--country", help="Where the model serves (ISO 3166-1 alpha-3)."),
+    hourly_intensity: Path | None = typer.Option(None, "--hourly-intensity", help="CSV of timestamp,carbon_intensity "
+                                                 "(g/kWh) by the hour: when a training run of this size would "
+                                                 "have emitted least."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """The model's life: training's cost, the cost per 1,000 predictions, the break-even, a year of serving."""
+    from tandem.bundle.format import read_manifest
+    from tandem.footprint import best_start, read_hourly_intensity, resolve_grid
+    from tandem.footprint.life import life_lines, life_report
+    from tandem.registry import Registry
+
+    manifest = read_manifest(Registry().resolve(model))
+    grid = resolve_grid(country, grid_intensity) if (country or grid_intensity is not None) else None
+    report = life_report(manifest.get("footprint") or {}, predictions_per_day=predictions_per_day, grid=grid)
+    if hourly_intensity is not None:
+        t = report["training"]
+        report["carbon_aware"] = best_start(read_hourly_intensity(hourly_intensity), t["seconds"], t["energy_kwh"])
+    report = {"model": f"{manifest['name']}:{manifest.get('version')}", **report}
+    if as_json:
+        sys.stdout.write(json.dumps(report) + "\n")
+        return
+    out.print(f"[bold]{report['model']}[/bold]: footprint over its life")
+    for line in life_lines(report):
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -9,7 +9,8 @@ import numpy as np
 from rich.console import Console
 
 
-def run_quickstart(*, time_limit: float, console: Console, progress_console: Console, bar) -> dict:
+def run_quickstart(*, time_limit: float, console: Console, progress_console: Console, bar,
+                   country: str | None = None) -> dict:
     """Train, save, reload (verifying hashes), predict held-out rows, and print what happened."""
     import pandas as pd
     from sklearn.datasets import load_breast_cancer
@@ -29,7 +30,8 @@ def run_quickstart(*, time_limit: float, console: Console, progress_console: Con
         console.print(f"[bold]1. train[/bold] on {len(train_rows)} rows of breast-cancer measurements "
                       f"({frame.shape[1] - 1} features), budget {time_limit:g} s")
         with bar(time_limit) as b:
-            model = train(str(train_csv), "target", time_limit=time_limit, name="breast-cancer", progress=b.say)
+            model = train(str(train_csv), "target", time_limit=time_limit, name="breast-cancer", progress=b.say,
+                          country=country)
         console.print(f"[bold]2. reload[/bold] {model.name}:{model.version} from the registry "
                       "(every file's sha256 verified)")
         reloaded = load(f"{model.name}:{model.version}")

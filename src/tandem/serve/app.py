@@ -30,6 +30,7 @@ import orjson
 
 from tandem.bundle.inputs import EncodedInputs
 from tandem.errors import TandemError
+from tandem.footprint.serving import PredictionMeter
 from tandem.inference.predictor import Predictor
 from tandem.serve import kserve
 from tandem.serve.batching import Batcher, NonFiniteOutput, QueueFull, RunOutputs, all_finite
@@ -192,15 +193,16 @@ class ServeApp:
                  max_rows: int = MAX_ROWS, admin_token: str | None = None, api_key: str | None = None,
                  registry: object | None = None, max_batch_rows: int = 64, queue_delay_us: float = 0.0,
                  max_queue_rows: int = 4096, request_timeout_s: float = 10.0, watch_interval_s: float = 0.0,
-                 metrics_dir: str | None = None):
+                 metrics_dir: str | None = None, footprint: PredictionMeter | None = None):
         self.models = {m.name: m for m in models}
+        self.footprint = footprint  # energy per 1,000 predictions (None: not metered)
         self.max_body_bytes = max_body_bytes
         self.max_rows = max_rows
         self.admin_token = admin_token or None
         self.api_key = api_key or None
         self.registry = registry
         self.ready = False
-        self.metrics = ServeMetrics(metrics_dir)
+        self.metrics = ServeMetrics(metrics_dir, footprint=footprint.figures if footprint else None)
         self.max_batch_rows = max_batch_rows  # 0 or 1: batching off, each request runs on its own
         self.queue_delay_s = queue_delay_us / 1e6
         self.max_queue_rows = max_queue_rows
@@ -287,6 +289,8 @@ class ServeApp:
                     logger.error("tandem serve: warming up the models failed", exc_info=exc)
                     await send({"type": "lifespan.startup.failed", "message": f"warm-up failed: {exc}"})
                     return
+                if self.footprint is not None:
+                    self.footprint.start()
                 self.ready = True
                 if self.metrics.directory or self._watching():
                     self._housekeeping = asyncio.get_running_loop().create_task(self._keep_house())
@@ -294,6 +298,8 @@ class ServeApp:
             elif message["type"] == "lifespan.shutdown":
                 if self._housekeeping is not None:
                     self._housekeeping.cancel()
+                if self.footprint is not None:
+                    self.footprint.stop()
                 self.metrics.publish()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -359,6 +365,9 @@ class ServeApp:
             if parts[0] == "v2" and tail == ["infer"]:
                 self._expect(method, "POST", request)
                 return self._infer_v2(model, request)
+            if parts[0] == "v1" and tail == ["footprint"]:
+                self._expect(method, "GET", request)
+                return 200, self._footprint(model), ()
         path = "/" + "/".join(parts)
         if path == "/v2/health/live":
             return 200, {"live": True}, ()
@@ -549,6 +558,19 @@ class ServeApp:
         self.metrics.observe_latency(name, "queue", queue_s)
         self.metrics.observe_latency(name, "compute", compute_s)
         self.metrics.observe_rows(name, rows)
+        if self.footprint is not None:
+            self.footprint.count(rows)
+
+    def _footprint(self, model: ServedModel) -> dict:
+        """The model's footprint: its training ledger's totals, what 1,000 predictions cost at export, and
+        what they cost in this server (windows of at least 1,000, all served models together)."""
+        ledger = model.predictor.manifest.get("footprint") or {}
+        train = {k: v for k, v in (ledger.get("train") or {}).items() if k not in ("trials", "per_learner")}
+        serving = (self.footprint.figures() if self.footprint is not None else
+                   {"available": False, "reason": "the server runs without a footprint meter (--no-footprint, or "
+                                                  "CodeCarbon is not installed: pip install 'tandem[footprint]')"})
+        return {"model": model.name, "version": model.version, "training": train,
+                "inference_at_export": ledger.get("inference"), "serving": serving}
 
     # -- REST ---------------------------------------------------------------------------------
     def _rows_to_input(self, body: object) -> object:
@@ -744,4 +766,13 @@ def create_app() -> ServeApp:
                     max_queue_rows=int(env("TANDEM_SERVE_MAX_QUEUE_ROWS", "4096")),
                     request_timeout_s=float(env("TANDEM_SERVE_TIMEOUT_S", "10")),
                     watch_interval_s=float(env("TANDEM_SERVE_WATCH_S", "2")),
-                    metrics_dir=env("TANDEM_SERVE_METRICS_DIR") or None)
+                    metrics_dir=env("TANDEM_SERVE_METRICS_DIR") or None, footprint=serving_meter())
+
+
+def serving_meter() -> PredictionMeter | None:
+    """The server's prediction meter, unless $TANDEM_SERVE_FOOTPRINT is 0 or CodeCarbon is not installed."""
+    import importlib.util
+
+    if os.environ.get("TANDEM_SERVE_FOOTPRINT", "1") == "0" or importlib.util.find_spec("codecarbon") is None:
+        return None
+    return PredictionMeter()

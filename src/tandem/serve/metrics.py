@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from bisect import bisect_left
+from collections.abc import Callable
 from pathlib import Path
 
 from tandem.fsutil import atomic_file
@@ -23,8 +24,9 @@ ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096, 16384)
 class ServeMetrics:
     """Request counts by (model, route, code), latency by (model, phase), rows per model run, requests in flight."""
 
-    def __init__(self, directory: str | Path | None = None):
+    def __init__(self, directory: str | Path | None = None, footprint: Callable[[], dict] | None = None):
         self.directory = Path(directory) if directory else None
+        self.footprint = footprint  # the prediction meter's figures (tandem.footprint.serving), when metered
         self.requests: dict[tuple[str, str, str], int] = {}
         self.latency: dict[tuple[str, str], list] = {}  # key -> [bucket counts..., +Inf count, sum]
         self.batch_rows: dict[tuple[str], list] = {}
@@ -47,7 +49,15 @@ class ServeMetrics:
         return {"pid": os.getpid(), "in_flight": self.in_flight,
                 "requests": [[*k, v] for k, v in self.requests.items()],
                 "latency": [[*k, v] for k, v in self.latency.items()],
-                "batch_rows": [[*k, v] for k, v in self.batch_rows.items()]}
+                "batch_rows": [[*k, v] for k, v in self.batch_rows.items()],
+                "energy": self._energy()}
+
+    def _energy(self) -> list[float]:
+        """Metered predictions, their kWh and kg CO2e (closed windows), summed over workers like counters."""
+        if self.footprint is None:
+            return [0, 0.0, 0.0]
+        f = self.footprint()
+        return [f["predictions"], f["energy_kwh"], f["co2_kg"]]
 
     def publish(self) -> None:
         """Write this worker's snapshot for the others (no-op with one worker)."""
@@ -79,8 +89,10 @@ class ServeMetrics:
         latency = {k: list(v) for k, v in self.latency.items()}
         rows = {k: list(v) for k, v in self.batch_rows.items()}
         in_flight = self.in_flight
+        energy = self._energy()
         for snap in self._others():
             in_flight += snap["in_flight"]
+            energy = [a + b for a, b in zip(energy, snap.get("energy", [0, 0.0, 0.0]), strict=True)]
             for *key, value in snap["requests"]:
                 requests[tuple(key)] = requests.get(tuple(key), 0) + value
             for target, series in ((latency, snap["latency"]), (rows, snap["batch_rows"])):
@@ -97,6 +109,18 @@ class ServeMetrics:
         lines += _histogram("tandem_batch_rows", "Rows per model run", ("model",), ROWS_BUCKETS, rows)
         lines += ["# HELP tandem_in_flight_requests Requests being handled", "# TYPE tandem_in_flight_requests gauge",
                   f"tandem_in_flight_requests {in_flight}"]
+        if self.footprint is not None:
+            predictions, kwh, kg = energy
+            lines += ["# HELP tandem_metered_predictions_total Predictions in closed energy windows (>= 1,000 each)",
+                      "# TYPE tandem_metered_predictions_total counter",
+                      f"tandem_metered_predictions_total {predictions}",
+                      "# HELP tandem_energy_kwh_total Energy of those predictions' windows (CodeCarbon, process mode)",
+                      "# TYPE tandem_energy_kwh_total counter", f"tandem_energy_kwh_total {kwh!r}",
+                      "# HELP tandem_co2_kg_total CO2e of that energy at the server's grid",
+                      "# TYPE tandem_co2_kg_total counter", f"tandem_co2_kg_total {kg!r}",
+                      "# HELP tandem_energy_kwh_per_1000_predictions Energy per 1,000 metered predictions",
+                      "# TYPE tandem_energy_kwh_per_1000_predictions gauge",
+                      f"tandem_energy_kwh_per_1000_predictions {(kwh / predictions * 1000 if predictions else 0.0)!r}"]
         return ("\n".join(lines) + "\n").encode()
 
 
