@@ -218,6 +218,10 @@ class Meter:
         return Mark(time.perf_counter(), t.user + t.system + t.children_user + t.children_system,
                     self._gpu.millijoules())
 
+    def wait_ready(self) -> None:
+        """Block until CodeCarbon measures (at most its hardware detection, once a process)."""
+        self._ready.wait()
+
     def kwh_so_far(self) -> float:
         """Energy (times PUE) since :meth:`start`, while running: what an energy budget checks."""
         if not self._ready.is_set():
@@ -284,7 +288,8 @@ class Meter:
 
     def _footprint(self, data: object, end: Mark) -> Footprint:
         begin, tracked = self._begin, self._tracked_from
-        gap_wall, gap_cpu = tracked.wall - begin.wall, tracked.cpu - begin.cpu
+        # wall time CodeCarbon did not see: its own duration says exactly; CPU time: up to our mark before it
+        gap_wall, gap_cpu = max(0.0, end.wall - begin.wall - float(data.duration)), tracked.cpu - begin.cpu
         cpu = _cpu_model(self._tracker)
         cpu_kwh = float(data.cpu_energy)
         if cpu.tdp_w and not cpu.measured:  # the seconds before the tracker, at the same power model
@@ -334,11 +339,9 @@ def _new_tracker(settings: MeterSettings) -> object:
     # 1000 g/kWh so that its running kg reading (flush) is the energy in kWh. PUE is applied by tandem.
     country = resolve_grid(settings.country).country  # metadata only: the intensity is forced
     return OfflineEmissionsTracker(
-        country_iso_code=country if country != WORLD else "USA", tracking_mode="process", save_to_file=False,
-        save_to_api=False, save_to_logger=False, save_to_prometheus=False, log_level="error", measure_power_secs=15,
-        pue=1.0,
-        force_carbon_intensity_g_co2e_kwh=1000.0, force_cpu_power=settings.cpu_power_w,
-        force_ram_power=settings.ram_power_w, allow_multiple_runs=True)
+        country_iso_code=country if country != WORLD else "USA", tracking_mode="process", output_methods=[],
+        log_level="error", measure_power_secs=15, pue=1.0, force_carbon_intensity_g_co2e_kwh=1000.0,
+        force_cpu_power=settings.cpu_power_w, force_ram_power=settings.ram_power_w, allow_multiple_runs=True)
 
 
 @dataclass(frozen=True)

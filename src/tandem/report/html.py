@@ -182,7 +182,47 @@ def _fairness(m: dict) -> str:
 
 def _footprint(m: dict) -> str:
     fp = m.get("footprint") or {}
-    return _table([{"phase": k, **v} for k, v in fp.items()]) if fp else _missing("The footprint is")
+    train = fp.get("train") or {}
+    if "energy_kwh" not in train:
+        return _table([{"phase": k, **v} for k, v in fp.items()]) if fp else _missing("The footprint is")
+    from tandem.footprint.life import life_lines, life_report
+
+    life = life_report(fp) if fp.get("inference") else None
+    grid = train["grid"]
+    parts = [f"<p>Energy and CO2e of training, {_esc(train['method'])} with {_esc(train['library'])} in process mode "
+             f"(this process's CPU time and memory), PUE {train['pue']:g}, grid {_esc(grid['country'])} at "
+             f"{grid['intensity_g_per_kwh']:g} g/kWh ({_esc(grid['source'])}). Ranges: the power models' low and "
+             "high (see the README).</p>",
+             _table([{"part": k, **v} for k, v in train["components"].items()])]
+    if life is not None:
+        parts.append("<ul>" + "".join(f"<li>{_esc(line)}</li>" for line in life_lines(life)) + "</ul>")
+        parts.append(_life_chart(life))
+    phases = [{"phase": k, **v} for k, v in train.get("phases", {}).items()]
+    if phases:
+        parts.append("<h3>Phases</h3>" + _table(phases))
+    learners = train.get("per_learner") or []
+    if learners:
+        parts.append("<div class='charts'>" + _figure(
+            bar_chart([(r["learner"], r["energy_kwh"] * 1000, None) for r in learners], title="energy per learner",
+                      unit=" Wh"), "training energy per learner family (trials, refits and learning-curve fits)")
+            + "</div>" + _table(learners))
+    return "".join(parts)
+
+
+def _life_chart(life: dict) -> str:
+    """Cumulative CO2e against predictions served: training's fixed cost, inference's growing one."""
+    even = life["break_even"]["predictions"]
+    if not even:
+        return ""
+    train_g = life["training"]["co2_kg"] * 1000
+    per_g = life["per_1000_predictions"]["co2_kg"] * 1000  # g per 1,000 predictions
+    xs = [even * f for f in (0, 0.5, 1, 1.5, 2, 3)]
+    svg = line_chart([("training", xs, [train_g] * len(xs)),
+                      ("inference", xs, [x / 1000 * per_g for x in xs]),
+                      ("training + inference", xs, [train_g + x / 1000 * per_g for x in xs])],
+                     title="life of the model", x_label="predictions served", y_label="g CO2e (cumulative)")
+    return "<div class='charts'>" + _figure(svg, f"inference overtakes training after {even:,.0f} predictions") + \
+        "</div>"
 
 
 def render_report(manifest: dict) -> str:

@@ -770,9 +770,10 @@ def create_app() -> ServeApp:
 
 
 def serving_meter() -> PredictionMeter | None:
-    """The server's prediction meter, unless $TANDEM_SERVE_FOOTPRINT is 0 or CodeCarbon is not installed."""
+    """The server's prediction meter, unless $TANDEM_SERVE_FOOTPRINT is 0 or CodeCarbon is not installed; a
+    window closes after 1,000 predictions and $TANDEM_SERVE_FOOTPRINT_WINDOW_S seconds (default 5)."""
     import importlib.util
 
     if os.environ.get("TANDEM_SERVE_FOOTPRINT", "1") == "0" or importlib.util.find_spec("codecarbon") is None:
         return None
-    return PredictionMeter()
+    return PredictionMeter(min_seconds=float(os.environ.get("TANDEM_SERVE_FOOTPRINT_WINDOW_S", "5")))

@@ -226,20 +226,22 @@ class _Clock:
         self.time_limit = time_limit
         self.meter, self.max_energy_kwh = meter, max_energy_kwh
         self.energy_capped = False
-        self._checked = started
+        self._checked, self._measured = started, False
 
     def left(self) -> float:
         now = time.monotonic()
-        if self.max_energy_kwh is not None and now - self._checked >= 0.5:
+        if self.max_energy_kwh is not None and (not self._measured or now - self._checked >= 0.5):
             self._checked = now
             self._cap_by_energy(now)
         return self.deadline - now
 
     def _cap_by_energy(self, now: float) -> None:
         """Move the deadline to when the energy budget runs out at the rate spent so far."""
+        self.meter.wait_ready()  # once: a first fit must not start before the rate is known
         used, elapsed = self.meter.kwh_so_far(), now - self.started
-        if used <= 0 or elapsed <= 0:  # the meter is not measuring yet
+        if used <= 0 or elapsed <= 0:
             return
+        self._measured = True
         runs_out = now + (self.max_energy_kwh - used) / (used / elapsed)
         if runs_out < self.deadline:
             self.deadline, self.energy_capped = runs_out, True
@@ -441,9 +443,8 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
             notes.append("no learning curve: the time limit left no room for the extra fits it needs")
     phase_marks["search"] = mark()
     if clock.energy_capped:
-        notes.append(f"the energy budget of {config.max_energy_kwh:g} kWh ended the search after "
-                     f"{clock.time_limit:.0f} s, "
-                     f"before the {config.time_limit:g} s time limit")
+        notes.append(f"the energy budget of {config.max_energy_kwh:g} kWh brought the deadline forward to "
+                     f"{clock.time_limit:.0f} s, from the {config.time_limit:g} s time limit")
     rows = _rows(active_folds, folds)
     for c in usable:
         if c.overfit:
