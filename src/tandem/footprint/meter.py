@@ -7,10 +7,11 @@ the DIMM count), and integrates it over the block. tandem adds what a figure nee
 - **how it was obtained**, per component: ``measured`` (a hardware energy counter), ``estimated``
   (a power model, named) or ``given`` (a power the user forced), and for estimates a low-high range;
 - **the grid**: a validated country, its intensity and the intensity's source, and the PUE;
-- **no gap**: CodeCarbon's hardware detection takes about 1.5 s the first time in a process. The
-  tracker starts in a background thread, so the work is not held up; the first seconds it misses
-  are counted at the rate it measured (CPU energy per CPU second, RAM and GPU per second of wall
-  time), and the footprint says how many seconds that was.
+- **no gap**: CodeCarbon's first hardware detection in a process takes a few tenths of a second.
+  The tracker starts in a background thread, so the work is not held up; the seconds before it
+  measures are counted at its own model (an estimated CPU: TDP / threads per CPU second, over the
+  whole block; counters: the rate they measured per CPU second; RAM and GPU: their power per
+  second of wall time), and the footprint says how many seconds that was.
 
 A block's parts (one trial of a study, one window of predictions) are attributed from the block's
 total the same way, by :meth:`Footprint.between` two :meth:`Meter.mark` readings, which cost
@@ -273,12 +274,14 @@ class Meter:
 
     def _start_tracker(self) -> None:
         try:
-            warm_up(self.settings)
-            self._tracker = _new_tracker(self.settings)
-            self._tracked_from = self.mark()  # start() now takes milliseconds: the window begins here
-            self._tracker.start()
+            tracker = _new_tracker(self.settings)
+            with _cpu_name_from_proc():
+                tracker.start()  # the first in a process detects the hardware (CodeCarbon caches it)
+            self._tracked_from = self.mark()  # CodeCarbon's window begins about here
+            self._tracker = tracker
+            _cpu_model(tracker)  # (and the TDP-table lookup its label needs, off the caller's thread)
             if self._cancelled:
-                self._tracker.stop()
+                tracker.stop()
         except BaseException as exc:  # surfaced in the caller's thread by stop()
             self._error = exc
         finally:
@@ -290,14 +293,16 @@ class Meter:
 
     def _footprint(self, data: object, end: Mark) -> Footprint:
         begin, tracked = self._begin, self._tracked_from
-        # wall time CodeCarbon did not see: its own duration says exactly; CPU time: up to our mark before it
-        gap_wall, gap_cpu = max(0.0, end.wall - begin.wall - float(data.duration)), tracked.cpu - begin.cpu
+        gap_wall = max(0.0, end.wall - begin.wall - float(data.duration))  # what CodeCarbon's window missed
         cpu = _cpu_model(self._tracker)
-        cpu_kwh = float(data.cpu_energy)
-        if cpu.tdp_w and not cpu.measured:  # the seconds before the tracker, at the same power model
-            cpu_kwh += cpu.tdp_w / cpu.threads * gap_cpu * KWH_PER_JOULE
-        elif end.cpu > tracked.cpu:  # counters: at the rate they measured per CPU second
-            cpu_kwh *= (end.cpu - begin.cpu) / (end.cpu - tracked.cpu)
+        if cpu.tdp_w and not cpu.measured:
+            # CodeCarbon's process-mode model is TDP / threads per CPU second: over the whole block, the
+            # seconds before its tracker started included, that is this process's CPU time at that power
+            cpu_kwh = cpu.tdp_w / cpu.threads * (end.cpu - begin.cpu) * KWH_PER_JOULE
+        else:  # counters: their energy, and the seconds before them at the rate they measured per CPU second
+            cpu_kwh = float(data.cpu_energy)
+            if end.cpu > tracked.cpu:
+                cpu_kwh *= (end.cpu - begin.cpu) / (end.cpu - tracked.cpu)
         components = {"cpu": _cpu_component(cpu_kwh, cpu),
                       "ram": _ram_component(float(data.ram_energy) + float(data.ram_power) * gap_wall * KWH_PER_JOULE,
                                             self.settings.ram_power_w, float(data.ram_power))}
@@ -319,17 +324,18 @@ _warm_lock = threading.Lock()
 
 
 def warm_up(settings: MeterSettings | None = None) -> None:
-    """Let CodeCarbon detect the hardware once in this process (about 1.5 s; it caches what it found
-    per configuration), so that a meter started later begins measuring within milliseconds."""
+    """Let CodeCarbon detect the hardware now (about 0.2 s, cached per configuration for the process),
+    so that a meter started later begins measuring within milliseconds. Optional: a meter that
+    starts cold detects in its background thread and counts the seconds before at the same model."""
     settings = settings if settings is not None else MeterSettings.from_env()
     with _warm_lock:
         if settings in _warm:
             return
+        tracker = _new_tracker(settings)
         with _cpu_name_from_proc():
-            tracker = _new_tracker(settings)
             tracker.start()
-            tracker.stop()
-        _cpu_model(tracker)  # and the TDP-table lookup its label needs
+        tracker.stop()
+        _cpu_model(tracker)
         _warm.add(settings)
 
 
