@@ -47,8 +47,12 @@ def test_the_report_has_every_section_with_its_pictures(model):
     for key in SECTIONS:
         assert f'<section id="{key}">' in page, key
     sections = dict(re.findall(r'<section id="(\w+)">(.*?)</section>', page, re.S))
-    for key in ("leaderboard", "curves", "confusion", "calibration", "learning", "importance", "fairness"):
+    for key in ("leaderboard", "curves", "confusion", "calibration", "learning", "importance", "fairness",
+                "footprint"):
         assert "<svg" in sections[key], key
+    footprint = sections["footprint"]
+    assert "life of the model" in footprint and "energy per learner" in footprint and "break-even: after" in footprint
+    assert "estimated" in footprint or "measured" in footprint
     assert "AUC 0." in sections["curves"] and "AP 0." in sections["curves"]
     assert "learning curve" in sections["learning"] and "training curve" in sections["learning"]
     assert "demographic_parity_ratio" in sections["fairness"]

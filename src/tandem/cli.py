@@ -299,7 +299,7 @@ def predict(
     from tandem.registry import Registry
 
     bundle = Registry().resolve(model)
-    with _optional_meter(country) as meter:
+    with _OptionalMeter(country) as meter:
         rows, notes = predict_file(bundle, input_path, output, batch_rows=batch_rows, console=err)
     for n in notes:
         err.print(f"note: {n}")
@@ -307,7 +307,7 @@ def predict(
     _print_run_footprint(meter, rows)
 
 
-class _optional_meter:
+class _OptionalMeter:
     """A footprint meter around a block when a country is given (option or $TANDEM_COUNTRY), else none:
     metering costs a second and a half of hardware detection, worth it only when asked for."""
 
@@ -354,7 +354,7 @@ def evaluate(
     from tandem.api import load
 
     m = load(model)
-    with _optional_meter(country) as meter:
+    with _OptionalMeter(country) as meter:
         result = m.evaluate(str(data), sensitive=sensitive)
     if meter is not None:
         result["footprint"] = meter.result.to_dict()

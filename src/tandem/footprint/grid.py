@@ -9,13 +9,14 @@ quietly fall back on the world average.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import math
 import os
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from importlib import metadata, resources
+from importlib import metadata
 from pathlib import Path
 
 from tandem.errors import ConfigError, DataError
@@ -41,12 +42,12 @@ class Grid:
 
 
 def _codecarbon_file(*parts: str) -> dict:
-    try:
-        root = resources.files("codecarbon")
-    except ModuleNotFoundError:
-        raise ConfigError("footprint figures need CodeCarbon: pip install 'tandem[footprint]' "
-                          "(or codecarbon)") from None
-    return json.loads(root.joinpath(*parts).read_text(encoding="utf-8"))
+    # found without importing codecarbon (which loads pandas): checking a country stays instant
+    spec = importlib.util.find_spec("codecarbon")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("footprint figures need CodeCarbon: pip install 'tandem[footprint]' (or codecarbon)")
+    path = Path(list(spec.submodule_search_locations)[0]).joinpath(*parts)
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 @lru_cache(maxsize=1)
