@@ -18,7 +18,7 @@ reported beside the bundle's (1,000 one-row predictions metered at export).
 Run (from the repository root)::
 
     .venv/bin/pip install -e ".[bench]" && apt-get install wrk
-    .venv/bin/python bench/footprint.py            # about 9 minutes
+    .venv/bin/python bench/footprint.py            # about 12 minutes
     .venv/bin/python bench/footprint.py --quick    # smoke test, writes no results file
 
 The last line on stdout is one JSON object, also written to ``bench/results/footprint.json``.
@@ -89,6 +89,8 @@ def training(work: Path, quick: bool, repeats: int) -> dict:
     train.to_csv(data, index=False)
     configs = work / "configs.json"
     configs.write_text(json.dumps(CONFIGS))
+    say("warm-up run (not counted: it fills the page cache with the data and the libraries)")
+    train_once(work, data, configs, False, -1)
     runs = []
     for k in range(repeats):
         for metered in ((True, False) if k % 2 == 0 else (False, True)):  # alternate which goes first
@@ -162,7 +164,7 @@ def serving(work: Path, bundle: Path, quick: bool, repeats: int, seconds: float)
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--repeats", type=int, default=3, help="training runs of each kind (medians)")
+    parser.add_argument("--repeats", type=int, default=5, help="training runs of each kind (medians)")
     parser.add_argument("--serve-repeats", type=int, default=5, help="serving runs of each kind (medians)")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each serving run")
     parser.add_argument("--quick", action="store_true", help="small data, short runs; writes no results file")

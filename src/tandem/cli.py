@@ -109,11 +109,10 @@ def _print_model(model, *, console: Console = out) -> None:
     ens = ", ".join(f"{e['model']} x{e['weight']:.2f}" for e in m["ensemble"])
     console.print(f"ensemble: {ens}; ONNX vs native max abs diff {m['parity']['max_abs_diff']:.2e}; "
                   f"1-row predict p50 {m['latency']['predict_1row_us_p50']} µs")
-    train_fp = (m.get("footprint") or {}).get("train") or {}
-    if "energy_kwh" in train_fp:
+    if "inference" in (m.get("footprint") or {}):
         from tandem.footprint.life import life_lines, life_report
 
-        for line in life_lines(life_report(m["footprint"]))[:2]:
+        for line in life_lines(life_report(m["footprint"]))[:3]:
             console.print(f"footprint: {line}", markup=False, highlight=False, soft_wrap=True)
     if m.get("fairness"):
         _print_fairness(m["fairness"], console=console)
