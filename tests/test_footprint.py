@@ -250,6 +250,10 @@ def test_cli_country_errors_are_one_line(run_cli, tmp_path):
         assert r.stderr.startswith("tandem: error:") and "Traceback" not in r.stderr
     assert "did you mean FRA" in run_cli(["train", str(data), "-t", "churn", "--country", "FR"],
                                          home=tmp_path / "home", cwd=tmp_path).stderr
+    checked = run_cli(["check", str(data), "-t", "churn", "--json", "--country", "NOR"], home=tmp_path / "home",
+                      cwd=tmp_path)
+    assert checked.returncode == 0 and json.loads(checked.stdout)["counts"] is not None
+    assert "footprint:" in checked.stderr and "grid NOR" in checked.stderr
 
 
 def test_predict_with_a_country_reports_its_footprint(forced_model, run_cli, tmp_path):

@@ -30,6 +30,10 @@ _COUNTRY = typer.Option(None, "--country", help="Where the work runs, as an ISO 
                         "for the grid's carbon intensity (default $TANDEM_COUNTRY, else the world average).")
 
 
+_RUN_COUNTRY = typer.Option(None, "--country", help="Meter the run's energy and CO2 at this country's grid "
+                            "(ISO 3166-1 alpha-3; also $TANDEM_COUNTRY); printed on stderr.")
+
+
 class _BudgetBar:
     """A progress bar that fills with the time budget and shows the study's current step."""
 
@@ -223,12 +227,15 @@ def drift(
     data: Path = typer.Argument(..., help="New data to compare with the training data (same columns)."),
     as_json: bool = typer.Option(False, "--json", help="Print the comparison as one JSON object."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 when any feature moved."),
+    country: str | None = _RUN_COUNTRY,
 ) -> None:
     """Compare new data with the training profile in the bundle: PSI and KS per feature, new categories,
     missing-rate changes; say which features moved."""
     from tandem.api import load
 
-    result = load(model).drift(str(data))
+    with _OptionalMeter(country) as meter:
+        result = load(model).drift(str(data))
+    _print_run_footprint(meter)
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
     else:
@@ -253,12 +260,15 @@ def check(
     task: str | None = typer.Option(None, help="binary, multiclass or regression (default: inferred)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 when any finding is an error."),
+    country: str | None = _RUN_COUNTRY,
 ) -> None:
     """The quality gate: missing values, duplicates, leakage, id-like and constant columns, label conflicts,
     class imbalance, mixed types, high cardinality, outliers."""
     from tandem.api import check as check_data
 
-    report = check_data(str(data), target, test=str(test) if test else None, task=task).to_dict()
+    with _OptionalMeter(country) as meter:
+        report = check_data(str(data), target, test=str(test) if test else None, task=task).to_dict()
+    _print_run_footprint(meter)
     if as_json:
         sys.stdout.write(json.dumps(report) + "\n")
     else:
@@ -290,8 +300,7 @@ def predict(
     input_path: Path = typer.Argument(..., metavar="INPUT", help="Rows to score (CSV, Parquet, JSON lines, Arrow)."),
     output: Path = typer.Option(..., "--output", "-o", help="Where to write predictions (.csv or .parquet)."),
     batch_rows: int = typer.Option(65536, help="Rows per chunk: memory stays bounded whatever the input size."),
-    country: str | None = typer.Option(None, "--country", help="Meter the run's energy and CO2 at this country's "
-                                       "grid (ISO 3166-1 alpha-3; also $TANDEM_COUNTRY)."),
+    country: str | None = _RUN_COUNTRY,
 ) -> None:
     """Score a file in chunks; the output appears only when complete."""
     from tandem.batch import predict_file
@@ -346,8 +355,7 @@ def evaluate(
     data: Path = typer.Argument(..., help="Labelled data holding the target column."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object: metrics and per_class."),
     sensitive: str | None = typer.Option(None, "--sensitive", help="A column of DATA: fairness figures per group."),
-    country: str | None = typer.Option(None, "--country", help="Meter the run's energy and CO2 at this country's "
-                                       "grid (ISO 3166-1 alpha-3; also $TANDEM_COUNTRY)."),
+    country: str | None = _RUN_COUNTRY,
 ) -> None:
     """Metrics of a model on labelled data."""
     from tandem.api import load
