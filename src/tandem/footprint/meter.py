@@ -230,10 +230,18 @@ class Meter:
         if not self._ready.is_set():
             return 0.0
         self._raise_if_failed()
+        now, begin = self.mark(), self._begin
+        cpu, ram_w = _cpu_model(self._tracker), _ram_watts(self._tracker)
+        if cpu.tdp_w and not cpu.measured and ram_w is not None:
+            # the power model read off this process's clocks: exact from the first second (CodeCarbon's
+            # own reading over a window of milliseconds rounds CPU time to the kernel's 10 ms ticks)
+            joules = cpu.tdp_w / cpu.threads * (now.cpu - begin.cpu) + ram_w * (now.wall - begin.wall)
+            if now.gpu_mj is not None and begin.gpu_mj is not None:
+                joules += (now.gpu_mj - begin.gpu_mj) / 1000
+            return joules * KWH_PER_JOULE * self._pue
         tracked = self._tracker.flush() or 0.0  # kg at the forced 1000 g/kWh: kWh (see _new_tracker)
-        now = self.mark()
         wall = now.wall - self._tracked_from.wall
-        return tracked * _share(now.wall - self._begin.wall, wall) * self._pue if wall > 0 else 0.0
+        return tracked * _share(now.wall - begin.wall, wall) * self._pue if wall > 0 else 0.0
 
     # -- the block -------------------------------------------------------------------------------
     def start(self) -> Meter:
@@ -407,6 +415,15 @@ def _cpu_model(tracker: object) -> _CpuModel:
                      generic_tdp=bool(getattr(cpu, "_is_generic_tdp", False)) or not _in_tdp_table(model),
                      model=str(getattr(cpu, "_model", "unknown")), threads=int(getattr(cpu, "_cpu_count", 0) or
                                                                                os.cpu_count() or 1), forced=forced)
+
+
+def _ram_watts(tracker: object) -> float | None:
+    """CodeCarbon's RAM power now (its model, or the forced value); None if it cannot be read."""
+    ram = next((h for h in getattr(tracker, "_hardware", []) if type(h).__name__ == "RAM"), None)
+    try:
+        return float(ram.total_power().W)
+    except Exception:
+        return None
 
 
 @lru_cache(maxsize=8)
