@@ -317,7 +317,7 @@ def predict(
 
 class _OptionalMeter:
     """A footprint meter around a block when a country is given (option or $TANDEM_COUNTRY), else none:
-    metering costs a second and a half of hardware detection, worth it only when asked for."""
+    metering costs a few tenths of a second of hardware detection, worth it only when asked for."""
 
     def __init__(self, country: str | None):
         import os

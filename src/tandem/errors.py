@@ -36,3 +36,7 @@ class RegistryError(TandemError):
 
 class ConfigError(TandemError):
     """An option has a value tandem cannot use."""
+
+
+class FootprintError(TandemError):
+    """The footprint meter could not measure (CodeCarbon failed to start or to read the hardware)."""

@@ -14,7 +14,7 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -23,6 +23,7 @@ from tandem.errors import ConfigError, DataError
 
 COUNTRY_ENV = "TANDEM_COUNTRY"
 WORLD = "WORLD"
+HOUR = timedelta(hours=1)
 _MIX = ("data", "private_infra", "global_energy_mix.json")
 _PER_SOURCE = ("data", "private_infra", "carbon_intensity_per_source.json")
 
@@ -104,8 +105,13 @@ def _name(code: str) -> str:
     return "World" if code == WORLD else _energy_mix()[code]["country_name"]
 
 
+@lru_cache(maxsize=1)
+def _per_source() -> dict:
+    return _codecarbon_file(*_PER_SOURCE)
+
+
 def _world(why: str) -> Grid:
-    per_source = _codecarbon_file(*_PER_SOURCE)
+    per_source = _per_source()
     return Grid(WORLD, "World", float(per_source["world_average"]),
                 f"world average ({why}): IEA Global Energy & CO2 Status Report 2019 (CodeCarbon "
                 f"{codecarbon_version()} data)")
@@ -117,7 +123,7 @@ def read_hourly_intensity(path: str | Path) -> list[tuple[datetime, float]]:
     column (g CO2e/kWh), one row an hour, in time order."""
     path = Path(path)
     try:
-        with path.open(newline="", encoding="utf-8") as f:
+        with path.open(newline="", encoding="utf-8-sig") as f:  # (a spreadsheet's byte-order mark)
             reader = csv.DictReader(f)
             columns = reader.fieldnames or []
             for wanted in ("timestamp", "carbon_intensity"):
@@ -138,9 +144,13 @@ def read_hourly_intensity(path: str | Path) -> list[tuple[datetime, float]]:
                 if not (math.isfinite(value) and value >= 0):
                     raise DataError(f"{path} row {i}, column 'carbon_intensity': expected g CO2e per kWh >= 0, "
                                     f"got {row['carbon_intensity']!r}")
-                if rows and when <= rows[-1][0]:
-                    raise DataError(f"{path} row {i}, column 'timestamp': {row['timestamp']} is not after the row "
-                                    "before: rows must be in time order")
+                if rows:
+                    if (when.tzinfo is None) != (rows[-1][0].tzinfo is None):
+                        raise DataError(f"{path} row {i}, column 'timestamp': {row['timestamp']} mixes times with "
+                                        "and without a time zone")
+                    if when - rows[-1][0] != HOUR:
+                        raise DataError(f"{path} row {i}, column 'timestamp': {row['timestamp']} is not one hour "
+                                        "after the row before: expected one row an hour, in time order")
                 rows.append((when, value))
     except OSError as e:
         raise DataError(f"{path}: cannot read the carbon-intensity file ({e.strerror or e})") from None

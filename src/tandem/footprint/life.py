@@ -75,7 +75,7 @@ def life_lines(report: dict) -> list[str]:
              f"per 1,000 predictions: {_kwh(p['energy_kwh'])}, {_kg(p['co2_kg'])} CO2e ({_kg(p['co2_kg_low'])} to "
              f"{_kg(p['co2_kg_high'])}), {p['method']}, {p['mode']}; grid {_grid(p['grid'])}"]
     if even["predictions"] is None:
-        lines.append("break-even: never (inference measured no energy)")
+        lines.append("break-even: never (a prediction's CO2e is 0 here: no energy metered, or a 0 g/kWh grid)")
     else:
         when = f", {_days(even['days'])} at this volume" if "days" in even else ""
         lines.append(f"break-even: after {_count(even['predictions'])} predictions (from "

@@ -30,13 +30,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
-from tandem.errors import ConfigError
+from tandem.errors import ConfigError, FootprintError
 from tandem.footprint.grid import WORLD, Grid, codecarbon_version, resolve_grid
 
 # A low-high range per power model, as factors of the central estimate (the README says why).
 CPU_RANGE_TDP_TABLE = (0.5, 1.2)  # package power at full load lies between about half TDP and turbo (~1.2x)
 CPU_RANGE_TDP_DEFAULT = (0.5, 3.0)  # CPU not in CodeCarbon's table: its 4 W a thread is 2-12 W on real parts
-RAM_RANGE = (0.5, 1.5)  # CodeCarbon's 5 W a DIMM over a guessed DIMM count
+RAM_RANGE = (0.5, 1.5)  # CodeCarbon's watts a DIMM (5 on x86, 1.5 on ARM) over a guessed DIMM count
 KWH_PER_JOULE = 1 / 3.6e6
 MIN_WINDOW_S = 0.06
 
@@ -126,6 +126,7 @@ class Footprint:
     library: str
     hardware: dict
     extrapolated_seconds: float = 0.0  # the first seconds, before CodeCarbon was ready, counted at its rate
+    library_window: dict | None = None  # CodeCarbon's own figures over its window, for comparison
     start: Mark | None = field(default=None, compare=False)
     end: Mark | None = field(default=None, compare=False)
 
@@ -151,7 +152,9 @@ class Footprint:
     @property
     def method(self) -> str:
         kinds = {c.method for c in self.components.values() if c.kwh > 0 or c.method == "measured"}
-        return "measured" if kinds == {"measured"} else ("estimated" if "measured" not in kinds else "partly measured")
+        if "measured" in kinds:
+            return "measured" if kinds == {"measured"} else "partly measured"
+        return "given" if kinds == {"given"} else "estimated"
 
     def between(self, start: Mark, end: Mark) -> Footprint:
         """The part of this footprint spent from ``start`` to ``end``: CPU energy by CPU time, RAM (and
@@ -167,7 +170,7 @@ class Footprint:
             else:
                 parts[name] = comp.scaled(cpu_share if name == "cpu" else wall_share)
         return replace(self, seconds=end.wall - start.wall, cpu_seconds=end.cpu - start.cpu, components=parts,
-                       extrapolated_seconds=0.0, start=start, end=end)
+                       extrapolated_seconds=0.0, library_window=None, start=start, end=end)
 
     def summary(self) -> dict:
         """The headline figures, for a ledger row."""
@@ -182,7 +185,7 @@ class Footprint:
         return {**self.summary(), "it_energy_kwh": self.it_kwh,
                 "components": {k: c.to_dict() for k, c in self.components.items()},
                 "pue": self.pue, "grid": self.grid.to_dict(), "library": self.library, "hardware": self.hardware,
-                "extrapolated_seconds": round(self.extrapolated_seconds, 3)}
+                "extrapolated_seconds": round(self.extrapolated_seconds, 3), "library_window": self.library_window}
 
 
 def _share(part: float, whole: float) -> float:
@@ -192,6 +195,9 @@ def _share(part: float, whole: float) -> float:
 class Meter:
     """Energy and CO2 of the work done between :meth:`start` and :meth:`stop` (or a ``with`` block),
     by this process (CodeCarbon's process mode: other processes on the machine are not counted).
+
+    The meter's own work (CodeCarbon's start, a few tenths of a second of CPU once a process) is
+    inside the block and counted with it.
 
     >>> with Meter(MeterSettings(country="FRA")) as meter:
     ...     work()
@@ -205,24 +211,27 @@ class Meter:
         self.result: Footprint | None = None
         self._tracker = None
         self._ready = threading.Event()
+        self._lock = threading.Lock()  # the tracker's hand-over between the start-up thread and cancel()
         self._error: BaseException | None = None
         self._begin: Mark | None = None
         self._tracked_from: Mark | None = None
         self._cancelled = False
         self._gpu = _Nvml()
-        import psutil
-
-        self._process = psutil.Process()
 
     # -- readings --------------------------------------------------------------------------------
     def mark(self) -> Mark:
-        """A reading to cut the block into parts later (:meth:`Footprint.between`); microseconds."""
-        t = self._process.cpu_times()
-        return Mark(time.perf_counter(), t.user + t.system + t.children_user + t.children_system,
+        """A reading to cut the block into parts later (:meth:`Footprint.between`); microseconds.
+
+        CPU time is ``time.process_time()`` (nanoseconds, every thread of this process) plus the
+        reaped children's: /proc's per-process figures tick at 10 ms, too coarse for 1,000 predictions.
+        """
+        t = os.times()
+        return Mark(time.perf_counter(), time.process_time() + t.children_user + t.children_system,
                     self._gpu.millijoules())
 
     def wait_ready(self) -> None:
         """Block until CodeCarbon measures (at most its hardware detection, once a process)."""
+        self._require_started()
         self._ready.wait()
 
     def kwh_so_far(self) -> float:
@@ -233,19 +242,25 @@ class Meter:
         now, begin = self.mark(), self._begin
         cpu, ram_w = _cpu_model(self._tracker), _ram_watts(self._tracker)
         if cpu.tdp_w and not cpu.measured and ram_w is not None:
-            # the power model read off this process's clocks: exact from the first second (CodeCarbon's
-            # own reading over a window of milliseconds rounds CPU time to the kernel's 10 ms ticks)
+            # the power model on this process's clocks, exact from the first second
             joules = cpu.tdp_w / cpu.threads * (now.cpu - begin.cpu) + ram_w * (now.wall - begin.wall)
             if now.gpu_mj is not None and begin.gpu_mj is not None:
                 joules += (now.gpu_mj - begin.gpu_mj) / 1000
             return joules * KWH_PER_JOULE * self._pue
-        tracked = self._tracker.flush() or 0.0  # kg at the forced 1000 g/kWh: kWh (see _new_tracker)
+        # counters: CodeCarbon's running reading (kg at the forced 1000 g/kWh: kWh, see _new_tracker),
+        # the seconds before its window at the same rate. (Its scheduler thread may read at the same
+        # moment; an energy budget is a projection anyway.)
+        tracked = self._tracker.flush() or 0.0
         wall = now.wall - self._tracked_from.wall
         return tracked * _share(now.wall - begin.wall, wall) * self._pue if wall > 0 else 0.0
 
     # -- the block -------------------------------------------------------------------------------
-    def start(self) -> Meter:
-        self._begin = self.mark()
+    def start(self, begin: Mark | None = None) -> Meter:
+        """Start measuring (from ``begin``, a mark of another meter, so that consecutive blocks leave no
+        gap between them); CodeCarbon starts in a background thread."""
+        if self._begin is not None:
+            raise FootprintError("this meter was already started: use a new Meter for each block")
+        self._begin = begin if begin is not None else self.mark()
         threading.Thread(target=self._start_tracker, name="tandem-meter", daemon=True).start()
         return self
 
@@ -253,42 +268,57 @@ class Meter:
         """Stop and return the block's footprint (also kept as :attr:`result`)."""
         if self.result is not None:
             return self.result
-        self._ready.wait()
+        self.wait_ready()
         self._raise_if_failed()
         window = time.perf_counter() - self._tracked_from.wall
         if window < MIN_WINDOW_S:  # CodeCarbon skips its last reading within 50 ms of the one before
             time.sleep(MIN_WINDOW_S - window)
         self._tracker.stop()
         end = self.mark()
-        data = self._tracker.final_emissions_data
+        data = getattr(self._tracker, "final_emissions_data", None)
+        if data is None:  # CodeCarbon logs and swallows its own failures: its stop() left no figures
+            raise FootprintError("CodeCarbon's tracker stopped without figures (its hardware readings failed)")
         self.result = self._footprint(data, end)
         return self.result
+
+    def cancel(self) -> None:
+        """Give up on the block (the work failed): the tracker stops without holding up the caller."""
+        with self._lock:
+            self._cancelled = True
+            tracker, self._tracker = self._tracker, None
+        if tracker is not None and self.result is None:
+            tracker.stop()
 
     def __enter__(self) -> Meter:
         return self.start()
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def __exit__(self, exc_type: type | None, *exc: object) -> None:
+        if exc_type is None:
+            self.stop()
+        else:  # the block's own error is the one to see
+            self.cancel()
 
     @property
     def _pue(self) -> float:
         return float(self.settings.pue) if self.settings.pue is not None else 1.0
 
-    def cancel(self) -> None:
-        """Give up on the block (the work failed): the tracker stops without holding up the caller."""
-        self._cancelled = True
-        if self._ready.is_set() and self._tracker is not None and self.result is None:
-            self._tracker.stop()
+    def _require_started(self) -> None:
+        if self._begin is None:
+            raise FootprintError("the meter was never started: call start() or use it in a with block")
 
     def _start_tracker(self) -> None:
         try:
             tracker = _new_tracker(self.settings)
             with _cpu_name_from_proc():
                 tracker.start()  # the first in a process detects the hardware (CodeCarbon caches it)
+            if getattr(tracker, "_start_time", 0) is None:  # its start() logs and swallows a failure
+                raise FootprintError("CodeCarbon's tracker did not start (its hardware detection failed)")
             self._tracked_from = self.mark()  # CodeCarbon's window begins about here
-            self._tracker = tracker
             _cpu_model(tracker)  # (and the TDP-table lookup its label needs, off the caller's thread)
-            if self._cancelled:
+            with self._lock:
+                if not self._cancelled:
+                    self._tracker, tracker = tracker, None
+            if tracker is not None:  # cancelled meanwhile
                 tracker.stop()
         except BaseException as exc:  # surfaced in the caller's thread by stop()
             self._error = exc
@@ -297,42 +327,52 @@ class Meter:
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
-            raise RuntimeError(f"CodeCarbon's tracker failed to start: {self._error}") from self._error
+            if isinstance(self._error, FootprintError):
+                raise self._error
+            raise FootprintError(f"CodeCarbon's tracker failed to start: {self._error}") from self._error
+        if self._tracker is None:
+            raise FootprintError("the meter was cancelled")
 
     def _footprint(self, data: object, end: Mark) -> Footprint:
-        begin, tracked = self._begin, self._tracked_from
+        begin = self._begin
         gap_wall = max(0.0, end.wall - begin.wall - float(data.duration))  # what CodeCarbon's window missed
         cpu = _cpu_model(self._tracker)
         if cpu.tdp_w and not cpu.measured:
-            # CodeCarbon's process-mode model is TDP / threads per CPU second: over the whole block, the
-            # seconds before its tracker started included, that is this process's CPU time at that power
+            # CodeCarbon's process-mode model (TDP / threads per CPU second, external/hardware.py), computed
+            # by tandem on this process's clocks over the whole block, the seconds before its tracker included
             cpu_kwh = cpu.tdp_w / cpu.threads * (end.cpu - begin.cpu) * KWH_PER_JOULE
-        else:  # counters: their energy, and the seconds before them at the rate they measured per CPU second
-            cpu_kwh = float(data.cpu_energy)
-            if end.cpu > tracked.cpu:
-                cpu_kwh *= (end.cpu - begin.cpu) / (end.cpu - tracked.cpu)
+        else:  # counters measure the whole package over wall time: the seconds before, at their mean power
+            cpu_kwh = float(data.cpu_energy) + float(data.cpu_power) * gap_wall * KWH_PER_JOULE
         components = {"cpu": _cpu_component(cpu_kwh, cpu),
                       "ram": _ram_component(float(data.ram_energy) + float(data.ram_power) * gap_wall * KWH_PER_JOULE,
                                             self.settings.ram_power_w, float(data.ram_power))}
         gpu_count = int(getattr(data, "gpu_count", 0) or 0)
-        if gpu_count:
+        if end.gpu_mj is not None and begin.gpu_mj is not None:  # tandem's own NVML readings: the whole block
+            kwh = (end.gpu_mj - begin.gpu_mj) / 1000 * KWH_PER_JOULE
+            components["gpu"] = Component(kwh, kwh, kwh, "measured", f"NVML energy counters of {self._gpu.count} "
+                                          "GPU(s), whole devices")
+        elif gpu_count:
             kwh = float(data.gpu_energy) + float(data.gpu_power) * gap_wall * KWH_PER_JOULE
-            components["gpu"] = Component(kwh, kwh, kwh, "measured", f"NVML energy counters of {gpu_count} "
+            components["gpu"] = Component(kwh, kwh, kwh, "measured", f"CodeCarbon's NVML readings of {gpu_count} "
                                           f"GPU(s) ({data.gpu_model}), whole devices")
         hardware = {"cpu_model": str(data.cpu_model), "cpu_threads": int(data.cpu_count),
                     "ram_gb": round(float(data.ram_total_size), 1), "gpu_count": gpu_count,
                     "gpu_model": str(getattr(data, "gpu_model", "") or "") or None, "os": str(data.os)}
+        library = {"cpu_kwh": float(data.cpu_energy), "ram_kwh": float(data.ram_energy),
+                   "gpu_kwh": float(data.gpu_energy), "seconds": float(data.duration)}
         return Footprint(seconds=end.wall - begin.wall, cpu_seconds=end.cpu - begin.cpu, components=components,
                          pue=self._pue, grid=self.grid, library=f"codecarbon {codecarbon_version()}",
-                         hardware=hardware, extrapolated_seconds=max(0.0, gap_wall), start=begin, end=end)
+                         hardware=hardware, extrapolated_seconds=gap_wall, library_window=library,
+                         start=begin, end=end)
 
 
 _warm: set[MeterSettings] = set()
 _warm_lock = threading.Lock()
+_cpuinfo_lock = threading.Lock()
 
 
 def warm_up(settings: MeterSettings | None = None) -> None:
-    """Let CodeCarbon detect the hardware now (about 0.2 s, cached per configuration for the process),
+    """Let CodeCarbon detect the hardware now (a few tenths of a second, cached per configuration for the process),
     so that a meter started later begins measuring within milliseconds. Optional: a meter that
     starts cold detects in its background thread and counts the seconds before at the same model."""
     settings = settings if settings is not None else MeterSettings.from_env()
@@ -352,17 +392,18 @@ def _cpu_name_from_proc() -> Iterator[None]:
     """CodeCarbon asks py-cpuinfo for the CPU's name, which starts a second Python to find it (0.9 s of
     CPU, a third of the meter's cost); on Linux /proc/cpuinfo says the same, so read it there."""
     model = _proc_cpu_name()
-    if model is None:
-        yield
-        return
-    import cpuinfo
+    with _cpuinfo_lock:  # two meters starting at once must not save each other's stand-in as the original
+        if model is None:
+            yield
+            return
+        import cpuinfo
 
-    real = cpuinfo.get_cpu_info
-    cpuinfo.get_cpu_info = lambda: {"brand_raw": model}
-    try:
-        yield
-    finally:
-        cpuinfo.get_cpu_info = real
+        real = cpuinfo.get_cpu_info
+        cpuinfo.get_cpu_info = lambda: {"brand_raw": model}
+        try:
+            yield
+        finally:
+            cpuinfo.get_cpu_info = real
 
 
 def _proc_cpu_name() -> str | None:
@@ -413,8 +454,8 @@ def _cpu_model(tracker: object) -> _CpuModel:
     model = str(getattr(cpu, "_model", "") or "")
     return _CpuModel(mode=str(getattr(cpu, "_mode", "unknown")), tdp_w=float(tdp) if tdp else None,
                      generic_tdp=bool(getattr(cpu, "_is_generic_tdp", False)) or not _in_tdp_table(model),
-                     model=str(getattr(cpu, "_model", "unknown")), threads=int(getattr(cpu, "_cpu_count", 0) or
-                                                                               os.cpu_count() or 1), forced=forced)
+                     model=model or "unknown", threads=int(getattr(cpu, "_cpu_count", 0) or os.cpu_count() or 1),
+                     forced=forced)
 
 
 def _ram_watts(tracker: object) -> float | None:
@@ -444,15 +485,16 @@ def _cpu_component(kwh: float, cpu: _CpuModel) -> Component:
         return Component(kwh, kwh, kwh, "measured", f"CPU energy counters ({cpu.mode}) of the whole package")
     per_thread = f"{cpu.tdp_w / cpu.threads:.2f} W a busy thread" if cpu.tdp_w else "an unknown power"
     if cpu.forced:
-        return Component(kwh, kwh, kwh, "given",
-                         f"{cpu.tdp_w:g} W given for all {cpu.threads} threads: {per_thread} x this process's CPU time")
+        return Component(kwh, kwh, kwh, "given", f"{cpu.tdp_w:g} W given for all {cpu.threads} threads: "
+                         f"{per_thread} x this process's CPU time (CodeCarbon's process-mode model)")
     if cpu.generic_tdp or cpu.tdp_w is None:
         low, high = CPU_RANGE_TDP_DEFAULT
         how = (f"CPU '{cpu.model}' is not in CodeCarbon's TDP table: its default of {per_thread} x this "
-               "process's CPU time")
+               "process's CPU time (CodeCarbon's process-mode model)")
     else:
         low, high = CPU_RANGE_TDP_TABLE
-        how = f"TDP of '{cpu.model}' from CodeCarbon's table ({cpu.tdp_w:g} W): {per_thread} x this process's CPU time"
+        how = (f"TDP of '{cpu.model}' from CodeCarbon's table ({cpu.tdp_w:g} W): {per_thread} x this process's "
+               "CPU time (CodeCarbon's process-mode model)")
     return Component(kwh, kwh * low, kwh * high, "estimated", how)
 
 
@@ -461,7 +503,8 @@ def _ram_component(kwh: float, forced_w: float | None, watts: float) -> Componen
         return Component(kwh, kwh, kwh, "given", f"{forced_w:g} W given for the RAM, x wall time")
     low, high = RAM_RANGE
     return Component(kwh, kwh * low, kwh * high, "estimated",
-                     f"CodeCarbon's RAM model: {watts:g} W (5 W a DIMM, DIMMs guessed from the size), x wall time")
+                     f"CodeCarbon's RAM model: {watts:g} W (a few W a DIMM, the DIMM count guessed from this "
+                     "process's memory, two at least), x wall time")
 
 
 class _Nvml:
@@ -480,7 +523,14 @@ class _Nvml:
         except Exception:  # no driver, no GPU, or a GPU without the counter (pre-Volta)
             self.handles = []
 
+    @property
+    def count(self) -> int:
+        return len(self.handles)
+
     def millijoules(self) -> float | None:
         if not self.handles:
             return None
-        return float(sum(self._read(h) for h in self.handles))
+        try:
+            return float(sum(self._read(h) for h in self.handles))
+        except Exception:  # a GPU lost mid-run (driver reset): no reading rather than a failed study
+            return None

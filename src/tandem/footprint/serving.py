@@ -1,9 +1,10 @@
 """Energy per 1,000 predictions of a serving process, metered over windows of at least 1,000.
 
 A window is one :class:`~tandem.footprint.meter.Meter` block. A background thread closes it once
-it holds ``min_predictions`` predictions and ``min_seconds`` of time, and opens the next, so the
-request path only adds to a counter. Idle time between requests counts in the window it falls
-in: the figure is what this process spent per 1,000 predictions, waiting included.
+it holds ``min_predictions`` predictions and ``min_seconds`` of time, and opens the next from the
+closed one's end reading (no gap, no overlap), so the request path only adds to a counter. Idle
+time between requests counts in the window it falls in: the figure is what this process spent per
+1,000 predictions, waiting included.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 
-from tandem.footprint.meter import Footprint, Meter, MeterSettings
+from tandem.footprint.meter import Footprint, Mark, Meter, MeterSettings
 
 
 class PredictionMeter:
@@ -54,51 +55,60 @@ class PredictionMeter:
             self._meter.cancel()
 
     def figures(self) -> dict:
-        """What ``/v1/models/{name}/footprint`` and ``/metrics`` show."""
+        """What ``/v1/models/{name}/footprint`` and ``/metrics`` show (a consistent snapshot)."""
         with self._lock:
-            pending = self._pending
-        per_1000 = (lambda v: v / self.predictions * 1000) if self.predictions else (lambda v: None)
-        return {"windows": self.windows, "predictions": self.predictions, "open_window_predictions": pending,
-                "min_window_predictions": self.min_predictions, "seconds": round(self.seconds, 3),
-                "energy_kwh": self.energy_kwh, "co2_kg": self.co2_kg,
-                "energy_kwh_per_1000": per_1000(self.energy_kwh),
-                "energy_kwh_low_per_1000": per_1000(self.energy_kwh_low),
-                "energy_kwh_high_per_1000": per_1000(self.energy_kwh_high),
-                "co2_kg_per_1000": per_1000(self.co2_kg), "method": self.method, "latest_window": self.latest,
-                "grid": self._meter.grid.to_dict() if self._meter else None,
+            pending, n, windows, seconds = self._pending, self.predictions, self.windows, self.seconds
+            kwh, low, high, kg = self.energy_kwh, self.energy_kwh_low, self.energy_kwh_high, self.co2_kg
+            latest, method, meter = self.latest, self.method, self._meter
+
+        def per_1000(v: float) -> float | None:
+            return v / n * 1000 if n else None
+
+        return {"windows": windows, "predictions": n, "open_window_predictions": pending,
+                "min_window_predictions": self.min_predictions, "seconds": round(seconds, 3),
+                "energy_kwh": kwh, "co2_kg": kg, "energy_kwh_per_1000": per_1000(kwh),
+                "energy_kwh_low_per_1000": per_1000(low), "energy_kwh_high_per_1000": per_1000(high),
+                "co2_kg_per_1000": per_1000(kg), "method": method, "latest_window": latest,
+                "grid": meter.grid.to_dict() if meter else None,
                 "scope": "this server process, every model it serves, idle time included", "error": self.error}
 
     # -- the window thread -------------------------------------------------------------------------
-    def _open(self) -> None:
-        self._meter = Meter(self.settings).start()
+    def _open(self, begin: Mark | None = None) -> None:
+        self._meter = Meter(self.settings).start(begin)
         self._opened = time.monotonic()
 
     def _run(self) -> None:
         while not self._stop.wait(self.check_seconds):
             with self._lock:
                 due = self._pending >= self.min_predictions and time.monotonic() - self._opened >= self.min_seconds
-                if due:
-                    n, self._pending = self._pending, 0
             if not due:
                 continue
-            meter = self._meter
-            self._open()
             try:
-                self._close(meter.stop(), n)
+                fp = self._meter.stop()
+                with self._lock:  # the predictions answered up to (within microseconds of) its end mark
+                    n, self._pending = self._pending, 0
+                self._open(begin=fp.end)  # the next window starts where this one ended: no gap, no overlap
+                self._close(fp, n)
+                self.error = None
             except Exception as exc:  # the meter must never take the server down: say so in the figures
                 self.error = f"metering failed: {exc}"
+                try:
+                    self._open()
+                except Exception:
+                    pass
 
     def _close(self, fp: Footprint, n: int) -> None:
         low, high = fp.energy_range_kwh
-        self.windows += 1
-        self.predictions += n
-        self.seconds += fp.seconds
-        self.energy_kwh += fp.energy_kwh
-        self.energy_kwh_low += low
-        self.energy_kwh_high += high
-        self.co2_kg += fp.co2_kg
-        self.method = fp.method
-        self.latest = {"predictions": n, **fp.summary(),
-                       "energy_kwh_per_1000": fp.energy_kwh / n * 1000, "co2_kg_per_1000": fp.co2_kg / n * 1000,
-                       "components": {k: c.to_dict() for k, c in fp.components.items()}, "pue": fp.pue,
-                       "library": fp.library}
+        latest = {"predictions": n, **fp.summary(),
+                  "energy_kwh_per_1000": fp.energy_kwh / n * 1000, "co2_kg_per_1000": fp.co2_kg / n * 1000,
+                  "components": {k: c.to_dict() for k, c in fp.components.items()}, "pue": fp.pue,
+                  "library": fp.library}
+        with self._lock:
+            self.windows += 1
+            self.predictions += n
+            self.seconds += fp.seconds
+            self.energy_kwh += fp.energy_kwh
+            self.energy_kwh_low += low
+            self.energy_kwh_high += high
+            self.co2_kg += fp.co2_kg
+            self.method, self.latest = fp.method, latest

@@ -190,7 +190,8 @@ def _footprint(m: dict) -> str:
     life = life_report(fp) if fp.get("inference") else None
     grid = train["grid"]
     parts = [f"<p>Energy and CO2e of training, {_esc(train['method'])} with {_esc(train['library'])} in process mode "
-             f"(this process's CPU time and memory), PUE {train['pue']:g}, grid {_esc(grid['country'])} at "
+             f"(models: this process's CPU time and memory; counters, where present, whole devices), PUE "
+             f"{train['pue']:g}, grid {_esc(grid['country'])} at "
              f"{grid['intensity_g_per_kwh']:g} g/kWh ({_esc(grid['source'])}). Ranges: the power models' low and "
              "high (see the README).</p>",
              _table([{"part": k, **v} for k, v in train["components"].items()])]

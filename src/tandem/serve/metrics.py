@@ -119,8 +119,9 @@ class ServeMetrics:
                       "# HELP tandem_co2_kg_total CO2e of that energy at the server's grid",
                       "# TYPE tandem_co2_kg_total counter", f"tandem_co2_kg_total {kg!r}",
                       "# HELP tandem_energy_kwh_per_1000_predictions Energy per 1,000 metered predictions",
-                      "# TYPE tandem_energy_kwh_per_1000_predictions gauge",
-                      f"tandem_energy_kwh_per_1000_predictions {(kwh / predictions * 1000 if predictions else 0.0)!r}"]
+                      "# TYPE tandem_energy_kwh_per_1000_predictions gauge"]
+            if predictions:  # no figure before the first window closes, rather than a made-up zero
+                lines.append(f"tandem_energy_kwh_per_1000_predictions {kwh / predictions * 1000!r}")
         return ("\n".join(lines) + "\n").encode()
 
 

@@ -119,7 +119,7 @@ def export(result: StudyResult, target: Path, *, name: str, version: int | None,
     usage = resource.getrusage(resource.RUSAGE_SELF)
     wall = time.monotonic() - result.started
     footprint = {"train": {"wall_seconds": round(wall, 3), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
-                           "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "measured": True}}
+                           "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}}
     if result.meter is not None:
         footprint = _footprint(result, inference_marks, footprint["train"])
     manifest = {
@@ -187,9 +187,13 @@ def export(result: StudyResult, target: Path, *, name: str, version: int | None,
 def _footprint(result: StudyResult, inference_marks: tuple | None, process: dict) -> dict:
     """The footprint ledger: the study's metered total (stopped here, before the manifest is written),
     its phases, trials and learners, and the energy of one-row predictions."""
+    from tandem.errors import FootprintError
     from tandem.footprint.ledger import training_ledger
 
-    total = result.meter.stop()
+    try:
+        total = result.meter.stop()
+    except FootprintError as exc:  # the model is worth keeping without its energy figures: say why
+        return {"train": {**process, "energy": None, "error": str(exc)}}
     marks = result.phase_marks
     cuts = [total.start, marks.get("prepare"), marks.get("search"), marks.get("refit"), total.end]
     names = ["prepare", "search", "ensemble and refit", "export"]
