@@ -420,6 +420,8 @@ def _proc_cpu_name() -> str | None:
 def _new_tracker(settings: MeterSettings) -> object:
     from codecarbon import OfflineEmissionsTracker
 
+    _cache_socket_count()
+
     logging.getLogger("codecarbon").setLevel(logging.ERROR)  # its set-up logs at INFO before log_level applies
 
     # The grid is tandem's (validated, with its source); the tracker's own CO2 is asked at a forced
@@ -429,6 +431,19 @@ def _new_tracker(settings: MeterSettings) -> object:
         country_iso_code=country if country != WORLD else "USA", tracking_mode="process", output_methods=[],
         log_level="error", measure_power_secs=15, pue=1.0, force_carbon_intensity_g_co2e_kwh=1000.0,
         force_cpu_power=settings.cpu_power_w, force_ram_power=settings.ram_power_w, allow_multiple_runs=True)
+
+
+def _cache_socket_count() -> None:
+    """CodeCarbon runs ``lscpu`` for the socket count at every tracker's start: a process forked from
+    the server every window, on the load generator's core in the bench. The count cannot change
+    while a process runs: ask once."""
+    import codecarbon.emissions_tracker as tracker_module
+
+    count = tracker_module.count_physical_cpus
+    if not getattr(count, "tandem_cached", False):
+        cached = lru_cache(maxsize=1)(count)
+        cached.tandem_cached = True
+        tracker_module.count_physical_cpus = cached
 
 
 @dataclass(frozen=True)
