@@ -3,7 +3,8 @@
 Each check is the median over repeats of the metered / unmetered ratio of a pair run back to back
 (alternating which goes first), so the machine's drift over the run cancels.
 
-Training: the same fixed work (``tandem train`` on the Adult training file with three fixed
+Training (wall time, and the process's CPU seconds, which other tenants of a shared machine disturb
+less): the same fixed work (``tandem train`` on the Adult training file with three fixed
 configurations, no bagging, a time limit that never binds) run as a fresh process with the meter
 on and with ``--no-footprint``, alternated ``--repeats`` times; the check is the median wall time
 with the meter <= 1.02x without. A fresh process each time, so the meter's one-off start (CodeCarbon's
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -67,13 +69,14 @@ def train_once(work: Path, data: Path, configs: Path, metered: bool, k: int) -> 
             "--bagging", "no", "--time-limit", "900", "--out", str(out), "--country", "FRA"]
     if not metered:
         argv = [a for a in argv if a not in ("--country", "FRA")] + ["--no-footprint"]
-    start = time.perf_counter()
+    start, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(argv, capture_output=True, text=True, env=dict(os.environ, TANDEM_HOME=str(work / "home")))
-    wall = time.perf_counter() - start
+    wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     if proc.returncode != 0:
         raise SystemExit(f"tandem train failed: {proc.stderr[-2000:]}")
     manifest = json.loads((out / "manifest.json").read_text())
-    row = {"metered": metered, "wall_s": round(wall, 3)}
+    row = {"metered": metered, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3)}
     if metered:
         t = manifest["footprint"]["train"]
         row.update(energy_kwh=t["energy_kwh"], co2_kg=t["co2_kg"], method=t["method"],
@@ -95,7 +98,7 @@ def training(work: Path, quick: bool, repeats: int) -> dict:
     for k in range(repeats):
         for metered in ((True, False) if k % 2 == 0 else (False, True)):  # alternate which goes first
             r = train_once(work, data, configs, metered, k)
-            say(f"train {'metered' if metered else 'unmetered'} #{k + 1}: {r['wall_s']:.1f} s")
+            say(f"train {'metered' if metered else 'unmetered'} #{k + 1}: {r['wall_s']:.1f} s, {r['cpu_s']:.1f} CPU s")
             runs.append(r)
     on = statistics.median(r["wall_s"] for r in runs if r["metered"])
     off = statistics.median(r["wall_s"] for r in runs if not r["metered"])
@@ -103,6 +106,7 @@ def training(work: Path, quick: bool, repeats: int) -> dict:
     bundle = work / f"bundle_on_{repeats - 1}"
     return {"runs": runs, "median_wall_s_metered": on, "median_wall_s_unmetered": off,
             "wall_ratio": _paired_ratio(runs, "wall_s"), "ratio_of_medians": round(on / off, 4),
+            "cpu_ratio": _paired_ratio(runs, "cpu_s"),
             "overhead_s": round(on - off, 3), "ledger": last, "bundle": bundle}
 
 
