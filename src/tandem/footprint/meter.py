@@ -180,6 +180,12 @@ class Footprint:
                 "co2_kg": self.co2_kg, "co2_kg_low": low * self.grid.g_per_kwh / 1000.0,
                 "co2_kg_high": high * self.grid.g_per_kwh / 1000.0, "method": self.method}
 
+    def per_1000(self, predictions: int) -> dict:
+        """The energy and CO2 figures (with their ranges) per 1,000 of the ``predictions`` this block made."""
+        row, scale = self.summary(), 1000 / predictions
+        return {f"{k}_per_1000": row[k] * scale for k in ("energy_kwh", "energy_kwh_low", "energy_kwh_high",
+                                                          "co2_kg", "co2_kg_low", "co2_kg_high")}
+
     def to_dict(self) -> dict:
         """Everything, for the manifest: figures, components with their methods, grid, PUE, library."""
         return {**self.summary(), "it_energy_kwh": self.it_kwh,

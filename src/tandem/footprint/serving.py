@@ -99,8 +99,7 @@ class PredictionMeter:
 
     def _close(self, fp: Footprint, n: int) -> None:
         low, high = fp.energy_range_kwh
-        latest = {"predictions": n, **fp.summary(),
-                  "energy_kwh_per_1000": fp.energy_kwh / n * 1000, "co2_kg_per_1000": fp.co2_kg / n * 1000,
+        latest = {"predictions": n, **fp.summary(), **fp.per_1000(n),
                   "components": {k: c.to_dict() for k, c in fp.components.items()}, "pue": fp.pue,
                   "library": fp.library}
         with self._lock:

@@ -204,14 +204,10 @@ def _footprint(result: StudyResult, inference_marks: tuple | None, process: dict
     out = {"train": train}
     if inference_marks is not None:
         part = total.between(*inference_marks)
-        scale = 1000 / INFERENCE_WINDOW
-        row = part.summary()
         out["inference"] = {
             "predictions": INFERENCE_WINDOW, "mode": "one row per call (a serving host's worst case), on the "
-            "training machine at export", "seconds": row["seconds"],
-            **{f"{k}_per_1000": row[k] * scale for k in ("energy_kwh", "energy_kwh_low", "energy_kwh_high",
-                                                         "co2_kg", "co2_kg_low", "co2_kg_high")},
-            "method": row["method"]}
+            "training machine at export", "seconds": round(part.seconds, 3), **part.per_1000(INFERENCE_WINDOW),
+            "method": part.method}
     return out
 
 
