@@ -11,12 +11,13 @@ process with the meter on and with ``--no-footprint``; the check is the median r
 process each time, so the meter's one-off start (CodeCarbon's import and hardware detection) is in every
 metered run, as it is in every ``tandem train``.
 
-The meter's own cost, directly: a fresh process that imports what ``tandem train`` has imported when
-its meter starts, then starts a meter, sleeps, and stops it. With the main thread asleep, every CPU
-second the process spends is the meter's (its start, CodeCarbon's readings each second, its stop). That
-CPU, scaled to a training run's length, plus the export's 1,000 metered predictions (work done only
-with the meter), over the training's wall time, bounds the overhead from above: it counts each of the
-meter's CPU seconds as a second the training waited, though the training has the other core too.
+The meter's own cost, directly: fresh processes that import what ``tandem train`` has imported when
+its meter starts, then sleep, with a meter started and stopped around the sleep and without one
+(the libraries' own threads tick in both), alternated. With the main thread asleep, the difference in
+CPU is the meter's (its start, CodeCarbon's reading every 15 s, its stop). That CPU, scaled to a
+training run's length, plus the export's 1,000 metered predictions (work done only with the meter),
+over the training's wall time, bounds the overhead from above: it counts each of the meter's CPU
+seconds as a second the training waited, though the training has the other core too.
 
 Serving: ``tandem serve`` of that bundle (pinned to CPU 0) with its prediction meter on and off
 (``TANDEM_SERVE_FOOTPRINT``), loaded by wrk (pinned to CPU 1) with one-row requests at concurrency 16,
@@ -145,34 +146,42 @@ from tandem.footprint.meter import Meter, MeterSettings
 def clocks():
     return time.perf_counter(), time.process_time()
 
+metered = sys.argv[2] == "1"
 w0, c0 = clocks()
-meter = Meter(MeterSettings(country="FRA")).start()
-meter.wait_ready()
+if metered:
+    meter = Meter(MeterSettings(country="FRA")).start()
+    meter.wait_ready()
 w1, c1 = clocks()
 time.sleep(float(sys.argv[1]))
 w2, c2 = clocks()
-meter.stop()
+if metered:
+    meter.stop()
 w3, c3 = clocks()
-print(json.dumps({"start_cpu_s": c1 - c0, "start_wall_s": w1 - w0, "idle_cpu_s_per_s": (c2 - c1) / (w2 - w1),
-                  "stop_cpu_s": c3 - c2, "stop_wall_s": w3 - w2}))
+print(json.dumps({"start_cpu_s": c1 - c0, "idle_cpu_s_per_s": (c2 - c1) / (w2 - w1), "stop_cpu_s": c3 - c2}))
 """
 
 
 def meter_cost(training_s: float, inference_s: float, repeats: int, seconds: float) -> dict:
-    """The meter's own CPU (fresh processes, main thread asleep), scaled to a training run of
-    ``training_s``, plus the export's metered predictions (``inference_s``): an upper bound on the
-    overhead as a share of the training's wall time."""
-    rows = []
+    """The meter's own CPU: fresh processes with their main thread asleep, with a meter and without (the
+    libraries' own threads tick too), alternated. Scaled to a training run of ``training_s``, plus the
+    export's metered predictions (``inference_s``), it bounds the overhead as a share of the training's
+    wall time from above."""
+    rows: dict[bool, list[dict]] = {True: [], False: []}
     for _ in range(repeats):
-        proc = subprocess.run([sys.executable, "-c", METER_COST, str(seconds)], capture_output=True, text=True,
-                              timeout=seconds + 120)
-        if proc.returncode != 0:
-            raise SystemExit(f"meter cost probe failed: {proc.stderr[-2000:]}")
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
-    cpu = med["start_cpu_s"] + med["stop_cpu_s"] + med["idle_cpu_s_per_s"] * training_s
-    return {"probes": repeats, "idle_seconds": seconds,
-            **{k: round(v, 5) for k, v in med.items()},
+        for metered in (False, True):
+            proc = subprocess.run([sys.executable, "-c", METER_COST, str(seconds), "1" if metered else "0"],
+                                  capture_output=True, text=True, timeout=seconds + 120)
+            if proc.returncode != 0:
+                raise SystemExit(f"meter cost probe failed: {proc.stderr[-2000:]}")
+            rows[metered].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    on = {k: statistics.median(r[k] for r in rows[True]) for k in rows[True][0]}
+    off_rate = statistics.median(r["idle_cpu_s_per_s"] for r in rows[False])
+    meter_rate = max(0.0, on["idle_cpu_s_per_s"] - off_rate)
+    cpu = on["start_cpu_s"] + on["stop_cpu_s"] + meter_rate * training_s
+    return {"probes": repeats, "idle_seconds": seconds, "start_cpu_s": round(on["start_cpu_s"], 4),
+            "stop_cpu_s": round(on["stop_cpu_s"], 4),
+            "idle_cpu_s_per_s_metered": round(on["idle_cpu_s_per_s"], 5),
+            "idle_cpu_s_per_s_without": round(off_rate, 5), "meter_cpu_s_per_s": round(meter_rate, 5),
             "meter_cpu_s_per_training_run": round(cpu, 3), "export_metered_predictions_s": round(inference_s, 3),
             "bound_share_of_training_wall": round((cpu + inference_s) / training_s, 4)}
 

@@ -87,6 +87,23 @@ def test_the_real_tracker_labels_its_estimates():
     assert "Our World in Data" in fp.grid.source
 
 
+def test_codecarbon_stops_sampling_every_second_and_its_own_figure_still_agrees():
+    # the 1 s load sampling scans all of /proc each time (most of the meter's cost); without a GPU it is
+    # stopped, and CodeCarbon's own CPU figure, from its readings alone, still matches tandem's
+    settings = MeterSettings(country="FRA")
+    warm_up(settings)
+    with Meter(settings) as meter:
+        meter.wait_ready()
+        monitor = meter._tracker._scheduler_monitor_power
+        _busy(1.5)
+        gpus = [h for h in meter._tracker._hardware if type(h).__name__ == "GPU"]
+        assert monitor._stopped is not bool(gpus)
+    fp = meter.result
+    window = fp.library_window
+    assert window["seconds"] > 1.4
+    assert window["cpu_kwh"] == pytest.approx(fp.components["cpu"].kwh * window["seconds"] / fp.seconds, rel=0.1)
+
+
 @pytest.mark.parametrize("code, hint", [("FR", "did you mean FRA (France)"), ("ZZZ", "known codes include"),
                                         ("France", "known codes include")])
 def test_an_invalid_country_is_an_error_never_the_world_average(code, hint):

@@ -21,6 +21,7 @@ microseconds; GPU parts come from NVML's energy counter directly.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import math
 import os
@@ -249,10 +250,8 @@ class Meter:
         cpu, ram_w = _cpu_model(self._tracker), _ram_watts(self._tracker)
         if cpu.tdp_w and not cpu.measured and ram_w is not None:
             # the power model on this process's clocks, exact from the first second
-            joules = cpu.tdp_w / cpu.threads * (now.cpu - begin.cpu) + ram_w * (now.wall - begin.wall)
-            if now.gpu_mj is not None and begin.gpu_mj is not None:
-                joules += (now.gpu_mj - begin.gpu_mj) / 1000
-            return joules * KWH_PER_JOULE * self._pue
+            joules = _modelled_cpu_joules(cpu, begin, now) + ram_w * (now.wall - begin.wall)
+            return (joules + (_gpu_joules(begin, now) or 0.0)) * KWH_PER_JOULE * self._pue
         # counters: CodeCarbon's running reading (kg at the forced 1000 g/kWh: kWh, see _new_tracker),
         # the seconds before its window at the same rate. (Its scheduler thread may read at the same
         # moment; an energy budget is a projection anyway.)
@@ -319,6 +318,8 @@ class Meter:
                 tracker.start()  # the first in a process detects the hardware (CodeCarbon caches it)
             if getattr(tracker, "_start_time", 0) is None:  # its start() logs and swallows a failure
                 raise FootprintError("CodeCarbon's tracker did not start (its hardware detection failed)")
+            _stop_load_sampling(tracker)
+            _preload_stop_imports()
             self._tracked_from = self.mark()  # CodeCarbon's window begins about here
             _cpu_model(tracker)  # (and the TDP-table lookup its label needs, off the caller's thread)
             with self._lock:
@@ -343,10 +344,8 @@ class Meter:
         begin = self._begin
         gap_wall = max(0.0, end.wall - begin.wall - float(data.duration))  # what CodeCarbon's window missed
         cpu = _cpu_model(self._tracker)
-        if cpu.tdp_w and not cpu.measured:
-            # CodeCarbon's process-mode model (TDP / threads per CPU second, external/hardware.py), computed
-            # by tandem on this process's clocks over the whole block, the seconds before its tracker included
-            cpu_kwh = cpu.tdp_w / cpu.threads * (end.cpu - begin.cpu) * KWH_PER_JOULE
+        if cpu.tdp_w and not cpu.measured:  # over the whole block, the seconds before its tracker included
+            cpu_kwh = _modelled_cpu_joules(cpu, begin, end) * KWH_PER_JOULE
         else:  # counters measure the whole package over wall time: the seconds before, at their mean power
             cpu_kwh = float(data.cpu_energy) + float(data.cpu_power) * gap_wall * KWH_PER_JOULE
         components = {"cpu": _cpu_component(cpu_kwh, cpu),
@@ -355,8 +354,9 @@ class Meter:
                       "ram": _ram_component(float(data.ram_power) * (end.wall - begin.wall) * KWH_PER_JOULE,
                                             self.settings.ram_power_w, float(data.ram_power))}
         gpu_count = int(getattr(data, "gpu_count", 0) or 0)
-        if end.gpu_mj is not None and begin.gpu_mj is not None:  # tandem's own NVML readings: the whole block
-            kwh = (end.gpu_mj - begin.gpu_mj) / 1000 * KWH_PER_JOULE
+        gpu_joules = _gpu_joules(begin, end)
+        if gpu_joules is not None:  # tandem's own NVML readings: the whole block
+            kwh = gpu_joules * KWH_PER_JOULE
             components["gpu"] = Component(kwh, kwh, kwh, "measured", f"NVML energy counters of {self._gpu.count} "
                                           "GPU(s), whole devices")
         elif gpu_count:
@@ -372,6 +372,19 @@ class Meter:
                          pue=self._pue, grid=self.grid, library=f"codecarbon {codecarbon_version()}",
                          hardware=hardware, extrapolated_seconds=gap_wall, library_window=library,
                          start=begin, end=end)
+
+
+def _modelled_cpu_joules(cpu: _CpuModel, begin: Mark, end: Mark) -> float:
+    """CodeCarbon's process-mode CPU model (TDP / threads per CPU second, its external/hardware.py),
+    computed by tandem on this process's own clocks."""
+    return cpu.tdp_w / cpu.threads * (end.cpu - begin.cpu)
+
+
+def _gpu_joules(begin: Mark, end: Mark) -> float | None:
+    """Every GPU's energy between two marks, from NVML's counters; None without them."""
+    if end.gpu_mj is None or begin.gpu_mj is None:
+        return None
+    return (end.gpu_mj - begin.gpu_mj) / 1000
 
 
 _warm: set[MeterSettings] = set()
@@ -439,6 +452,30 @@ def _new_tracker(settings: MeterSettings) -> object:
         country_iso_code=country if country != WORLD else "USA", tracking_mode="process", output_methods=[],
         log_level="error", measure_power_secs=15, pue=1.0, force_carbon_intensity_g_co2e_kwh=1000.0,
         force_cpu_power=settings.cpu_power_w, force_ram_power=settings.ram_power_w, allow_multiple_runs=True)
+
+
+def _stop_load_sampling(tracker: object) -> None:
+    """Stop CodeCarbon's once-a-second sampling of the CPU load, where no GPU is tracked.
+
+    Each sample scans every process on the machine for this one's children (psutil's ``children``
+    reads all of /proc): about 5 ms of CPU a second here, most of the meter's cost over a training
+    run. tandem's CPU figure comes from this process's own clock, not from those samples; and
+    CodeCarbon's own figure (kept in ``library_window``) is unchanged, since its reading every 15 s
+    takes one sample over the whole interval since the last, the same mean load as the duration-weighted
+    mean of the 1 s samples. A GPU's power samples need the same thread: it is left running then.
+    """
+    if any(type(h).__name__ == "GPU" for h in getattr(tracker, "_hardware", [])):
+        return
+    monitor = getattr(tracker, "_scheduler_monitor_power", None)
+    if monitor is not None and callable(getattr(monitor, "stop", None)):
+        monitor.stop()
+
+
+def _preload_stop_imports() -> None:
+    """CodeCarbon's stop() first imports its geography module, and with it ``requests`` (0.08 s of CPU
+    on the caller's thread, at the end of a study); import them here, in the start-up thread."""
+    with contextlib.suppress(ImportError):  # a later release may have moved it: then stop() pays
+        importlib.import_module("codecarbon.external.geography")
 
 
 def _cache_socket_count() -> None:
