@@ -464,7 +464,7 @@ def _stop_load_sampling(tracker: object) -> None:
     takes one sample over the whole interval since the last, the same mean load as the duration-weighted
     mean of the 1 s samples. A GPU's power samples need the same thread: it is left running then.
     """
-    if any(type(h).__name__ == "GPU" for h in getattr(tracker, "_hardware", [])):
+    if _device(tracker, "GPU") is not None:
         return
     monitor = getattr(tracker, "_scheduler_monitor_power", None)
     if monitor is not None and callable(getattr(monitor, "stop", None)):
@@ -505,10 +505,15 @@ class _CpuModel:
         return "rapl" in self.mode or self.mode in ("intel_power_gadget", "apple_powermetrics", "windows_emi")
 
 
+def _device(tracker: object, kind: str) -> object | None:
+    """The tracker's first piece of hardware of CodeCarbon's class ``kind`` (CPU, RAM, GPU), or None."""
+    return next((h for h in getattr(tracker, "_hardware", []) if type(h).__name__ == kind), None)
+
+
 def _cpu_model(tracker: object) -> _CpuModel:
     # CodeCarbon exposes no public description of its CPU power model; these attributes are read
     # with defaults so that a change in a later release degrades the label, not the figure.
-    cpu = next((h for h in getattr(tracker, "_hardware", []) if type(h).__name__ == "CPU"), None)
+    cpu = _device(tracker, "CPU")
     forced = getattr(tracker, "_force_cpu_power", None) is not None
     tdp = getattr(cpu, "_tdp", None)
     model = str(getattr(cpu, "_model", "") or "")
@@ -520,7 +525,7 @@ def _cpu_model(tracker: object) -> _CpuModel:
 
 def _ram_watts(tracker: object) -> float | None:
     """CodeCarbon's RAM power now (its model, or the forced value); None if it cannot be read."""
-    ram = next((h for h in getattr(tracker, "_hardware", []) if type(h).__name__ == "RAM"), None)
+    ram = _device(tracker, "RAM")
     try:
         return float(ram.total_power().W)
     except Exception:
