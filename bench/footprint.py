@@ -47,6 +47,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from common import HERE, git_head, load_dataset, machine, src_fingerprint, write_atomic
@@ -94,9 +95,23 @@ def train_once(work: Path, data: Path, configs: Path, metered: bool, k: int) -> 
     return row
 
 
-def alternation(repeats: int) -> list[bool]:
-    """off, on, off, ..., on, off: ``repeats`` metered runs, each between two unmetered ones."""
-    return [k % 2 == 1 for k in range(2 * repeats + 1)]
+def run_alternated(repeats: int, label: str, run: Callable[[bool, int], dict],
+                   describe: Callable[[dict], str]) -> list[dict]:
+    """``run(metered, k)`` in the order off, on, off, ..., on, off: ``repeats`` metered runs, each between
+    two unmetered ones (what :func:`bracketed` compares); each run's figures said as it ends."""
+    runs = []
+    for k in range(2 * repeats + 1):
+        metered = k % 2 == 1
+        r = run(metered, k)
+        say(f"{label} {'metered' if metered else 'unmetered'} ({k + 1}/{2 * repeats + 1}): {describe(r)}")
+        runs.append(r)
+    return runs
+
+
+def medians(runs: list[dict], key: str) -> tuple[float, float]:
+    """The median ``key`` of the metered runs and of the unmetered ones."""
+    return (statistics.median(r[key] for r in runs if r["metered"]),
+            statistics.median(r[key] for r in runs if not r["metered"]))
 
 
 def bracketed(runs: list[dict], key: str) -> dict:
@@ -124,14 +139,9 @@ def training(work: Path, quick: bool, repeats: int) -> dict:
     configs.write_text(json.dumps(CONFIGS))
     say("warm-up run (not counted: it fills the page cache with the data and the libraries)")
     train_once(work, data, configs, False, -1)
-    runs = []
-    for k, metered in enumerate(alternation(repeats)):
-        r = train_once(work, data, configs, metered, k)
-        say(f"train {'metered' if metered else 'unmetered'} ({k + 1}/{2 * repeats + 1}): {r['wall_s']:.1f} s, "
-            f"{r['cpu_s']:.1f} CPU s")
-        runs.append(r)
-    on = statistics.median(r["wall_s"] for r in runs if r["metered"])
-    off = statistics.median(r["wall_s"] for r in runs if not r["metered"])
+    runs = run_alternated(repeats, "train", lambda metered, k: train_once(work, data, configs, metered, k),
+                          lambda r: f"{r['wall_s']:.1f} s, {r['cpu_s']:.1f} CPU s")
+    on, off = medians(runs, "wall_s")
     last = max(k for k, r in enumerate(runs) if r["metered"])
     return {"runs": runs, "median_wall_s_metered": on, "median_wall_s_unmetered": off,
             "wall_ratio": bracketed(runs, "wall_s"), "cpu_ratio": bracketed(runs, "cpu_s"),
@@ -215,14 +225,9 @@ def serving(work: Path, bundle: Path, quick: bool, repeats: int, seconds: float)
             fh.write(json.dumps({"instances": [rec]}) + "\n")
     script = work / "load.lua"
     script.write_text(WRK_SCRIPT)
-    runs = []
-    for k, metered in enumerate(alternation(repeats)):
-        r = serve_once(bundle, bodies, script, metered, seconds)
-        say(f"serve {'metered' if metered else 'unmetered'} ({k + 1}/{2 * repeats + 1}): "
-            f"{r['throughput_rps']:.0f} req/s, p99 {r['p99_ms']:.2f} ms")
-        runs.append(r)
-    on = statistics.median(r["throughput_rps"] for r in runs if r["metered"])
-    off = statistics.median(r["throughput_rps"] for r in runs if not r["metered"])
+    runs = run_alternated(repeats, "serve", lambda metered, k: serve_once(bundle, bodies, script, metered, seconds),
+                          lambda r: f"{r['throughput_rps']:.0f} req/s, p99 {r['p99_ms']:.2f} ms")
+    on, off = medians(runs, "throughput_rps")
     last = next(r for r in reversed(runs) if r["metered"])["footprint"]
     return {"runs": [{k: v for k, v in r.items() if k != "footprint"} for r in runs],
             "median_rps_metered": on, "median_rps_unmetered": off,
