@@ -6,34 +6,137 @@ httptools protocol builds an ASGI scope, a task, an event and two message dicts 
 and arms and cancels a keep-alive timer each time: about three quarters of the CPU a one-row
 prediction costs. Here a request is parsed by httptools into a small ``Request``, answered by a
 plain call (or later, by a callback, when it waits in a micro-batch), and written in one
-``transport.write``. Idle connections are closed by one sweep a second instead of a timer per
-request.
+``transport.write``. Time limits are kept by one sweep a second over all connections instead of a
+timer per request.
 
 HTTP/1.1 as clients use it: keep-alive, pipelining (answers in order), ``Expect: 100-continue``,
-chunked request bodies, ``Connection: close``, HTTP/1.0, HEAD. A body over the size limit is
-answered 413 as soon as it is known to be too big; a malformed request gets 400 and the
-connection is closed. No upgrades (WebSocket, h2c).
+chunked request bodies, ``Connection: close``, HTTP/1.0, HEAD. No upgrades (WebSocket, h2c).
+
+Everything a client controls is bounded (``HTTPLimits``): the URL (414), the header block's bytes
+and count (431), the time to send the headers and then the body (408, then the connection closes),
+the idle time between requests (closed quietly), the body's size (413 as soon as it is known to be
+too big), the requests read ahead of their answers (reading pauses), and the connections a worker
+holds (503 and close beyond it). A malformed request gets 400 and the connection is closed; so does
+an HTTP/1.1 request without exactly one Host header (RFC 9112, 3.2).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import resource
 import urllib.parse
 from collections import deque
+from dataclasses import dataclass, fields
 from http import HTTPStatus
 
 import httptools
 
+from tandem.errors import ConfigError
 from tandem.serve.app import HTTPError, Request, Response, ServeApp, error_response
 
 SWEEP_EVERY_S = 1.0
 DISCARD_AT_MOST = 64 * 1024 * 1024  # bytes of a refused body read (and dropped) before the connection is cut
+FEED_SLICE = 4096  # bytes parsed at a time from a large read, so pipelining stops at its depth (not a read's end)
+FD_RESERVE = 64  # file descriptors kept free of connections: models, logs, the registry, the footprint meter
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 HEAD = b"%scontent-type: %s\r\ncontent-length: %d\r\n%s"
 METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH")}
 STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
+IDLE, HEADERS, BODY = 0, 1, 2  # what a connection is receiving
 logger = logging.getLogger("uvicorn.error")
+
+
+@dataclass(frozen=True)
+class HTTPLimits:
+    """The bounds on what a client may send; ``tandem serve`` options, documented in the README."""
+
+    max_url_bytes: int = 8 * 1024  # the request target (414)
+    max_header_bytes: int = 16 * 1024  # every header name and value together (431)
+    max_headers: int = 100  # header lines (431)
+    header_timeout_s: float = 10.0  # from a request's first byte to the end of its headers (408, close)
+    body_timeout_s: float = 30.0  # from the end of the headers to the end of the body (408, close)
+    keep_alive_s: float = 5.0  # idle between requests, or not reading its answers (closed quietly)
+    max_connections: int = 1024  # a worker's open connections; beyond, 503 and close
+    max_pipeline: int = 32  # requests read ahead of their answers; beyond, reading pauses
+
+    ENV = "TANDEM_SERVE_HTTP_"
+
+    def check(self) -> HTTPLimits:
+        """Raise ConfigError for a limit out of its range (every one must let a request through)."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name.endswith("_s"):
+                if not 0 < value <= 86400:
+                    raise ConfigError(f"--{_option(f.name)} must be more than 0 and at most 86400 seconds, "
+                                      f"got {value:g}")
+            elif not 1 <= value <= 1 << 30 or (f.name == "max_header_bytes" and value < 256):
+                least = 256 if f.name == "max_header_bytes" else 1
+                raise ConfigError(f"--{_option(f.name)} must be a whole number from {least} to {1 << 30}, got {value}")
+        return self
+
+    def to_env(self) -> dict[str, str]:
+        """The limits as environment variables, for uvicorn's worker processes."""
+        return {self.ENV + f.name.upper(): repr(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> HTTPLimits:
+        """The limits ``to_env`` wrote (defaults for any not set)."""
+        environ = os.environ if environ is None else environ
+        given = {}
+        for f in fields(cls):
+            raw = environ.get(cls.ENV + f.name.upper())
+            if raw is not None:
+                given[f.name] = float(raw) if f.name.endswith("_s") else int(raw)
+        return cls(**given).check()
+
+    def connection_cap(self) -> int:
+        """``max_connections``, lowered to what this process's open-file limit leaves room for."""
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return self.max_connections
+        return max(1, min(self.max_connections, soft - FD_RESERVE))
+
+
+def _option(name: str) -> str:
+    return {"header_timeout_s": "header-timeout", "body_timeout_s": "body-timeout",
+            "keep_alive_s": "keep-alive"}.get(name, name.replace("_", "-"))
+
+
+def raise_open_file_limit(wanted: int = 65536) -> int:
+    """Raise this process's soft open-file limit towards its hard limit (servers hold a file per
+    connection; the usual soft default of 1024 is a desktop's); return the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+_process_limits: list = [None, 0]  # (HTTPLimits, connection cap) of this process, read once
+
+
+def process_limits() -> tuple[HTTPLimits, int]:
+    """The limits ``tandem serve`` handed this process, and its connection cap."""
+    if _process_limits[0] is None:
+        limits = HTTPLimits.from_env()
+        _process_limits[:] = [limits, limits.connection_cap()]
+    return _process_limits[0], _process_limits[1]
+
+
+class _Refusal(Exception):
+    """Raised inside a parser callback to stop parsing: the request is answered ``status`` and the connection
+    closes (httptools hands it back as the context of its HttpParserCallbackError)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 def find_serve_app(app: object) -> ServeApp:
@@ -56,13 +159,22 @@ class TandemHTTP(asyncio.Protocol):
         self.app = find_serve_app(config.loaded_app)
         self.loop = _loop or asyncio.get_event_loop()
         self.server_state = server_state
-        self.keep_alive_s = float(config.timeout_keep_alive)
+        self.limits, self.connection_cap = process_limits()
         self.max_body = self.app.max_body_bytes
+        # a whole request head: the target, the headers, and the line breaks and colons around them
+        self.head_cap = self.limits.max_url_bytes + self.limits.max_header_bytes + 4 * self.limits.max_headers + 1024
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
-        self.active = True  # data came in since the last idle sweep
+        self.active = True  # data came in since the last sweep
         self.idle_sweeps = 0  # sweeps in a row that found the connection idle
+        self.phase = IDLE  # receiving nothing, a request's headers, or its body
+        self.phase_sweeps = 0  # sweeps since the phase began (while reading was not paused by tandem)
+        self.head_streamed = 0  # bytes read while the headers were incomplete (after the read that began them)
+        self.head_bytes = 0  # header names and values counted so far
+        self.header_lines = 0
         self.waiting: deque[tuple[Request | Response, bool]] = deque()  # what is behind the answer being made
+        self.unparsed: bytes | None = None  # read but not parsed: the pipelining depth was reached
+        self.feed_due = False  # parsing ``unparsed`` is scheduled on the loop
         self.busy = False  # a request is being answered
         self.dispatching = False  # inside app.handle: an answer given now is written by the caller's loop
         self.receiving = False  # a request has begun and is not complete
@@ -71,7 +183,7 @@ class TandemHTTP(asyncio.Protocol):
         self.write_paused = False
         self.head = False
         self.keep_alive = True
-        self.broken = False  # a malformed request was read: answer what is owed, a 400, then close
+        self.broken = False  # a request was refused at the protocol level: answer what is owed, then close
         self.continue_owed = False  # the request being read expects 100 Continue once earlier answers are out
         # the request being read (reset by on_message_begin)
         self.url = b""
@@ -83,27 +195,38 @@ class TandemHTTP(asyncio.Protocol):
     # -- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.transport = transport
-        self.server_state.connections.add(self)
-        _IdleSweep.ensure(self.loop, self.server_state)
+        connections = self.server_state.connections
+        if len(connections) >= self.connection_cap:
+            self.broken = True  # (never added to the connections: uvicorn has nothing to wait for)
+            status, body, content_type, _ = error_response(HTTPError(
+                503, f"the server holds its maximum of {self.connection_cap} connections: retry shortly"))
+            transport.write(HEAD % (STATUS_LINES[status], content_type, len(body), _default_headers(
+                self.server_state)) + b"retry-after: 1\r\nconnection: close\r\n\r\n" + body)
+            transport.close()
+            return
+        connections.add(self)
+        _Sweep.ensure(self.loop, self.server_state)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server_state.connections.discard(self)
         self.closing = True
         self.waiting.clear()
+        self.unparsed = None
 
     def data_received(self, data: bytes) -> None:
         self.active = True
         if self.broken:
-            return  # after a malformed request nothing more is parsed; the connection closes once answered
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self.closing = True  # upgrades are not spoken here: answer what was asked, then close
-        except httptools.HttpParserError as exc:
-            self._refuse(400, f"malformed HTTP request: {exc}")
+            return  # after a refused request nothing more is parsed; the connection closes once answered
+        if self.unparsed is not None:  # (read before reading paused: parsed after what came first)
+            self.unparsed += data
+            return
+        if len(data) <= FEED_SLICE:
+            self._parse(data)
+        else:
+            self._feed(data)
 
     def eof_received(self) -> bool | None:
-        if self.busy or self.waiting:
+        if self.busy or self.waiting or self.unparsed is not None:
             self.closing = True
             return True  # the client is done sending: answer what it asked, then close
         return None
@@ -114,29 +237,67 @@ class TandemHTTP(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        if not self.waiting:
-            self._resume_reading()
+        if not self.busy and not self.dispatching:
+            self._serve_waiting()
 
     # -- called by uvicorn ----------------------------------------------------------------------
     def shutdown(self) -> None:
         """Graceful shutdown: close when idle, else once the request in progress is answered."""
-        if self.busy or self.receiving:
+        if self.busy or self.receiving or self.waiting:
             self.closing = True
         else:
             self.transport.close()
 
-    def idle_too_long(self) -> bool:
-        """Called once a sweep: has nothing happened on this connection for the keep-alive timeout?"""
-        if self.active or self.busy:
-            self.active = False
-            self.idle_sweeps = 0
-            return False
-        self.idle_sweeps += 1
-        return self.idle_sweeps * SWEEP_EVERY_S > self.keep_alive_s
+    # -- parsing --------------------------------------------------------------------------------
+    def _feed(self, data: bytes) -> None:
+        """Parse a large read a slice at a time: once ``max_pipeline`` requests wait for their answers (or the
+        client stops reading them), the rest waits, unparsed, and reading pauses."""
+        view = memoryview(data)
+        for start in range(0, len(data), FEED_SLICE):
+            if self.broken or self.transport.is_closing():
+                return
+            if len(self.waiting) >= self.limits.max_pipeline or self.write_paused:
+                self.unparsed = bytes(view[start:])
+                self._pause_reading()
+                return
+            self._parse(view[start:start + FEED_SLICE])
+
+    def _parse(self, data: bytes | memoryview) -> None:
+        if self.phase == HEADERS:
+            self.head_streamed += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.closing = True  # upgrades are not spoken here: answer what was asked, then close
+        except httptools.HttpParserCallbackError as exc:
+            refusal = exc.__context__
+            if not isinstance(refusal, _Refusal):
+                raise
+            self._refuse(refusal.status, refusal.message)
+        except httptools.HttpParserError as exc:
+            self._refuse(400, f"malformed HTTP request: {exc}")
+        else:
+            # a header still being streamed is buffered by the parser, unseen by on_header: count its bytes here
+            if self.phase == HEADERS and self.head_streamed > self.head_cap:
+                self._refuse(431, self._too_many_header_bytes())
+
+    def _feed_unparsed(self) -> None:
+        self.feed_due = False
+        data, self.unparsed = self.unparsed, None
+        if data is None or self.transport.is_closing():
+            return
+        self._feed(data)
+        if self.unparsed is not None or self.waiting or self.broken:
+            return
+        if self.closing and not self.busy:
+            self.transport.close()  # the client half-closed and every whole request it sent is answered
+        elif not self.write_paused:
+            self._resume_reading()
 
     # -- httptools callbacks --------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self.receiving = True
+        self.phase, self.phase_sweeps, self.head_streamed, self.head_bytes, self.header_lines = HEADERS, 0, 0, 0, 0
         self.url = b""
         self.headers = {}
         self.body = []
@@ -145,16 +306,36 @@ class TandemHTTP(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        if len(self.url) > self.limits.max_url_bytes:
+            raise _Refusal(414, f"request target over the limit of {self.limits.max_url_bytes} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers[name.lower()] = value
+        self.head_bytes += len(name) + len(value)
+        self.header_lines += 1
+        if self.head_bytes > self.limits.max_header_bytes:
+            raise _Refusal(431, self._too_many_header_bytes())
+        if self.header_lines > self.limits.max_headers:
+            raise _Refusal(431, f"more than {self.limits.max_headers} header lines")
+        headers = self.headers
+        name = name.lower()
+        if name in headers:
+            if name == b"host":
+                raise _Refusal(400, "more than one Host header")
+            headers[name] += b", " + value  # a repeated field is one list (RFC 9110, 5.3)
+            return
+        headers[name] = value
 
     def on_headers_complete(self) -> None:
-        expects = b"expect" in self.headers and self.headers[b"expect"].lower() == b"100-continue"
-        declared = self.headers.get(b"content-length")
+        self.phase, self.phase_sweeps = BODY, 0
+        headers = self.headers
+        if b"host" not in headers and self.parser.get_http_version() == "1.1":
+            raise _Refusal(400, "an HTTP/1.1 request needs a Host header")
+        expects = b"expect" in headers and headers[b"expect"].lower() == b"100-continue"
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
             if expects:
                 self.receiving = False  # the client waits for our word before sending the body: the 413 is it
+                self.phase = IDLE
             self._too_large(int(declared))
             return
         if expects:
@@ -176,6 +357,7 @@ class TandemHTTP(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.receiving = False
+        self.phase = IDLE
         self.continue_owed = False
         if self.refused:
             if not self.busy and not self.waiting:
@@ -190,6 +372,26 @@ class TandemHTTP(asyncio.Protocol):
             self._serve_waiting()
         else:
             self._dispatch(request, keep_alive)
+
+    # -- time limits (called by the sweep once a second) ------------------------------------------
+    def tick(self) -> None:
+        """Cut a request whose headers or body take too long (408), or a connection idle for too long."""
+        if self.transport is None or self.transport.is_closing() or self.broken:
+            return
+        if self.phase != IDLE and not self.read_paused and not self.continue_owed:
+            self.phase_sweeps += 1
+            limit = self.limits.header_timeout_s if self.phase == HEADERS else self.limits.body_timeout_s
+            if self.phase_sweeps * SWEEP_EVERY_S > limit:
+                what = "the request's headers" if self.phase == HEADERS else "the request's body"
+                self._refuse(408, f"{what} did not arrive within {limit:g} s")
+            return
+        if self.active or self.busy or self.waiting or self.unparsed is not None:
+            self.active = False
+            self.idle_sweeps = 0
+            return
+        self.idle_sweeps += 1
+        if self.idle_sweeps * SWEEP_EVERY_S > self.limits.keep_alive_s:
+            self.transport.close()
 
     # -- answering ------------------------------------------------------------------------------
     def _request(self, body: bytes | None) -> Request:
@@ -215,6 +417,7 @@ class TandemHTTP(asyncio.Protocol):
             self.dispatching = False
 
     def _serve_waiting(self) -> None:
+        """Answer the requests that wait, in order; with none left, read on (what was left unparsed first)."""
         while self.waiting and not self.busy and not self.transport.is_closing():
             request, keep_alive = self.waiting.popleft()
             if isinstance(request, Response):  # a refusal made by the protocol itself (malformed request)
@@ -222,12 +425,19 @@ class TandemHTTP(asyncio.Protocol):
                 self._respond(request)
             else:
                 self._dispatch(request, keep_alive)
-        if not self.waiting and not self.busy:
-            if self.continue_owed:
-                self.continue_owed = False
-                self.transport.write(CONTINUE)
-            if not self.write_paused:
-                self._resume_reading()
+        if self.waiting or self.busy or self.transport.is_closing():
+            return
+        if self.continue_owed:
+            self.continue_owed = False
+            self.transport.write(CONTINUE)
+        if self.write_paused:
+            return
+        if self.unparsed is not None:
+            if not self.feed_due:  # (on the loop, not here: this may run inside a batch's delivery)
+                self.feed_due = True
+                self.loop.call_soon(self._feed_unparsed)
+        elif not self.broken:
+            self._resume_reading()
 
     def _respond(self, response: Response) -> None:
         if not self.busy:
@@ -237,7 +447,8 @@ class TandemHTTP(asyncio.Protocol):
         if transport.is_closing():
             return
         status, body, content_type, extra = response
-        close = self.closing or not self.keep_alive
+        # (a client that half-closed, or a server shutting down, still gets the answers it is owed)
+        close = not self.keep_alive or (self.closing and not self.waiting and self.unparsed is None)
         head = HEAD % (STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status, content_type, len(body),
                        _default_headers(self.server_state))
         if extra or close:
@@ -251,8 +462,11 @@ class TandemHTTP(asyncio.Protocol):
         if close:
             if not (self.refused and self.receiving):
                 transport.close()  # (a refused body still arriving: closed once it is read, so no reset)
-        elif (self.waiting or self.continue_owed) and not self.dispatching:
-            self._serve_waiting()  # an answer given later: the requests behind it go on now
+        elif not self.dispatching:
+            self._serve_waiting()  # an answer given later: what waits behind it goes on now
+
+    def _too_many_header_bytes(self) -> str:
+        return f"request headers over the limit of {self.limits.max_header_bytes} bytes"
 
     def _too_large(self, declared: int | None) -> None:
         """Answer 413 at once (in order: after any answers still owed) and drop the rest of the body."""
@@ -266,9 +480,11 @@ class TandemHTTP(asyncio.Protocol):
             self._dispatch(request, False)
 
     def _refuse(self, status: int, message: str) -> None:
-        """A malformed request: after the answers owed, a 4xx, then the connection closes."""
+        """A request refused by the protocol: after the answers owed, a 4xx, then the connection closes."""
         self.broken = True
         self.receiving = False
+        self.phase = IDLE
+        self.unparsed = None
         refusal = error_response(HTTPError(status, message))
         if self.busy or self.waiting:
             self.waiting.append((refusal, False))
@@ -299,8 +515,8 @@ def _default_headers(server_state: object) -> bytes:
     return _defaults_cache[1]
 
 
-class _IdleSweep:
-    """Once a second, close connections idle for longer than uvicorn's keep-alive timeout."""
+class _Sweep:
+    """Once a second, each connection checks its time limits (one timer for all, none per request)."""
 
     running: dict[int, asyncio.TimerHandle] = {}
 
@@ -312,6 +528,9 @@ class _IdleSweep:
     @classmethod
     def _sweep(cls, loop: asyncio.AbstractEventLoop, server_state: object) -> None:
         for conn in list(server_state.connections):
-            if isinstance(conn, TandemHTTP) and conn.idle_too_long():
-                conn.transport.close()
+            if isinstance(conn, TandemHTTP):
+                try:
+                    conn.tick()
+                except Exception as exc:  # one connection's bug must not stop the others' limits
+                    logger.error("tandem serve: time limit check failed", exc_info=exc)
         cls.running[id(server_state)] = loop.call_later(SWEEP_EVERY_S, cls._sweep, loop, server_state)
