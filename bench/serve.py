@@ -71,12 +71,13 @@ WRK_SCRIPT = """
 local bodies = {}
 for line in io.lines(os.getenv("BENCH_BODIES")) do bodies[#bodies + 1] = line end
 local path = os.getenv("BENCH_PATH")
+local method = os.getenv("BENCH_METHOD") or "POST"
 local headers = {["Content-Type"] = "application/json"}
 local i = 0
 codes = {}
 function request()
   i = i % #bodies + 1
-  return wrk.format("POST", path, headers, bodies[i])
+  return wrk.format(method, path, headers, bodies[i])
 end
 function response(status, hdrs, body)
   codes[status] = (codes[status] or 0) + 1
@@ -246,7 +247,9 @@ def start(kind: str, setup: dict, model: str = "tree") -> Server:
 
 def wrk(server: Server, bodies: Path, concurrency: int, seconds: float, script: Path) -> dict:
     """Run wrk (pinned to CPU 1) against ``server``; its summary plus the server's CPU per request."""
-    env = dict(os.environ, BENCH_BODIES=str(bodies), BENCH_PATH=server.path)
+    # the liveness route takes GET (the body, sent all the same, is read and ignored)
+    env = dict(os.environ, BENCH_BODIES=str(bodies), BENCH_PATH=server.path,
+               BENCH_METHOD="GET" if server.path == "/v2/health/live" else "POST")
     seconds = max(1, round(seconds))  # wrk takes whole seconds
     cpu0 = server.cpu_seconds()
     proc = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s",
