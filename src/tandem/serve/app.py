@@ -38,6 +38,10 @@ from tandem.serve.metrics import ServeMetrics
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_ROWS = 10_000
+# The deepest JSON a request needs: a REST body has 3 levels ({"instances": [{column: value}]}, a value is a
+# scalar), a v2 body 3 plus its tensors' rank (at most kserve.MAX_TENSOR_RANK). Deeper bodies are refused before
+# anything recurses on them: the standard JSON parser, repr() in error messages and orjson's writer all do.
+MAX_JSON_DEPTH = 32
 # a request finds the server quiet when the event loop slept at least this long since the last answer (wall
 # time minus this thread's CPU time: a busy loop reading a backlog never sleeps, whatever its pace)
 QUIET_SLEPT_S = 20e-6
@@ -171,6 +175,10 @@ def load_model(ref: str, registry: object) -> ServedModel:
     return ServedModel(manifest["name"], manifest.get("version"), predictor, ref)
 
 
+GET_ROUTES = frozenset({"/v2/health/live", "/v2/health/ready", "/v2", "/openapi.json", "/metrics"})
+ALLOW = {"GET": [(b"allow", b"GET, HEAD")], "POST": [(b"allow", b"POST")]}
+
+
 def _reject_constant(value: str) -> float:
     raise HTTPError(400, f"body: {value} is not allowed in JSON numbers; send null for a missing value")
 
@@ -180,6 +188,55 @@ def _finite_float(text: str) -> float:
     if value in (float("inf"), float("-inf")):
         raise HTTPError(400, f"body: number {text[:40]} is out of range")
     return value
+
+
+_NOT_MARKS = bytes(range(256)).translate(None, b'[]{}"')  # what json_depth deletes before counting
+_NOT_BRACKETS = bytes(range(256)).translate(None, b"[]{}")
+_STEP = np.zeros(256, np.int8)
+_STEP[list(b"[{")] = 1
+_STEP[list(b"]}")] = -1
+_CHUNK = 1 << 20
+
+
+def json_depth(raw: bytes) -> int:
+    """How deep arrays and objects nest in UTF-8 JSON text, counted without parsing it (no recursion, memory
+    bounded by chunks). Brackets inside strings do not count; past a syntax error the count goes on, so it
+    is never less than what a parser would reach."""
+    # escaped backslashes first, then escaped quotes: every '"' left opens or closes a string
+    marks = raw.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_MARKS)
+    deepest = depth = in_string = 0
+    for start in range(0, len(marks), _CHUNK):
+        chunk = np.frombuffer(marks, np.uint8, min(_CHUNK, len(marks) - start), start)
+        quotes = chunk == 34
+        outside = (np.cumsum(quotes, dtype=np.int32) + in_string) % 2 == 0
+        levels = np.cumsum(_STEP[chunk] * outside, dtype=np.int32) + depth
+        deepest, depth = max(deepest, int(levels.max())), int(levels[-1])
+        in_string = (in_string + int(quotes.sum())) % 2
+    return deepest
+
+
+def check_json_depth(raw: bytes) -> None:
+    """Refuse (400) a JSON body nested deeper than MAX_JSON_DEPTH."""
+    brackets = raw.translate(None, _NOT_BRACKETS)
+    if len(brackets) <= 1 << 16:  # a request of many rows: a few passes that drop the innermost pairs settle it
+        for _ in range(MAX_JSON_DEPTH):
+            brackets = brackets.replace(b"[]", b"").replace(b"{}", b"")
+            if not brackets:
+                return
+    if json_depth(raw) > MAX_JSON_DEPTH:
+        raise HTTPError(400, f"body: JSON nested deeper than {MAX_JSON_DEPTH} levels; expected at most that: a REST "
+                             'value is a scalar ({"instances": [{column: value}]}), a v2 tensor\'s data is nested '
+                             "no deeper than its shape's rank")
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as one line of at most 500 characters: ours say what is wrong, others also say their class."""
+    text = " ".join(str(exc).split())[:500]
+    return text if isinstance(exc, TandemError) else f"{type(exc).__name__}: {text}"
+
+
+class _LoadFailed(Exception):
+    """A new version of a served model that could not be loaded or warmed up; the message says why."""
 
 
 class ServeApp:
@@ -333,10 +390,14 @@ class ServeApp:
             return  # the alias was removed: keep serving what we have
         if path == str(model.predictor.path) or self.failed_loads.get(model.name) == path:
             return
-        status, answer, _ = await self._reload(model)
-        if status != 200:
-            self.failed_loads[model.name] = path
-            print(f"tandem serve: {answer['error']}", file=sys.stderr)
+        try:
+            fresh = await self._load_again(model, path)
+        except _LoadFailed as exc:
+            self.failed_loads[model.name] = path  # said once: tried again only when the reference moves
+            print(f"tandem serve: '{model.ref}' moved to {path}, which failed to load: {exc}; still serving version "
+                  f"{model.version}, and not trying it again until '{model.ref}' moves", file=sys.stderr)
+            return
+        self._swap(model, fresh)
 
     def _warm_up(self) -> None:
         """Run each model once so the first request pays no lazy initialisation."""
@@ -361,6 +422,7 @@ class ServeApp:
                 self._expect(method, "GET", request)
                 return 200, kserve.metadata(model.name, model.version, model.predictor), ()
             if parts[0] == "v2" and tail == ["ready"]:
+                self._expect(method, "GET", request)
                 return (200 if self.ready else 503), {"name": model.name, "ready": self.ready}, ()
             if parts[0] == "v2" and tail == ["infer"]:
                 self._expect(method, "POST", request)
@@ -369,6 +431,8 @@ class ServeApp:
                 self._expect(method, "GET", request)
                 return 200, self._footprint(model), ()
         path = "/" + "/".join(parts)
+        if path in GET_ROUTES:
+            self._expect(method, "GET", request)
         if path == "/v2/health/live":
             return 200, {"live": True}, ()
         if path == "/v2/health/ready":
@@ -449,24 +513,44 @@ class ServeApp:
 
     async def _reload(self, current: ServedModel) -> Answer:
         """Load the model's reference again beside the old one (off the event loop); swap only if the
-        new one loads and runs."""
+        new one loads and runs: any failure answers 409 and the old one keeps serving."""
+        try:
+            fresh = await self._load_again(current)
+        except _LoadFailed as exc:
+            return 409, {"error": f"reload of '{current.name}' failed, still serving version {current.version}: "
+                                  f"{exc}"}, ()
+        fresh = self._swap(current, fresh)
+        return 200, {"name": fresh.name, "previous_version": current.version, "version": fresh.version}, ()
+
+    async def _load_again(self, current: ServedModel, path: str | None = None) -> ServedModel:
+        """The model's reference (or ``path``, what it resolved to) loaded and warmed up off the event loop;
+        _LoadFailed says why it could not be, whatever failed (ONNX Runtime raises its own classes)."""
         def load() -> ServedModel:
-            fresh = load_model(current.ref, self.registry)
+            fresh = load_model(path or current.ref, self.registry)
             if fresh.name != current.name:
                 raise TandemError(f"reference '{current.ref}' now names model '{fresh.name}', not '{current.name}'")
-            _warm_one(fresh)
+            fresh.ref = current.ref
+            try:
+                _warm_one(fresh)
+            except Exception as exc:
+                raise _LoadFailed(f"version {fresh.version} ({fresh.predictor.path}) loads, but its warm-up run "
+                                  f"failed: {_one_line(exc)}") from None
             return fresh
 
         try:
-            fresh = await asyncio.get_running_loop().run_in_executor(None, load)
-        except TandemError as exc:
-            return 409, {"error": f"reload of '{current.name}' failed, still serving version {current.version}: "
-                                  f"{exc}"}, ()
+            return await asyncio.get_running_loop().run_in_executor(None, load)
+        except _LoadFailed:
+            raise
+        except Exception as exc:
+            raise _LoadFailed(_one_line(exc)) from None
+
+    def _swap(self, current: ServedModel, fresh: ServedModel) -> ServedModel:
+        """Serve ``fresh`` in place of ``current``; the one served afterwards."""
         if self.models.get(current.name) is not current:
-            fresh = self.models[current.name]  # another reload won the race: keep its result
+            return self.models[current.name]  # another reload won the race: keep its result
         self.models[current.name] = fresh  # one assignment: requests in flight keep the old predictor
         self.failed_loads.pop(current.name, None)
-        return 200, {"name": fresh.name, "previous_version": current.version, "version": fresh.version}, ()
+        return fresh
 
     def _model(self, name: str) -> ServedModel:
         model = self.models.get(name)
@@ -476,8 +560,10 @@ class ServeApp:
 
     @staticmethod
     def _expect(method: str, wanted: str, request: Request) -> None:
-        if method != wanted:
-            raise HTTPError(405, f"{request.path[:200]} takes {wanted}, not {method}")
+        """405 unless ``method`` is ``wanted``; HEAD goes with GET (the protocol drops the body)."""
+        if method != wanted and not (method == "HEAD" and wanted == "GET"):
+            takes = "GET or HEAD" if wanted == "GET" else wanted
+            raise HTTPError(405, f"{request.path[:200]} takes {takes}, not {method[:20]}", ALLOW[wanted])
 
     def _admit(self, model: ServedModel) -> None:
         """Refuse at once, before the body is parsed, while the model's queue is full: shedding load
@@ -506,13 +592,24 @@ class ServeApp:
     @staticmethod
     def _parse_json(raw: bytes) -> object:
         try:
-            return orjson.loads(raw)
+            doc = orjson.loads(raw)  # (orjson itself stops at 1024 levels, without recursing)
         except orjson.JSONDecodeError:
             pass
-        try:  # the standard parser, only to say precisely what is wrong
-            json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        else:  # a body with fewer opening brackets cannot nest deeper: all a small request pays is two counts
+            if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH:
+                check_json_depth(raw)
+            return doc
+        check_json_depth(raw)
+        try:  # the standard parser, only to say precisely what is wrong (it recurses: the depth is checked)
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise HTTPError(400, f"body is not valid JSON: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        try:
+            json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        except json.JSONDecodeError as exc:
             raise HTTPError(400, f"body is not valid JSON: {exc}") from None
+        except ValueError:  # Python's own bound on the digits of an int it reads
+            raise HTTPError(400, f"body: a number has over {sys.get_int_max_str_digits()} digits") from None
         raise HTTPError(400, "body is not valid JSON (a number or string could not be read)")
 
     def _run(self, model: ServedModel, enc: EncodedInputs,
@@ -604,9 +701,9 @@ class ServeApp:
         p = model.predictor
         data = self._rows_to_input(body)
         if isinstance(data, list):
-            enc = p.encoder.encode_rows(data, what="field 'instances'")
+            enc = _encode(p.encoder.encode_rows, data, "field 'instances'", what="field 'instances'")
         else:
-            enc = p.encode(data)
+            enc = _encode(p.encode, data, "field 'inputs'")
         explain = body.get("explain", False)  # (a dict: _rows_to_input checked)
         if explain is not False and explain is not True:
             raise HTTPError(400, f"field 'explain': expected true or false, got {explain!r:.80}")
@@ -631,14 +728,18 @@ class ServeApp:
     def _infer_v2(self, model: ServedModel, request: Request) -> Answer | Later:
         p = model.predictor
         header_length = request.headers.get(b"inference-header-content-length")
-        if header_length is not None and not header_length.isdigit():
-            raise HTTPError(400, "Inference-Header-Content-Length must be a number of bytes")
+        if header_length is not None:
+            if not header_length.isdigit() or len(header_length) > 15:
+                raise HTTPError(400, "Inference-Header-Content-Length must be a number of bytes")
+            header_length = int(header_length)
         # v2 clients may send no content type; binary requests are application/octet-stream
         raw = self._body(request, types=(JSON, b"", b"application/octet-stream"))
         self._admit(model)
+        head = raw if header_length is None else raw[:header_length]
+        if head.count(b"[") + head.count(b"{") > MAX_JSON_DEPTH:
+            check_json_depth(head)
         try:
-            v2 = kserve.decode_request(raw, None if header_length is None else int(header_length),
-                                       frozenset(c.name for c in p.encoder.image_columns))
+            v2 = kserve.decode_request(raw, header_length, frozenset(c.name for c in p.encoder.image_columns))
         except kserve.V2Error as exc:
             raise HTTPError(400, str(exc)) from None
         self._check_rows(v2.n_rows)
@@ -652,12 +753,25 @@ class ServeApp:
                 raise HTTPError(400, str(exc)) from None
             return 200, RawResponse(body, ctype, extra), ()
 
-        enc = p.encode(v2.columns)
+        enc = _encode(p.encode, v2.columns, "inputs")
         if enc.text is not None:  # BYTES cannot say null: an empty element is a mistake
             blank = np.flatnonzero((enc.text[:, 1::2] == "").any(axis=1))
             if len(blank):
                 raise HTTPError(400, f"input text row {int(blank[0]) + 1}: empty text; send the text to read")
         return self._run(model, enc, answer)
+
+
+def _encode(encode: Callable[..., EncodedInputs], data: object, field: str, **kwargs: str) -> EncodedInputs:
+    """``encode(data)``: a request's values as the model's inputs. The encoder names a wrong value itself
+    (TandemError, 422); a value that its libraries (numpy, Arrow) refuse in their own words is still the
+    request's mistake, not the server's."""
+    try:
+        return encode(data, **kwargs)
+    except TandemError:
+        raise
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise HTTPError(422, f"{field}: the values could not be read as the model's columns "
+                             f"({_one_line(exc)})") from None
 
 
 def _blank_png() -> bytes:

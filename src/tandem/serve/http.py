@@ -396,7 +396,16 @@ class TandemHTTP(asyncio.Protocol):
     # -- answering ------------------------------------------------------------------------------
     def _request(self, body: bytes | None) -> Request:
         url = self.url
-        raw = url.split(b"?", 1)[0] if url[:1] == b"/" else (httptools.parse_url(url).path or b"/")
+        if url[:1] == b"/":
+            raw = url.split(b"?", 1)[0]
+        else:  # absolute form (http://host/path); CONNECT's authority form and OPTIONS * name no path
+            try:
+                raw = httptools.parse_url(url).path or b""
+            except httptools.HttpParserInvalidURLError:
+                raw = b""
+            if not raw.startswith(b"/"):
+                raise _Refusal(400, f"request target {url[:100].decode('latin-1')!r}: expected a path such as "
+                                    "/v2/health/ready (no CONNECT, no OPTIONS *)")
         path = raw.decode("latin-1")
         if "%" in path:
             path = urllib.parse.unquote(path)

@@ -7,6 +7,7 @@ which is what ``tritonclient`` sends by default.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 
@@ -17,6 +18,9 @@ from tandem.inference.predictor import Predictor
 
 FIXED_DTYPES = {"BOOL": "?", "UINT8": "u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8", "INT8": "i1",
                 "INT16": "<i2", "INT32": "<i4", "INT64": "<i8", "FP16": "<f2", "FP32": "<f4", "FP64": "<f8"}
+# the most dimensions a tensor may have (Triton's own limit is lower); a tensor's JSON data, when nested rather
+# than flat, is as deep as its shape's rank, so this bounds how deep its lists are read
+MAX_TENSOR_RANK = 16
 
 
 class V2Error(ValueError):
@@ -75,12 +79,14 @@ def decode_request(body: bytes, header_length: int | None,
     for i, tensor in enumerate(doc["inputs"]):
         if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
             raise V2Error(f"inputs[{i}]: expected an object with a string 'name'")
-        where = f"inputs[{i}] ('{tensor['name']}')"
+        where = f"inputs[{i}] ('{tensor['name'][:100]}')"
         shape = tensor.get("shape")
         if shape is not None and not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
             raise V2Error(f"{where}: 'shape' must be a list of non-negative integers")
-        params = tensor.get("parameters") or {}
-        size = params.get("binary_data_size") if isinstance(params, dict) else None
+        if shape is not None and len(shape) > MAX_TENSOR_RANK:
+            raise V2Error(f"{where}: shape has {len(shape)} dimensions; a tensor has at most {MAX_TENSOR_RANK}")
+        params = _object(tensor.get("parameters"), f"{where}: 'parameters' must be an object")
+        size = params.get("binary_data_size")
         if size is not None:
             if not isinstance(size, int) or size < 0 or offset + size > len(binary):
                 raise V2Error(f"{where}: binary_data_size {size!r} does not fit the {len(binary) - offset} "
@@ -92,8 +98,8 @@ def decode_request(body: bytes, header_length: int | None,
             data = tensor.get("data")
             if not isinstance(data, list):
                 raise V2Error(f"{where}: field 'data' must be a list (or send binary data)")
-            values = list(_flatten(data))
-        if shape is not None and int(np.prod(shape)) != len(values):
+            values = _flatten(data, where, shape)
+        if shape is not None and math.prod(shape) != len(values):
             raise V2Error(f"{where}: shape {shape} does not match {len(values)} values")
         columns[tensor["name"]] = values
     if offset != len(binary):
@@ -101,7 +107,10 @@ def decode_request(body: bytes, header_length: int | None,
     lengths = {len(v) for v in columns.values()}
     if len(lengths) != 1:
         raise V2Error(f"inputs: every tensor needs the same number of rows, got {sorted(lengths)}")
-    params = doc.get("parameters") if isinstance(doc.get("parameters"), dict) else {}
+    params = _object(doc.get("parameters"), "field 'parameters': expected an object")
+    request_id = doc.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise V2Error(f"field 'id': expected a string, got {_json_type(request_id)}")
     requested = doc.get("outputs")
     names = None
     binary_output = bool(params.get("binary_data_output", False))
@@ -110,8 +119,11 @@ def decode_request(body: bytes, header_length: int | None,
                                                        for o in requested):
             raise V2Error("field 'outputs': expected a list of {\"name\": ...} objects")
         names = [o["name"] for o in requested]
-        binary_output = binary_output or any(bool((o.get("parameters") or {}).get("binary_data")) for o in requested)
-    return InferRequest(columns, lengths.pop(), doc.get("id"), names, binary_output)
+        for i, o in enumerate(requested):
+            wanted = _object(o.get("parameters"),
+                             f"field 'outputs' item {i + 1} ('{o['name'][:100]}'): 'parameters' must be an object")
+            binary_output = binary_output or bool(wanted.get("binary_data"))
+    return InferRequest(columns, lengths.pop(), request_id, names, binary_output)
 
 
 def encode_answer(name: str, version: int | None, p: Predictor, out: dict[str, np.ndarray], labels: np.ndarray,
@@ -187,9 +199,43 @@ def _bytes_tensor(values: list[str]) -> bytes:
     return b"".join(parts)
 
 
-def _flatten(values: list) -> object:
-    for v in values:
-        if isinstance(v, list):
-            yield from _flatten(v)
+def _flatten(data: list, where: str, shape: list[int] | None) -> list:
+    """A tensor's JSON data, flat or nested, as its elements in row-major order; lists nested deeper than the
+    shape's rank (MAX_TENSOR_RANK without a shape) are refused. A stack, never recursion: the depth is the
+    client's."""
+    if not any(type(v) is list for v in data):
+        return data
+    deepest = max(1, len(shape)) if shape is not None else MAX_TENSOR_RANK
+    values: list = []
+    stack = [iter(data)]
+    while stack:
+        for v in stack[-1]:
+            if type(v) is list:
+                if len(stack) == deepest:
+                    raise V2Error(f"{where}: field 'data' nests lists deeper than " + (
+                        f"the {len(shape)} dimension(s) of its shape {shape}" if shape is not None else
+                        f"{MAX_TENSOR_RANK} levels; a tensor has at most {MAX_TENSOR_RANK} dimensions"))
+                stack.append(iter(v))
+                break
+            values.append(v)
         else:
-            yield v
+            stack.pop()
+    return values
+
+
+def _object(value: object, mistake: str) -> dict:
+    """``value`` when it is a JSON object, {} when it is missing (null); V2Error ``mistake`` otherwise."""
+    if value is None:
+        return {}
+    if type(value) is not dict:
+        raise V2Error(f"{mistake}, got {_json_type(value)}")
+    return value
+
+
+def _json_type(value: object) -> str:
+    """The JSON name of a parsed value's type, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    return {dict: "object", list: "array", str: "string"}.get(type(value), "number")
