@@ -199,10 +199,11 @@ def test_resolve_path_or_name(reg: Registry, tmp_path: Path, monkeypatch: pytest
     assert reg.resolve("churn:1") == rec.path
     assert reg.resolve("churn@production") == rec.path
 
-    # A relative directory with a manifest wins over a registry name; one without does not.
+    # A bare name is a registry reference even when a bundle folder of that name is here (./churn loads it).
     monkeypatch.chdir(tmp_path)
     write_tiny_bundle(tmp_path / "churn", 0)
-    assert reg.resolve("churn") == tmp_path / "churn"
+    assert reg.resolve("churn") == reg.home / "models" / "churn" / "2"
+    assert reg.resolve("./churn") == tmp_path / "churn"
     (tmp_path / "empty").mkdir()
     with pytest.raises(RegistryError, match=r"directory empty is not a bundle \(no manifest.json\) and no model"):
         reg.resolve("empty")

@@ -19,10 +19,13 @@ from tandem.schema import categorical_strings
 
 
 class Model:
-    """A trained model: a verified bundle plus its ONNX Runtime predictor."""
+    """A trained model: a verified bundle plus its ONNX Runtime predictor.
 
-    def __init__(self, path: str | Path):
-        self.predictor = Predictor(path)
+    ``require_signed`` (default ``$TANDEM_REQUIRE_SIGNED``) refuses a bundle not signed by a trusted key.
+    """
+
+    def __init__(self, path: str | Path, *, require_signed: bool | None = None):
+        self.predictor = Predictor(path, require_signed=require_signed)
         self.path = self.predictor.path
         self.manifest = self.predictor.manifest
 
@@ -130,7 +133,7 @@ def train(data: object, target: str, *, time_limit: float = 60.0, metric: str | 
           home: str | Path | None = None, progress: Callable[[str], None] | None = None,
           strict: bool = False, sensitive: str | None = None, text_encoder: str = "auto",
           encoder_layers: int = 4, country: str | None = None, max_energy_kwh: float | None = None,
-          footprint: bool | MeterSettings = True) -> Model:
+          footprint: bool | MeterSettings = True, signing_key: str | Path | None = None) -> Model:
     """Train within ``time_limit`` seconds on ``data`` (file path or frame) and return the saved model.
 
     The bundle goes into the registry under ``name`` (default ``model``) as its next version, or
@@ -145,11 +148,16 @@ def train(data: object, target: str, *, time_limit: float = 60.0, metric: str | 
     and CO2 at the grid of ``country`` (ISO 3166-1 alpha-3; else $TANDEM_COUNTRY, else the world average),
     per phase, trial and learner. ``max_energy_kwh`` stops the study like a time limit does. ``footprint``
     takes :class:`tandem.footprint.MeterSettings` (PUE, forced powers) or False for no meter.
+    ``signing_key`` (a PKCS8 PEM Ed25519 private key file; default ``$TANDEM_SIGNING_KEY``) signs the bundle's
+    manifest (see :mod:`tandem.bundle.signing`); the key is read before training starts.
     """
+    from tandem.bundle.signing import load_signing_key, signing_key_from_env, use_signing_key
     from tandem.data.infer import check_target
     from tandem.data.readers import read_table
 
     started = time.monotonic()
+    # a missing or wrong key fails now, not after the time budget is spent
+    key = load_signing_key(signing_key) if signing_key is not None else signing_key_from_env()
     meter = _start_meter(footprint, country)
     try:
         name = check_name(name or "model")
@@ -171,14 +179,15 @@ def train(data: object, target: str, *, time_limit: float = 60.0, metric: str | 
                              configs=configs, strict=strict, sensitive=sensitive, text_encoder=text_encoder,
                              encoder_layers=encoder_layers, max_energy_kwh=max_energy_kwh)
         result = run_study(table, config, progress=progress, started=started, meter=meter)
-        if path is not None:
-            export(result, Path(path), name=name, version=None, say=progress or (lambda _m: None))
-            return Model(path)
-        summary = {"task": result.task, "metric": result.metric,
-                   "score": result.validation_metrics.get(result.metric)}
-        record = Registry(home).add(
-            name, lambda folder, version: export(result, folder, name=name, version=version,
-                                                 say=progress or (lambda _m: None)), summary=summary)
+        with use_signing_key(key):
+            if path is not None:
+                export(result, Path(path), name=name, version=None, say=progress or (lambda _m: None))
+                return Model(path)
+            summary = {"task": result.task, "metric": result.metric,
+                       "score": result.validation_metrics.get(result.metric)}
+            record = Registry(home).add(
+                name, lambda folder, version: export(result, folder, name=name, version=version,
+                                                     say=progress or (lambda _m: None)), summary=summary)
         return Model(record.path)
     except BaseException:
         if meter is not None:
@@ -197,9 +206,15 @@ def _start_meter(footprint: bool | MeterSettings, country: str | None) -> Meter 
     return Meter(MeterSettings.from_env(**dataclasses.asdict(settings))).start()
 
 
-def load(name_or_path: str | Path, *, home: str | Path | None = None) -> Model:
-    """Load a model by registry reference (``name``, ``name:3``, ``name@production``) or bundle path."""
-    return Model(Registry(home).resolve(name_or_path))
+def load(name_or_path: str | Path, *, home: str | Path | None = None, require_signed: bool | None = None) -> Model:
+    """Load a model by registry reference (``name``, ``name:3``, ``name@production``) or bundle path.
+
+    A bare name is always a registry reference; a folder needs a path form (a ``Path``, ``./churn``,
+    ``/abs/churn``, ``~/churn``). ``require_signed`` (default ``$TANDEM_REQUIRE_SIGNED``) refuses a bundle
+    that is not signed by a key in ``$TANDEM_TRUSTED_KEYS``; a signed bundle whose signature fails is refused
+    either way.
+    """
+    return Model(Registry(home).resolve(name_or_path), require_signed=require_signed)
 
 
 def check(data: object, target: str, *, test: object | None = None, task: str | None = None, seed: int = 0):

@@ -6,6 +6,7 @@ needs nothing else.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -15,7 +16,9 @@ import pyarrow as pa
 
 from tandem.bundle.format import read_manifest
 from tandem.bundle.inputs import EncodedInputs, InputEncoder
-from tandem.errors import DataError
+from tandem.bundle.manifest import MODEL_FILE
+from tandem.bundle.onnx_guard import GraphError, check_no_external_data
+from tandem.errors import BundleError, DataError
 from tandem.features.sentence import GROUP_ROWS, in_length_order, load_tokenizer
 from tandem.schema import Schema
 
@@ -29,11 +32,16 @@ def default_providers() -> list[str]:
 
 
 class Predictor:
-    """Load a bundle (hashes verified) and predict with its ONNX graph."""
+    """Load a bundle (hashes, fields and signature verified) and predict with its ONNX graph.
 
-    def __init__(self, bundle: str | Path, *, providers: list[str] | None = None, threads: int | None = None):
+    ``require_signed`` (default ``$TANDEM_REQUIRE_SIGNED``) refuses a bundle that is not signed by a key in
+    ``$TANDEM_TRUSTED_KEYS``. A bundle that cannot be loaded raises a one-line :class:`BundleError`.
+    """
+
+    def __init__(self, bundle: str | Path, *, providers: list[str] | None = None, threads: int | None = None,
+                 require_signed: bool | None = None):
         self.path = Path(bundle)
-        self.manifest = read_manifest(self.path, verify=True)
+        self.manifest = read_manifest(self.path, verify=True, require_signed=require_signed)
         self.encoder = bundle_input_encoder(self.path, self.manifest)
         self.schema = self.encoder.schema
         self.task: str = self.manifest["task"]
@@ -44,8 +52,7 @@ class Predictor:
         opts.intra_op_num_threads = threads or min(os.cpu_count() or 1, 4)
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(self.path / "model.onnx"), opts,
-                                            providers=providers or default_providers())
+        self.session = _session(self.path, self.manifest, opts, providers or default_providers())
         self._outputs = [o.name for o in self.session.get_outputs()]
         # the binding itself, without the wrapper's per-call checks of the feeds (~1.5 µs a call): ours are
         # built from the schema, so they always match the graph's inputs
@@ -111,6 +118,30 @@ class Predictor:
         if self.task == "regression":
             return out["prediction"].reshape(-1)
         return self._typed_labels[out["label"]]
+
+
+def _session(folder: Path, manifest: dict, opts: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession:
+    """An ONNX Runtime session of the bundle's graph, from the very bytes whose sha256 is checked here (the
+    file cannot change between the check and the load), with no tensor data read from other files."""
+    where = f"bundle '{folder}': {MODEL_FILE}"
+    try:
+        model = (folder / MODEL_FILE).read_bytes()
+    except OSError as exc:
+        raise BundleError(f"{where} cannot be read ({exc.strerror or exc})") from None
+    if hashlib.sha256(model).hexdigest() != manifest["files"][MODEL_FILE]["sha256"]:
+        raise BundleError(f"bundle '{folder}' failed verification: '{MODEL_FILE}' does not match its sha256 "
+                          "(the file changed after the bundle was written)")
+    try:
+        check_no_external_data(model)
+    except GraphError as exc:
+        raise BundleError(f"{where} cannot be loaded: {exc}; expected every tensor inside the graph") from None
+    # fatal only: a graph ONNX Runtime refuses is reported below in one line, not also logged on stderr
+    opts.log_severity_level = 4
+    try:
+        return ort.InferenceSession(model, opts, providers=providers)
+    except Exception as exc:  # onnxruntime's own exception classes (Fail, InvalidProtobuf, InvalidGraph...)
+        reason = " ".join(str(exc).split())[:300]
+        raise BundleError(f"{where} cannot be loaded by ONNX Runtime: {reason}") from None
 
 
 def run_graph(run: object, outputs: list[str], enc: EncodedInputs) -> list[np.ndarray]:

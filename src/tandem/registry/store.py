@@ -9,6 +9,9 @@ The registry does not parse bundles; it only checks that ``manifest.json`` exist
 nothing outside the standard library and :mod:`tandem.errors` / :mod:`tandem.fsutil`, so a
 serving host can use it without the training stack.
 
+A writer killed mid-write (SIGKILL, power loss) leaves a ``pending`` row and a hidden temp folder;
+:meth:`Registry.add` sweeps both once their writer is gone (see :meth:`Registry.sweep`).
+
 Versions of a name are numbered 1, 2, 3... and are never reused, even after a version (or the
 whole name) is deleted: a reference such as ``churn:3`` always meant one bundle.
 """
@@ -30,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from tandem.errors import RegistryError
+from tandem.fsutil import LEGACY_TEMP_AGE_S, stale_temp, writer_gone, writer_tag
 
 __all__ = ["ModelRecord", "Registry", "parse_ref", "tandem_home", "SCHEMA_VERSION"]
 
@@ -159,6 +163,32 @@ def parse_ref(ref: str) -> tuple[str, int | None, str | None]:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+# While a version is pending its row's summary records who writes it ({"pending_writer": "pid@host", ...}),
+# so that a sweep can tell a dead writer's row from a live one's without a schema change (older tandems
+# sharing the database keep working: they never read pending rows' summaries).
+_WRITER_KEY = "pending_writer"
+
+
+def _pending_summary(summary: dict) -> str:
+    return json.dumps({_WRITER_KEY: writer_tag(), "summary": summary}, sort_keys=True)
+
+
+def _pending_row_stale(summary_text: str, created_at: str) -> bool:
+    """Whether a pending row's writer is gone: recorded and dead on this host, or unrecorded (an older tandem's
+    row) and older than a day."""
+    try:
+        writer = json.loads(summary_text).get(_WRITER_KEY)
+        pid, _, host = writer.partition("@")
+        return writer_gone(int(pid), host)
+    except (ValueError, AttributeError, TypeError):
+        pass
+    try:
+        age = datetime.now(timezone.utc) - datetime.fromisoformat(created_at)
+    except (ValueError, TypeError):
+        return False
+    return age.total_seconds() > LEGACY_TEMP_AGE_S
 
 
 def _ranges(numbers: list[int]) -> str:
@@ -382,7 +412,8 @@ class Registry:
         outside any transaction and must write the bundle atomically into ``final_dir`` (which does
         not exist yet), e.g. with :func:`tandem.fsutil.atomic_dir`, including ``manifest.json``.
         The row is then marked ready. If ``write_bundle`` raises (or writes no ``manifest.json``),
-        the pending row and any partial directory are removed and the error propagates.
+        the pending row and any partial directory are removed and the error propagates. What writers killed
+        before they could clean up left behind is swept first (:meth:`sweep`).
         """
         check_name(name)
         if summary is None:
@@ -396,6 +427,7 @@ class Registry:
         except (TypeError, ValueError) as exc:
             raise RegistryError(f"summary for model {name!r} is not valid JSON: {exc}") from exc
 
+        self.sweep()
         with self._write() as conn:
             row = conn.execute("SELECT last_version FROM names WHERE name = ?", (name,)).fetchone()
             version = (row[0] if row else 0) + 1
@@ -410,7 +442,7 @@ class Registry:
             )
             conn.execute(
                 "INSERT INTO versions (name, version, state, created_at, summary) VALUES (?, ?, 'pending', ?, ?)",
-                (name, version, _now(), summary_text),
+                (name, version, _now(), _pending_summary(summary)),
             )
 
         final_dir = self._bundle_dir(name, version)
@@ -439,13 +471,59 @@ class Registry:
 
         with self._write() as conn:
             updated = conn.execute(
-                "UPDATE versions SET state = 'ready', created_at = ? "
+                "UPDATE versions SET state = 'ready', created_at = ?, summary = ? "
                 "WHERE name = ? AND version = ? AND state = 'pending'",
-                (_now(), name, version),
+                (_now(), summary_text, name, version),
             ).rowcount
             if updated != 1:  # pragma: no cover - nothing else touches pending rows
                 raise RuntimeError(f"pending registry row for {name}:{version} vanished while writing its bundle")
             return self._pick(self._records(conn, name), name, version, None)
+
+    def sweep(self) -> list[str]:
+        """Remove what writers that died mid-write left behind; return what was removed (refs and paths).
+
+        A ``pending`` row goes (with its bundle folder, if the writer died after the rename) when its writer
+        is gone: it ran on this host and its pid is no longer alive; rows of older tandems, which record no
+        writer, when over a day old. A hidden temp folder or file under ``models/<name>/`` goes on the same
+        rule (its name records its writer, see :mod:`tandem.fsutil`), and so does a deleted version's trash.
+        Nothing a live writer on this host uses is touched; writers on other hosts are never judged gone.
+        Called by :meth:`add`: one read of the pending rows and one listing per model name.
+        """
+        removed: list[str] = []
+        with self._read() as conn:
+            rows = conn.execute("SELECT name, version, created_at, summary FROM versions WHERE state = 'pending'"
+                                ).fetchall()
+        stale = [(name, version, summary) for name, version, created_at, summary in rows
+                 if _pending_row_stale(summary, created_at)]
+        if stale:
+            with self._write() as conn:
+                for name, version, summary in stale:
+                    gone = conn.execute("DELETE FROM versions WHERE name = ? AND version = ? AND state = 'pending' "
+                                        "AND summary = ?", (name, version, summary)).rowcount
+                    if gone:
+                        removed.append(f"{name}:{version}")
+            for ref in removed:
+                name, _, version = ref.partition(":")
+                folder = self._bundle_dir(name, int(version))
+                trash = folder.with_name(f".{folder.name}.deleting-{uuid.uuid4().hex[:12]}")
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(folder, trash)
+                    shutil.rmtree(trash, ignore_errors=True)
+        try:
+            name_dirs = [d for d in self.models_dir.iterdir() if d.is_dir() and not d.is_symlink()]
+        except FileNotFoundError:
+            name_dirs = []
+        for name_dir in name_dirs:
+            with contextlib.suppress(OSError):
+                for entry in name_dir.iterdir():
+                    if entry.name.startswith(".") and stale_temp(entry):
+                        if entry.is_dir() and not entry.is_symlink():
+                            shutil.rmtree(entry, ignore_errors=True)
+                        else:
+                            with contextlib.suppress(FileNotFoundError):
+                                entry.unlink()
+                        removed.append(str(entry))
+        return removed
 
     def list(self, name: str | None = None) -> list[ModelRecord]:
         """Ready versions, sorted by name then version; only those of ``name`` when given.
@@ -522,14 +600,21 @@ class Registry:
         return records
 
     def resolve(self, name_or_path: str | Path) -> Path:
-        """Return a bundle directory: ``name_or_path`` itself if it is a directory with
-        ``manifest.json``, else the path of the registry entry it names (see :meth:`get`)."""
+        """Return the bundle directory that ``name_or_path`` means.
+
+        The rule does not depend on the working directory's contents: a :class:`~pathlib.Path`, or a string
+        in path form (with a ``/``, or starting with ``.`` or ``~``: ``./churn``, ``/abs/churn``, ``~/churn``)
+        is a bundle folder; any other string is a registry reference (``name``, ``name:3``, ``name@alias``,
+        see :meth:`get`), even when a folder of that name exists here. When such a reference is not in the
+        registry but a bundle folder of that name is, the error says to write ``./name`` to load the folder.
+        """
         text = str(name_or_path)
         candidate = Path(text).expanduser()
-        if candidate.is_dir() and (candidate / "manifest.json").is_file():
-            return candidate.absolute()
-        looks_like_path = any(sep and sep in text for sep in (os.sep, os.altsep)) or text.startswith((".", "~"))
+        looks_like_path = (isinstance(name_or_path, os.PathLike) or candidate.is_absolute()
+                           or any(sep and sep in text for sep in (os.sep, os.altsep)) or text.startswith((".", "~")))
         if looks_like_path:
+            if candidate.is_dir() and (candidate / "manifest.json").is_file():
+                return candidate.absolute()
             if candidate.is_dir():
                 raise RegistryError(f"directory {candidate} is not a bundle: expected a manifest.json in it")
             raise RegistryError(
@@ -539,6 +624,9 @@ class Registry:
         try:
             return self.get(text).path
         except RegistryError as exc:
+            if candidate.is_dir() and (candidate / "manifest.json").is_file():
+                raise RegistryError(f"{exc}; a bundle folder '{text}' exists here: write ./{text} to load the "
+                                    "folder (a bare name is a registry reference)") from None
             if candidate.is_dir():
-                raise RegistryError(f"directory {candidate} is not a bundle (no manifest.json) and {exc}") from exc
+                raise RegistryError(f"directory {candidate} is not a bundle (no manifest.json) and {exc}") from None
             raise
