@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from rich.console import Console
@@ -18,6 +21,40 @@ from tandem.inference.predictor import Predictor
 
 OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+"""First characters that make a spreadsheet read a CSV cell as a formula (OWASP, CSV injection)."""
+_TRIGGER_RE = r"^[=+\-@\t\r]"
+# A plain decimal number ("-12", "+3.5e2") is read as a number, never run: it keeps its sign unescaped.
+_NUMBER_RE = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+_NUMBER = re.compile(_NUMBER_RE)
+
+
+def escape_formula(text: str) -> str:
+    """``text`` with a leading ``'`` when a spreadsheet would read it as a formula (it starts with
+    ``= + - @``, a tab or a carriage return and is not a plain number), else unchanged."""
+    return "'" + text if text.startswith(FORMULA_TRIGGERS) and not _NUMBER.fullmatch(text) else text
+
+
+def escape_table_formulas(table: pa.Table) -> pa.Table:
+    """Every text cell and column name of ``table`` through :func:`escape_formula`; numbers stay numbers."""
+    columns = []
+    for col in table.columns:
+        if pa.types.is_dictionary(col.type) and pa.types.is_string(col.type.value_type):
+            col = col.cast(pa.string())
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            risky = pc.and_(pc.match_substring_regex(col, _TRIGGER_RE),
+                            pc.invert(pc.match_substring_regex(col, _NUMBER_RE)))
+            col = pc.if_else(risky, pc.binary_join_element_wise("'", col, ""), col)
+        columns.append(col)
+    return pa.table(columns, names=[escape_formula(n) for n in table.column_names])
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+    except OSError:
+        return False
+
 
 def _column_types(predictor: Predictor, input_path: Path) -> dict[str, pa.DataType] | None:
     """For CSV, read every model column as text so each chunk parses the same way; the encoder then
@@ -27,7 +64,8 @@ def _column_types(predictor: Predictor, input_path: Path) -> dict[str, pa.DataTy
     return {c.name: pa.string() for c in predictor.schema.columns}
 
 
-def _output_batch(predictor: Predictor, batch: pa.RecordBatch, out: dict[str, np.ndarray]) -> pa.Table:
+def _output_batch(predictor: Predictor, batch: pa.RecordBatch, out: dict[str, np.ndarray], *,
+                  escape: bool = False) -> pa.Table:
     cols: dict[str, pa.Array] = {}
     for c in predictor.schema.columns:
         if c.kind == "id" and c.name in batch.schema.names:
@@ -38,18 +76,30 @@ def _output_batch(predictor: Predictor, batch: pa.RecordBatch, out: dict[str, np
     else:
         cols[target] = pa.array(predictor.decode(out).tolist())
         for j, label in enumerate(predictor.labels):
-            cols[f"proba_{label}"] = pa.array(out["probabilities"][:, j].astype(np.float64))
-    return pa.table(cols)
+            # the header names the label as its cells show it, escaped or not
+            name = f"proba_{escape_formula(label) if escape else label}"
+            cols[name] = pa.array(out["probabilities"][:, j].astype(np.float64))
+    table = pa.table(cols)
+    return escape_table_formulas(table) if escape else table
 
 
 def predict_file(bundle: Path, input_path: Path, output: Path, *, batch_rows: int = 65536,
-                 console: Console | None = None) -> tuple[int, list[str]]:
-    """Score ``input_path`` with the bundle into ``output`` (.csv or .parquet); return (rows, notes)."""
+                 console: Console | None = None, escape_formulas: bool = True) -> tuple[int, list[str]]:
+    """Score ``input_path`` with the bundle into ``output`` (.csv or .parquet); return (rows, notes).
+
+    CSV output escapes text that a spreadsheet would run as a formula (see :func:`escape_formula`) unless
+    ``escape_formulas`` is False; Parquet holds the values as they are. ``output`` may not be the input
+    (same path, symlink or hard link). An ``OSError`` while writing names ``output`` (not the temp file)
+    and leaves nothing behind.
+    """
     fmt = OUTPUT_FORMATS.get(Path(output).suffix.lower())
     if fmt is None:
         raise ConfigError(f"output '{output}': unsupported format, expected one of {', '.join(OUTPUT_FORMATS)}")
     if batch_rows < 1:
         raise ConfigError(f"--batch-rows must be at least 1, got {batch_rows}")
+    if _same_file(Path(input_path), Path(output)):
+        raise ConfigError(f"output '{output}' is the input file '{input_path}': write the predictions to another file")
+    escape = escape_formulas and fmt == "csv"
     predictor = Predictor(bundle)
     total = count_rows_estimate(input_path)
     batches = iter_batches(input_path, batch_rows=batch_rows, column_types=_column_types(predictor, input_path),
@@ -60,23 +110,27 @@ def predict_file(bundle: Path, input_path: Path, output: Path, *, batch_rows: in
     console = console or Console(stderr=True)
     progress = Progress(TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=console, transient=True, disable=not console.is_terminal)
-    with atomic_file(output) as tmp, progress:
-        task = progress.add_task("predict", total=total)
-        try:
-            for batch in batches:
-                if rows == 0:
-                    extra = predictor.extra_columns(pa.Table.from_batches([batch]))
-                    if extra:
-                        notes.append(f"ignored column(s) the model does not use: {', '.join(extra)}")
-                enc = predictor.encoder.encode_table(batch, what=f"'{input_path}'", row_offset=rows)
-                table = _output_batch(predictor, batch, predictor.run(enc))
-                if writer is None:
-                    writer = (pq.ParquetWriter(str(tmp), table.schema) if fmt == "parquet"
-                              else pacsv.CSVWriter(str(tmp), table.schema))
-                writer.write_table(table)
-                rows += batch.num_rows
-                progress.update(task, completed=rows)
-        finally:
-            if writer is not None:
-                writer.close()
+    try:
+        with atomic_file(output) as tmp, progress:
+            task = progress.add_task("predict", total=total)
+            try:
+                for batch in batches:
+                    if rows == 0:
+                        extra = predictor.extra_columns(pa.Table.from_batches([batch]))
+                        if extra:
+                            notes.append(f"ignored column(s) the model does not use: {', '.join(extra)}")
+                    enc = predictor.encoder.encode_table(batch, what=f"'{input_path}'", row_offset=rows)
+                    table = _output_batch(predictor, batch, predictor.run(enc), escape=escape)
+                    if writer is None:
+                        writer = (pq.ParquetWriter(str(tmp), table.schema) if fmt == "parquet"
+                                  else pacsv.CSVWriter(str(tmp), table.schema))
+                    writer.write_table(table)
+                    rows += batch.num_rows
+                    progress.update(task, completed=rows)
+            finally:
+                if writer is not None:
+                    writer.close()
+    except OSError as exc:  # reading errors are DataErrors: this one is the output's, not its temp file's
+        reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+        raise OSError(exc.errno, reason, str(output)) from exc
     return rows, notes

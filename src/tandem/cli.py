@@ -5,10 +5,12 @@ A user's mistake prints one line on stderr and exits non-zero; a traceback means
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
@@ -22,6 +24,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Train a model within a time budget, ship it as a verified ONNX bundle, predict fast.")
 models_app = typer.Typer(no_args_is_help=True, help="The model registry: list, show, alias, delete.")
 app.add_typer(models_app, name="models")
+keys_app = typer.Typer(no_args_is_help=True, help="Signing keys for signed bundles.")
+app.add_typer(keys_app, name="keys")
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
@@ -32,6 +36,20 @@ _COUNTRY = typer.Option(None, "--country", help="Where the work runs, as an ISO 
 
 _RUN_COUNTRY = typer.Option(None, "--country", help="Meter the run's energy and CO2 at this country's grid "
                             "(ISO 3166-1 alpha-3; also $TANDEM_COUNTRY); printed on stderr.")
+
+
+_REQUIRE_SIGNED = typer.Option(False, "--require-signed", envvar="TANDEM_REQUIRE_SIGNED",
+                               help="Refuse a bundle not signed by a key in $TANDEM_TRUSTED_KEYS "
+                                    "(also $TANDEM_REQUIRE_SIGNED=1).")
+
+
+def _require_signed(required: bool) -> None:
+    """Every bundle this command loads must be signed by a trusted key: the loaders read the variable (the
+    server's workers inherit it)."""
+    import os
+
+    if required:
+        os.environ["TANDEM_REQUIRE_SIGNED"] = "1"
 
 
 class _BudgetBar:
@@ -163,14 +181,27 @@ def train(
     max_energy_kwh: float | None = typer.Option(None, "--max-energy-kwh", help="Energy budget: the study stops when "
                                                 "it would run out, as at the time limit."),
     no_footprint: bool = typer.Option(False, "--no-footprint", help="Do not meter energy and CO2."),
+    signing_key: Path | None = typer.Option(None, "--signing-key", envvar="TANDEM_SIGNING_KEY",
+                                            help="Sign the bundle with this Ed25519 private key (PKCS8 PEM, "
+                                                 "from `tandem keys generate`)."),
 ) -> None:
     """Train within the time limit and save the bundle (the quality gate runs first)."""
+    _check_ranges(("--time-limit", time_limit, time_limit > 0, "greater than 0 (a positive time limit, in seconds)"),
+                  ("--seed", seed, 0 <= seed <= _MAX_SEED, f"from 0 to {_MAX_SEED}"),
+                  ("--latency-budget-us", latency_budget_us, latency_budget_us > 0, "greater than 0 µs"),
+                  ("--encoder-layers", encoder_layers, 1 <= encoder_layers <= 6, "from 1 to 6 (the encoder's layers)"),
+                  ("--pue", pue, pue is None or pue >= 1, "at least 1.0 (1.0: no data-centre overhead)"),
+                  ("--max-energy-kwh", max_energy_kwh, max_energy_kwh is None or max_energy_kwh > 0,
+                   "greater than 0 kWh"))
     from tandem.api import train as train_model
     from tandem.footprint import MeterSettings
+    from tandem.registry.store import tandem_home
 
-    with _BudgetBar(time_limit) as bar:
+    name = name or _default_name(data)
+    with _BudgetBar(time_limit) as bar, _doing("training and writing the bundle",
+                                               out_dir or tandem_home() / "models" / name):
         model = train_model(str(data), target, time_limit=time_limit, metric=metric,
-                            name=name or _default_name(data), task=task, seed=seed, search=search, bagging=bagging,
+                            name=name, task=task, seed=seed, search=search, bagging=bagging,
                             split=split, group=group, time_column=time_column,
                             ignore=[c.strip() for c in ignore.split(",")] if ignore else None,
                             families=[f.strip() for f in families.split(",")] if families else None,
@@ -178,7 +209,7 @@ def train(
                             latency_budget_us=latency_budget_us, path=out_dir, progress=bar.say, strict=strict,
                             sensitive=sensitive, text_encoder=text_encoder, encoder_layers=encoder_layers,
                             country=country, max_energy_kwh=max_energy_kwh,
-                            footprint=False if no_footprint else MeterSettings(pue=pue))
+                            footprint=False if no_footprint else MeterSettings(pue=pue), signing_key=signing_key)
     _print_model(model)
 
 
@@ -206,6 +237,7 @@ def _print_findings(report: dict, *, console: Console = out, least: str = "info"
 def report(
     model: str = typer.Argument(..., help="Registry reference (name, name:3, name@production) or bundle path."),
     output: Path = typer.Option(Path("report.html"), "--output", "-o", help="Where to write the HTML page."),
+    require_signed: bool = _REQUIRE_SIGNED,
 ) -> None:
     """Write the model's report: one self-contained HTML page (data quality, leaderboard, ROC/PR curves,
     confusion matrix, calibration, learning curves, importances, fairness, footprint)."""
@@ -213,6 +245,7 @@ def report(
     from tandem.fsutil import write_text_atomic
     from tandem.report.html import render_report
 
+    _require_signed(require_signed)
     m = load(model)
     try:
         write_text_atomic(output, render_report(m.manifest))
@@ -228,11 +261,13 @@ def drift(
     as_json: bool = typer.Option(False, "--json", help="Print the comparison as one JSON object."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 when any feature moved."),
     country: str | None = _RUN_COUNTRY,
+    require_signed: bool = _REQUIRE_SIGNED,
 ) -> None:
     """Compare new data with the training profile in the bundle: PSI and KS per feature, new categories,
     missing-rate changes; say which features moved."""
     from tandem.api import load
 
+    _require_signed(require_signed)
     with _OptionalMeter(country) as meter:
         result = load(model).drift(str(data))
     _print_run_footprint(meter)
@@ -300,15 +335,22 @@ def predict(
     input_path: Path = typer.Argument(..., metavar="INPUT", help="Rows to score (CSV, Parquet, JSON lines, Arrow)."),
     output: Path = typer.Option(..., "--output", "-o", help="Where to write predictions (.csv or .parquet)."),
     batch_rows: int = typer.Option(65536, help="Rows per chunk: memory stays bounded whatever the input size."),
+    escape_formulas: bool = typer.Option(True, "--escape-formulas/--no-escape-formulas",
+                                         help="CSV output: put a ' before text that a spreadsheet would run as a "
+                                              "formula (starting with = + - @, tab or carriage return)."),
     country: str | None = _RUN_COUNTRY,
+    require_signed: bool = _REQUIRE_SIGNED,
 ) -> None:
     """Score a file in chunks; the output appears only when complete."""
+    _check_ranges(("--batch-rows", batch_rows, batch_rows >= 1, "at least 1"))
     from tandem.batch import predict_file
     from tandem.registry import Registry
 
+    _require_signed(require_signed)
     bundle = Registry().resolve(model)
-    with _OptionalMeter(country) as meter:
-        rows, notes = predict_file(bundle, input_path, output, batch_rows=batch_rows, console=err)
+    with _OptionalMeter(country) as meter, _doing("writing the predictions"):
+        rows, notes = predict_file(bundle, input_path, output, batch_rows=batch_rows, console=err,
+                                   escape_formulas=escape_formulas)
     for n in notes:
         err.print(f"note: {n}")
     err.print(f"wrote {rows} predictions to {output}")
@@ -356,10 +398,12 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object: metrics and per_class."),
     sensitive: str | None = typer.Option(None, "--sensitive", help="A column of DATA: fairness figures per group."),
     country: str | None = _RUN_COUNTRY,
+    require_signed: bool = _REQUIRE_SIGNED,
 ) -> None:
     """Metrics of a model on labelled data."""
     from tandem.api import load
 
+    _require_signed(require_signed)
     m = load(model)
     with _OptionalMeter(country) as meter:
         result = m.evaluate(str(data), sensitive=sensitive)
@@ -398,10 +442,12 @@ def models_list(name: str | None = typer.Argument(None, help="Only this model na
 
 
 @models_app.command("show")
-def models_show(ref: str = typer.Argument(..., help="name, name:VERSION or name@ALIAS.")) -> None:
+def models_show(ref: str = typer.Argument(..., help="name, name:VERSION or name@ALIAS."),
+                require_signed: bool = _REQUIRE_SIGNED) -> None:
     """A model's summary and leaderboard (the bundle is verified)."""
     from tandem.api import load
 
+    _require_signed(require_signed)
     _print_model(load(ref))
 
 
@@ -448,6 +494,19 @@ def serve(
     country: str | None = typer.Option(None, "--country", help="Where the server runs (ISO 3166-1 alpha-3), for "
                                        "the CO2 of its energy per 1,000 predictions (default $TANDEM_COUNTRY)."),
     no_footprint: bool = typer.Option(False, "--no-footprint", help="Do not meter the energy of predictions."),
+    require_signed: bool = _REQUIRE_SIGNED,
+    max_header_bytes: int = typer.Option(16 * 1024, help="Largest header block (names and values) a request "
+                                         "may send (431 beyond)."),
+    max_headers: int = typer.Option(100, help="Most header lines a request may send (431 beyond)."),
+    header_timeout: float = typer.Option(10.0, help="Seconds a client has to send a request's headers, from its "
+                                         "first byte (408 and close beyond)."),
+    body_timeout: float = typer.Option(30.0, help="Seconds a client has to send a request's body, after its "
+                                       "headers (408 and close beyond)."),
+    keep_alive: float = typer.Option(5.0, help="Seconds an idle connection stays open between requests."),
+    max_connections: int = typer.Option(1024, help="Connections a worker holds (503 and close beyond; lowered "
+                                        "to fit the open-file limit)."),
+    max_pipeline: int = typer.Option(32, help="Pipelined requests read ahead of their answers (reading pauses "
+                                     "beyond)."),
 ) -> None:
     """Serve models over HTTP: REST JSON and the KServe v2 protocol."""
     import os
@@ -455,6 +514,18 @@ def serve(
     from tandem.bundle.format import read_manifest
     from tandem.registry import Registry
 
+    _check_serve_options(port=port, max_body_bytes=max_body_bytes, max_batch_rows=max_batch_rows,
+                         queue_delay_us=queue_delay_us, max_queue_rows=max_queue_rows,
+                         request_timeout=request_timeout)
+    try:
+        from tandem.serve.http import HTTPLimits, raise_open_file_limit
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"serving needs the server's packages ({exc.name} is missing): "
+                          "pip install 'tandem[serve]'") from None
+    limits = HTTPLimits(max_header_bytes=max_header_bytes, max_headers=max_headers,
+                        header_timeout_s=header_timeout, body_timeout_s=body_timeout, keep_alive_s=keep_alive,
+                        max_connections=max_connections, max_pipeline=max_pipeline).check()
+    _require_signed(require_signed)
     registry = Registry()
     names: dict[str, str] = {}
     for ref in models:
@@ -475,6 +546,8 @@ def serve(
         from tandem.footprint import check_country
 
         os.environ["TANDEM_COUNTRY"] = check_country(country)
+    os.environ.update(limits.to_env())
+    raise_open_file_limit()  # (inherited by the workers) a connection is a file
     os.environ["TANDEM_SERVE_FOOTPRINT"] = "0" if no_footprint else "1"
     os.environ["TANDEM_SERVE_MODELS"] = ",".join(models)
     os.environ["TANDEM_SERVE_MAX_BODY"] = str(max_body_bytes)
@@ -498,10 +571,26 @@ def serve(
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
+def _check_serve_options(*, port: int, max_body_bytes: int, max_batch_rows: int, queue_delay_us: float,
+                         max_queue_rows: int, request_timeout: float) -> None:
+    """One line naming the option for a value the server could not run with (or would refuse everything with)."""
+    checks = [("--port", port, 1 <= port <= 65535, "a port from 1 to 65535"),
+              ("--max-body-bytes", max_body_bytes, max_body_bytes >= 1, "at least 1 byte"),
+              ("--max-batch-rows", max_batch_rows, 0 <= max_batch_rows <= 1_000_000, "0 (off) to 1000000 rows"),
+              ("--queue-delay-us", queue_delay_us, 0 <= queue_delay_us <= 1e7, "0 to 10000000 µs"),
+              ("--max-queue-rows", max_queue_rows, max_queue_rows >= 1, "at least 1 row"),
+              ("--request-timeout", request_timeout, 0 < request_timeout <= 86400, "more than 0 and at most "
+                                                                                   "86400 seconds")]
+    for option, value, ok, wanted in checks:
+        if not ok:
+            raise ConfigError(f"{option} must be {wanted}, got {value:g}")
+
+
 @app.command()
 def quickstart(time_limit: float = typer.Option(20.0, "--time-limit", help="Training budget in seconds."),
                country: str | None = _COUNTRY) -> None:
     """Train on scikit-learn's breast-cancer data, reload and verify the bundle, score held-out rows."""
+    _check_ranges(("--time-limit", time_limit, time_limit > 0, "greater than 0 (a positive time limit, in seconds)"))
     from tandem.quickstart import run_quickstart
 
     run_quickstart(time_limit=time_limit, console=out, progress_console=err, bar=_BudgetBar, country=country)
@@ -519,13 +608,19 @@ def footprint(
                                                  "(g/kWh) by the hour: when a training run of this size would "
                                                  "have emitted least."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    require_signed: bool = _REQUIRE_SIGNED,
 ) -> None:
     """The model's life: training's cost, the cost per 1,000 predictions, the break-even, a year of serving."""
+    _check_ranges(("--predictions-per-day", predictions_per_day,
+                   predictions_per_day is None or predictions_per_day >= 0, "at least 0"),
+                  ("--grid-intensity", grid_intensity, grid_intensity is None or grid_intensity >= 0,
+                   "at least 0 g CO2e/kWh"))
     from tandem.bundle.format import read_manifest
     from tandem.footprint import best_start, read_hourly_intensity, resolve_grid
     from tandem.footprint.life import life_lines, life_report
     from tandem.registry import Registry
 
+    _require_signed(require_signed)
     manifest = read_manifest(Registry().resolve(model))
     grid = resolve_grid(country, grid_intensity) if (country or grid_intensity is not None) else None
     report = life_report(manifest.get("footprint") or {}, predictions_per_day=predictions_per_day, grid=grid)
@@ -539,6 +634,58 @@ def footprint(
     out.print(f"[bold]{report['model']}[/bold]: footprint over its life")
     for line in life_lines(report):
         out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+@keys_app.command("generate")
+def keys_generate(folder: Path = typer.Argument(..., help="Where to write the key pair (created if missing).")) -> None:
+    """Make an Ed25519 key pair for signed bundles: tandem-signing.pem (private, mode 0600: keep it where you train)
+    and tandem-signing.pub.pem (public: list it in $TANDEM_TRUSTED_KEYS where you serve)."""
+    from tandem.bundle.signing import generate_keys
+
+    private, public, key_id = generate_keys(folder)
+    out.print(f"key {key_id}: private key {private} (train with --signing-key {private} or "
+              f"TANDEM_SIGNING_KEY), public key {public} (serve with TANDEM_TRUSTED_KEYS={public})",
+              markup=False, highlight=False, soft_wrap=True)
+
+
+_MAX_SEED = 2**31 - 1  # every learner takes it (LightGBM's C int, scikit-learn's 32-bit random_state)
+
+
+def _check_ranges(*checks: tuple[str, float | int | None, bool, str]) -> None:
+    """(option, value, whether it is fine, the range in words): one line naming the first option out of range.
+    NaN and infinities are out of every range."""
+    import math
+
+    for option, value, fine, wanted in checks:
+        if value is not None and not (fine and math.isfinite(value)):
+            shown = f"{value:g}" if isinstance(value, float) else str(value)
+            raise ConfigError(f"{option} must be {wanted}, got {shown}")
+
+
+@contextlib.contextmanager
+def _doing(what: str, path: Path | None = None) -> Iterator[None]:
+    """Label an OSError raised in the block with what the command was doing and, when the error names no
+    path a user knows (none, or a temp file), the path the command was writing."""
+    try:
+        yield
+    except OSError as exc:
+        if not hasattr(exc, "tandem_doing"):  # the innermost label is the most precise
+            exc.tandem_doing = (what, path)  # read by main()
+        raise
+
+
+def _os_error_line(exc: OSError) -> str:
+    """``<path>: <reason> (while <what>)``, each part when known."""
+    import os
+
+    what, path = getattr(exc, "tandem_doing", (None, None))
+    named = exc.filename
+    if named is not None and not any(p.startswith(".") and p.endswith(".tmp") for p in Path(os.fsdecode(named)).parts):
+        path = os.fsdecode(named)
+    reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc)).strip()
+    reason = reason.splitlines()[0] if reason else type(exc).__name__
+    line = f"{path}: {reason}" if path is not None else reason
+    return f"{line} (while {what})" if what else line
 
 
 def main() -> None:
@@ -561,6 +708,9 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("tandem: interrupted")
         sys.exit(130)
+    except OSError as exc:  # the disk or the system said no (full, read-only, ...): what, where, no traceback
+        err.print(f"tandem: error: {_os_error_line(exc)}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import io
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ import pyarrow.csv as pacsv
 from tandem.errors import DataError
 
 __all__ = [
+    "MAX_ROW_BYTES",
     "SUPPORTED_SUFFIXES",
     "count_rows_estimate",
     "iter_batches",
@@ -55,6 +56,12 @@ CANDIDATE_DELIMITERS = ",;\t|"
 SNIFF_BYTES = 64 * 1024
 _CHUNK_BYTES = 1 << 20
 _MIN_BLOCK_BYTES = 1 << 20
+MAX_ROW_BYTES = 64 << 20
+"""The longest CSV row (record) or JSON line that every reader accepts: pyarrow parses in blocks and reads
+a row that spans at most one block boundary, so blocks of this size take any row up to it. A longer row is
+refused with one line naming the file and this bound, by :func:`read_table` and :func:`iter_batches` alike
+(both read such a file in blocks of this size from its start), though one up to twice as long may happen
+to fit between the block boundaries."""
 _MAX_BLOCK_BYTES = 256 << 20
 _BOM = codecs.BOM_UTF8
 _EXPECTED_SUFFIXES = ", ".join(SUPPORTED_SUFFIXES)
@@ -475,6 +482,10 @@ def _csv_failure(f: _File, plan: _CsvPlan, exc: BaseException, names: list[str] 
         return _not_utf8(f, line)
     if "Empty CSV file" in message:
         return _empty(f)
+    if _straddles(exc):
+        return DataError(f"{f.quoted} has a row longer than pyarrow can read in one {MAX_ROW_BYTES >> 20} MiB "
+                         f"block: a CSV row may hold up to {MAX_ROW_BYTES >> 20} MiB (keep such values in "
+                         "Parquet, or in files beside the table)")
     ragged = _RAGGED.search(message)
     if ragged:
         found = _find_ragged_row(f, plan.delimiter)
@@ -518,10 +529,27 @@ def _check_binary(f: _File, schema: pa.Schema) -> None:
             raise _not_utf8(f, line)
 
 
+def _straddles(exc: BaseException) -> bool:
+    """pyarrow's failure for a row that does not fit its blocks."""
+    return "straddl" in str(exc)
+
+
+def _row_block(f: _File) -> int:
+    """The block that takes any row up to MAX_ROW_BYTES (the whole file when it is smaller)."""
+    return int(min(f.size + 1, MAX_ROW_BYTES))
+
+
 def _read_csv(f: _File) -> pa.Table:
     plan = _csv_plan(f)
     try:
-        table = pacsv.read_csv(f.path, **_csv_options(plan))
+        try:
+            table = pacsv.read_csv(f.path, **_csv_options(plan))
+        except _READ_ERRORS as exc:
+            if not _straddles(exc):
+                raise
+            # a row longer than pyarrow's default block (1 MiB): read again in blocks the streaming reader
+            # would use too, so that both accept and refuse the same rows
+            table = pacsv.read_csv(f.path, **_csv_options(plan, block_size=_row_block(f)))
     except _READ_ERRORS as exc:
         raise _csv_failure(f, plan, exc) from exc
     schema = _stripped_schema(table.schema, f.quoted)
@@ -534,22 +562,50 @@ def _read_csv(f: _File) -> pa.Table:
 
 def _iter_csv(f: _File, batch_rows: int, column_types: dict[str, pa.DataType]) -> Iterator[pa.RecordBatch]:
     plan = _csv_plan(f)
-    block = int(min(max(plan.avg_line_bytes * batch_rows * 1.2, _MIN_BLOCK_BYTES), _MAX_BLOCK_BYTES))
+    # never past the bound: a larger block would take rows that read_table refuses
+    block = int(min(max(plan.avg_line_bytes * batch_rows * 1.2, _MIN_BLOCK_BYTES), MAX_ROW_BYTES))
+
+    def open_csv(block: int, types: Mapping[str, pa.DataType] | None) -> Any:
+        return pacsv.open_csv(f.path, **_csv_options(plan, block_size=block, column_types=types))
+
     try:
-        reader = pacsv.open_csv(f.path, **_csv_options(plan, block_size=block, column_types=column_types))
+        try:
+            reader = open_csv(block, column_types)
+        except _READ_ERRORS as exc:
+            if not (_straddles(exc) and block < _row_block(f)):
+                raise
+            block = _row_block(f)
+            reader = open_csv(block, column_types)
     except _READ_ERRORS as exc:
         raise _csv_failure(f, plan, exc) from exc
     schema = _stripped_schema(reader.schema, f.quoted)
     _check_columns(schema.names, f.quoted)
     _check_binary(f, schema)
     rows = 0
+    skip = 0  # rows already yielded, when the file is read again from its start
     while True:
         try:
             batch = reader.read_next_batch()
         except StopIteration:
             break
         except _READ_ERRORS as exc:
-            raise _csv_failure(f, plan, exc, schema.names) from exc
+            if not (_straddles(exc) and block < _row_block(f)):
+                raise _csv_failure(f, plan, exc, schema.names) from exc
+            # a row longer than the block: read again from the start in blocks that take any row up to the
+            # bound, with the types already given out, and skip the rows already yielded
+            block = _row_block(f)
+            try:
+                reader = open_csv(block, dict(zip(reader.schema.names, reader.schema.types, strict=True)))
+            except _READ_ERRORS as again:
+                raise _csv_failure(f, plan, again, schema.names) from again
+            skip = rows
+            continue
+        if skip:
+            dropped = min(skip, batch.num_rows)
+            skip -= dropped
+            batch = batch.slice(dropped)
+            if batch.num_rows == 0:
+                continue
         rows += batch.num_rows
         yield pa.RecordBatch.from_arrays(batch.columns, schema=schema)
     if rows == 0:
@@ -638,7 +694,9 @@ def _jsonl_failure(f: _File, exc: BaseException) -> DataError:
             f"type per column (pass column_types={{'{column}': ...}} to force one)"
         )
     if "straddl" in message:
-        return DataError(f"{f.quoted} has a line too long to read in one block: expected one JSON object per line")
+        return DataError(f"{f.quoted} has a line longer than pyarrow can read in one {MAX_ROW_BYTES >> 20} MiB "
+                         f"block: a JSON line may hold up to {MAX_ROW_BYTES >> 20} MiB (expected one JSON object "
+                         "per line)")
     return DataError(f"{f.quoted} could not be read as JSON lines: {message}")
 
 
@@ -694,8 +752,8 @@ def _read_jsonl(f: _File) -> pa.Table:
             table.validate(full=True)  # pyarrow's JSON reader lets invalid UTF-8 into strings
             break
         except _READ_ERRORS as exc:
-            if attempt == 0 and "straddl" in str(exc):
-                block = int(min(f.size + 1, 2**31 - 1))
+            if attempt == 0 and _straddles(exc):
+                block = _row_block(f)  # as the streaming reader does: both take and refuse the same lines
                 continue
             raise _jsonl_failure(f, exc) from exc
     return _check_table(table, f.quoted, rows_word="data rows")
@@ -726,12 +784,28 @@ def _iter_jsonl(f: _File, batch_rows: int, column_types: dict[str, pa.DataType])
     # one; only keys seen in the head are forced, since pyarrow adds every forced field, present or not.
     keys = _json_sample_keys(text)
     forced = {k: t for k, t in column_types.items() if k in keys}
-    parse = pajson.ParseOptions(unexpected_field_behavior="infer")
-    if forced:
-        parse.explicit_schema = pa.schema(list(forced.items()))
-    read = pajson.ReadOptions(use_threads=True, block_size=_json_block_size(text, batch_rows))
+    block = min(_json_block_size(text, batch_rows), MAX_ROW_BYTES)
+
+    def open_json(block: int, schema: pa.Schema | None) -> Any:
+        parse = pajson.ParseOptions(unexpected_field_behavior="infer")
+        if schema is not None and len(schema):
+            parse.explicit_schema = schema
+        read = pajson.ReadOptions(use_threads=True, block_size=block)
+        return pajson.open_json(f.path, read_options=read, parse_options=parse)
+
+    def reopen(schema: pa.Schema) -> Any:
+        """A reader from the start in blocks that take any line up to the bound, with the types given out."""
+        return open_json(_row_block(f), schema) if block < _row_block(f) else None
+
+    forced_schema = pa.schema(list(forced.items())) if forced else None
     try:
-        reader = pajson.open_json(f.path, read_options=read, parse_options=parse)
+        try:
+            reader = open_json(block, forced_schema)
+        except _READ_ERRORS as exc:
+            if not (_straddles(exc) and block < _row_block(f)):
+                raise
+            block = _row_block(f)
+            reader = open_json(block, forced_schema)
     except _READ_ERRORS as exc:
         raise _jsonl_failure(f, exc) from exc
     try:
@@ -741,11 +815,13 @@ def _iter_jsonl(f: _File, batch_rows: int, column_types: dict[str, pa.DataType])
     _check_columns(names, f.quoted)
     # forced fields come first in pyarrow's schema: put the columns back in the file's order
     order = [k for k in keys if k in names] + [n for n in names if n not in keys]
-    yield from _cast_batches(_jsonl_batches(f, reader, order), column_types, f.quoted)
+    yield from _cast_batches(_jsonl_batches(f, reader, order, reopen), column_types, f.quoted)
 
 
-def _jsonl_batches(f: _File, reader: Any, order: list[str]) -> Iterator[pa.RecordBatch]:
+def _jsonl_batches(f: _File, reader: Any, order: list[str],
+                   reopen: Callable[[pa.Schema], Any] | None = None) -> Iterator[pa.RecordBatch]:
     rows = 0
+    skip = 0  # rows already yielded, when the file is read again from its start
     reorder = order != reader.schema.names
     while True:
         try:
@@ -754,7 +830,18 @@ def _jsonl_batches(f: _File, reader: Any, order: list[str]) -> Iterator[pa.Recor
         except StopIteration:
             break
         except _READ_ERRORS as exc:
-            raise _jsonl_failure(f, exc) from exc
+            again = reopen(reader.schema) if reopen is not None and _straddles(exc) else None
+            if again is None:
+                raise _jsonl_failure(f, exc) from exc
+            reader, reopen, skip = again, None, rows  # a line longer than the block: read on in bigger ones
+            reorder = order != reader.schema.names
+            continue
+        if skip:
+            dropped = min(skip, batch.num_rows)
+            skip -= dropped
+            batch = batch.slice(dropped)
+            if batch.num_rows == 0:
+                continue
         rows += batch.num_rows
         yield batch.select(order) if reorder else batch
     if rows == 0:
