@@ -419,7 +419,8 @@ def _numeric_block(col: pa.ChunkedArray, c: ColumnSpec, what: str, row_offset: i
                                       f"got {v!r}") from None
             return out.reshape(-1, 1)
     if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_decimal(t):
-        arr = pc.cast(col, pa.float64())
+        # an integer beyond 2**53 becomes the nearest float, as one row's value does (the model reads floats)
+        arr = pc.cast(col, pa.float64(), safe=False)
     elif pa.types.is_null(t):
         return np.full((len(col), 1), np.nan, dtype=np.float32)
     elif pa.types.is_string(t) or pa.types.is_large_string(t):
