@@ -149,15 +149,27 @@ def _learning(m: dict) -> str:
     return f"<div class='charts'>{''.join(parts)}</div>"
 
 
+IMPORTANCE_BARS = 40  # the chart shows the largest; the manifest keeps every scored column
+
+
 def _importance(m: dict) -> str:
     imp = m.get("importance")
     if not imp:
         return _missing("Permutation importance is")
-    bars = bar_chart([(c["column"], c["importance"], c["std"]) for c in imp["columns"]],
-                     title="permutation importance")
+    shown = imp["columns"][:IMPORTANCE_BARS]
+    bars = bar_chart([(c["column"], c["importance"], c["std"]) for c in shown], title="permutation importance")
+    more = (f" The {len(shown)} largest of the {len(imp['columns']):,} scored columns are shown."
+            if len(shown) < len(imp["columns"]) else "")
+    if imp.get("scored_on"):
+        on = (f"Scored {_esc(imp['scored_on'])}: no row is scored by a model that trained on it, so the baseline "
+              "is the ensemble's out-of-fold score on these rows.")
+    else:  # a bundle from before importance was scored out of fold
+        on = "Scored on the holdout fold's rows through the refit model, which had trained on them."
+    note = f" <strong>{_esc(imp['note'][:1].upper() + imp['note'][1:])}.</strong>" if imp.get("note") else ""
     return (f"<p>Drop in validation {_esc(imp['metric'])} (baseline {imp['baseline']:.4f}) when one column's "
-            f"values are shuffled across {imp['rows']} held-out rows, mean of {imp['repeats']} shuffles "
-            f"(whisker: one standard deviation). Scored through the bundle's own ONNX graph.</p>{bars}")
+            f"values are shuffled across {imp['rows']} rows, mean of {imp['repeats']} shuffles (whisker: one "
+            f"standard deviation). {on} Through the ensemble's ONNX graphs, preprocessing included.{note}{more}"
+            f"</p>{bars}")
 
 
 def _fairness(m: dict) -> str:

@@ -9,22 +9,30 @@ import resource
 import shutil
 import time
 from datetime import datetime, timezone
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from tandem.bundle.inputs import EncodedInputs
-from tandem.inference.drift import categorical_profile, numeric_profile, word_counts
+from tandem.inference.drift import categorical_profile, numeric_profile, numeric_profiles, word_counts
 from tandem.inference.explain import EXPLAIN_FILE
 from tandem.inference.predictor import run_graph
 from tandem.report.html import render_report
-from tandem.study.explain import permutation_importance
-from tandem.study.graph import build_graph, predict_one_row_each, single_row_seconds
+from tandem.study.explain import ROWS as IMPORTANCE_ROWS
+from tandem.study.explain import Fold, cheap_order, input_columns, permutation_importance
+from tandem.study.graph import build_graph, predict_one_row_each, session, single_row_seconds
 from tandem.study.runner import StudyResult
 
 PARITY_TOLERANCE = 1e-5
 INFERENCE_WINDOW = 1000  # one-row predictions metered for the bundle's inference footprint
+THREADS = min(os.cpu_count() or 1, 4)
+# what is left after permutation importance (leaderboard, manifest, report, writing and hashing the files,
+# then loading the bundle: the manifest's schema and preprocessing entries are converted, checked, hashed and
+# read back several times): a fixed part, one per input column, the profile's bytes (measured: 300 x 10,000)
+FINISH_SECONDS, FINISH_PER_COLUMN, WRITE_BYTES_PER_SECOND = 0.3, 1.5e-4, 50e6
+IMPORTANCE_FLOOR = 0.01  # of the time limit: importance may overrun a spent budget by this much, no more
 
 
 def _library_versions() -> dict[str, str]:
@@ -37,19 +45,76 @@ def _library_versions() -> dict[str, str]:
     return out
 
 
+PERCENTILES_MAX_COLUMNS = 1000  # numeric columns beyond which profile.json keeps deciles only
+PROXY_VALUES = 5_000_000  # numbers of training rows the cheap importance ordering reads at most
+
+
 def _profile(result: StudyResult, enc: EncodedInputs) -> dict:
     """The training data as drift checks remember it (tandem.inference.drift)."""
     cols = {}
+    names = result.encoder.num_feature_names
+    percentiles = len(names) <= PERCENTILES_MAX_COLUMNS
     if enc.num is not None:
-        for j, name in enumerate(result.encoder.num_feature_names):
-            cols[name] = numeric_profile(enc.num[:, j])
+        cols.update(zip(names, numeric_profiles(enc.num, percentiles=percentiles), strict=True))
     if enc.cat is not None:
         for j, name in enumerate(result.encoder.cat_feature_names):
             cols[name] = categorical_profile(enc.cat[:, j])
     if enc.text is not None:
         for j, name in enumerate(result.encoder.text_feature_names):
             cols[name] = {**numeric_profile(word_counts(enc.text[:, 2 * j])), "kind": "text"}
-    return {"rows": int(enc.n_rows), "columns": cols}
+    out = {"rows": int(enc.n_rows), "columns": cols}
+    if not percentiles:
+        out["note"] = (f"{len(names):,} numeric columns: each keeps its deciles, not 101 percentiles, to keep "
+                       "profile.json small; drift's KS distances come from the deciles")
+    return out
+
+
+def _importance(result: StudyResult, run, deadline: float, say) -> dict:
+    """Permutation importance scored out of fold (tandem.study.explain): each fold's ensemble, built from the
+    members' models of that fold with the ensemble's weights, on a share of its own validation rows."""
+    say("permutation importance")
+    rng = np.random.default_rng(result.config.seed)
+    enc = result.train_inputs
+    share = -(-IMPORTANCE_ROWS // len(result.fold_rows))
+    refit = any(learner is not cand.fold_models[0] for cand, learner, _ in result.members)
+    folds: list[Fold] = []
+    started = time.monotonic()
+    for f, rows in enumerate(result.fold_rows):
+        # the fold graphs may take a quarter of importance's time: the rest is for the shuffles
+        if f and time.monotonic() + (time.monotonic() - started) / f > started + 0.25 * (deadline - started):
+            break
+        rows = rows if len(rows) <= share else np.sort(rng.choice(rows, share, replace=False))
+        if f == 0 and not refit and len(result.fold_rows) == 1:
+            fold_run = run  # the bundle's own graph is fold 0's ensemble
+        else:
+            graph = build_graph(result.preprocessor, result.task, result.labels,
+                                [(cand.fold_models[f], w) for cand, _, w in result.members], result.threshold)
+            sess = session(graph, threads=THREADS)
+            fold_run = partial(_run, sess, sess.get_outputs()[0].name)
+        folds.append(Fold(fold_run, enc.take(rows), result.y[rows]))
+    k = len(result.fold_rows)
+    if k == 1:
+        scored_on = "out-of-fold: the holdout fold's ensemble on its own validation rows"
+    elif len(folds) == k:
+        scored_on = f"out-of-fold: each fold's ensemble on its own validation rows, pooled over the {k} folds"
+    else:
+        scored_on = (f"out-of-fold: each fold's ensemble on its own validation rows, pooled over {len(folds)} of "
+                     f"the {k} folds (building the others' graphs would not fit the time limit)")
+    sample = np.sort(rng.choice(enc.n_rows, min(enc.n_rows, max(200, PROXY_VALUES // max(_width(enc), 1))),
+                                replace=False))
+    proxy = enc.take(sample)
+    order = cheap_order(input_columns(result.encoder), proxy, run(proxy))
+    return permutation_importance(folds, result.encoder, result.metric, result.threshold, scored_on=scored_on,
+                                  seed=result.config.seed, order=order, deadline=deadline)
+
+
+def _run(sess, output: str, enc: EncodedInputs) -> np.ndarray:
+    return run_graph(sess.run, [output], enc)[0]
+
+
+def _width(enc: EncodedInputs) -> int:
+    """Numbers (or strings) per row of ``enc``."""
+    return sum(int(np.prod(a.shape[1:])) for a in (enc.num, enc.cat, enc.text, enc.image) if a is not None)
 
 
 def _explain_data(result: StudyResult) -> dict:
@@ -83,16 +148,9 @@ def export(result: StudyResult, target: Path, *, name: str, version: int | None,
     members = [(learner, w) for _, learner, w in result.members]
     model = build_graph(result.preprocessor, result.task, result.labels, members, result.threshold)
     holdout = result.holdout
-    latency, sess = single_row_seconds(model, holdout, threads=min(os.cpu_count() or 1, 4))
-    first_output = sess.get_outputs()[0].name
-
-    def run(enc: EncodedInputs) -> np.ndarray:
-        return run_graph(sess.run, [first_output], enc)[0]
-
+    latency, sess = single_row_seconds(model, holdout, threads=THREADS)
+    run = partial(_run, sess, sess.get_outputs()[0].name)
     onnx_out = run(holdout)
-    say("permutation importance")
-    importance = permutation_importance(run, holdout, result.holdout_y,
-                                        result.encoder, result.metric, result.threshold, seed=result.config.seed)
     native_out = result.native_predict(holdout)
     parity = float(np.max(np.abs(onnx_out.astype(np.float64) - native_out))) if len(native_out) else 0.0
 
@@ -103,6 +161,19 @@ def export(result: StudyResult, target: Path, *, name: str, version: int | None,
         start = result.meter.mark()
         predict_one_row_each(sess, holdout, INFERENCE_WINDOW)
         inference_marks = (start, result.meter.mark())
+    say("profiling the training data for drift")
+    profile = _profile(result, result.train_inputs)
+    profile_json = json.dumps(profile, indent=None if "note" in profile else 1)
+    notes = result.notes + ([profile["note"]] if "note" in profile else [])
+    # importance comes last but for the files: it takes the time left, less what writing them will cost
+    finish = (FINISH_SECONDS + FINISH_PER_COLUMN * len(result.schema.features) +
+              len(profile_json) / WRITE_BYTES_PER_SECOND)
+    floor = IMPORTANCE_FLOOR * result.config.time_limit
+    deadline = max(result.deadline - finish, time.monotonic() + floor)
+    importance = _importance(result, run, deadline, say)
+    if "note" in importance:
+        notes.append(f"permutation importance {importance['note']}")
+    preprocessing = result.preprocessor.to_dict()  # once for the manifest and native/: slow for wide tables
     weights = {cand.name: w for cand, _, w in result.members}
     leaderboard = []
     for cand in sorted(result.candidates, key=lambda c: -_sortable(result.metric, c.val_score)):
@@ -137,7 +208,7 @@ def export(result: StudyResult, target: Path, *, name: str, version: int | None,
         "inputs": {"num": result.encoder.num_feature_names, "cat": result.encoder.cat_feature_names,
                    "text": result.encoder.text_feature_names},
         "outputs": ["prediction"] if result.task == "regression" else ["probabilities", "label"],
-        "preprocessing": result.preprocessor.to_dict(),
+        "preprocessing": preprocessing,
         "metrics": {"validation": result.validation_metrics,
                     "validation_scheme": f"{len(result.candidates[0].fold_models)}-fold out-of-fold"
                     if result.bagged else "holdout fold"},
@@ -154,7 +225,7 @@ def export(result: StudyResult, target: Path, *, name: str, version: int | None,
                     "output": explain["output"]},
         "curves": result.curves,
         "warnings": result.warnings,
-        "notes": result.notes,
+        "notes": notes,
         "lineage": {"data_fingerprint": result.fingerprint, "rows": result.n_rows, "parent": None,
                     "seed": result.config.seed, "time_limit": result.config.time_limit,
                     "search": result.config.search, "libraries": _library_versions()},
@@ -167,7 +238,7 @@ def export(result: StudyResult, target: Path, *, name: str, version: int | None,
             folder = tmp / "native" / cand.name
             folder.mkdir(parents=True)
             learner.save(folder)
-        (tmp / "native" / "preprocessing.json").write_text(json.dumps(result.preprocessor.to_dict()))
+        (tmp / "native" / "preprocessing.json").write_text(json.dumps(preprocessing))
         if result.preprocessor.text_encoder:  # the tokenizer serves; the graph is the native side's reference
             from tandem.features import sentence
             from tandem.inference.predictor import TOKENIZER_FILE
@@ -177,7 +248,7 @@ def export(result: StudyResult, target: Path, *, name: str, version: int | None,
                 graph = sentence.encoder_graph(result.preprocessor.text_encoder)
                 (tmp / "native" / sentence.ENCODER_FILE).write_bytes(graph)
         (tmp / EXPLAIN_FILE).write_text(json.dumps(explain))
-        (tmp / "profile.json").write_text(json.dumps(_profile(result, result.train_inputs), indent=1))
+        (tmp / "profile.json").write_text(profile_json)
         (tmp / "report.html").write_text(render_report(manifest), encoding="utf-8")
 
     write_bundle(target, write_files, manifest)

@@ -68,10 +68,7 @@ def single_row_seconds(model: onnx.ModelProto, enc: EncodedInputs, *, rows: int 
     One thread by default: steady while the study's other threads work, and what one core of a
     serving host costs; the Predictor's default (a thread per core) is faster still.
     """
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    sess = session(model, threads=threads)
     feeds = one_row_feeds(sess, enc, rows)
     for f in feeds[:8]:
         sess.run(None, f)
@@ -82,6 +79,14 @@ def single_row_seconds(model: onnx.ModelProto, enc: EncodedInputs, *, rows: int 
             sess.run(None, f)
             times.append(time.perf_counter() - t)
     return float(np.median(times)), sess
+
+
+def session(model: onnx.ModelProto, *, threads: int = 1) -> ort.InferenceSession:
+    """``model`` in ONNX Runtime on the CPU, on ``threads`` threads."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
 def one_row_feeds(sess: ort.InferenceSession, enc: EncodedInputs, rows: int = 64) -> list[dict]:

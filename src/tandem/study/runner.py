@@ -39,6 +39,7 @@ from tandem.schema import Schema, categorical_strings
 from tandem.study import metrics as M
 from tandem.study.curves import evaluation_curves
 from tandem.study.ensemble import blend, greedy_ensemble
+from tandem.study.explain import importance_seconds
 from tandem.study.fairness import fairness_report
 from tandem.study.graph import build_graph, single_row_seconds
 
@@ -120,7 +121,10 @@ class StudyResult:
     train_inputs: EncodedInputs
     quality: dict | None = None  # the quality gate's report (QualityReport.to_dict())
     fairness: dict | None = None  # per-group metrics of the sensitive column on the validation rows
-    holdout_y: np.ndarray | None = None  # targets of the holdout rows (permutation importance)
+    y: np.ndarray | None = None  # the target of every training row (class indices or values)
+    # validation rows of each fold the members were evaluated on, in the order of their fold_models: where
+    # permutation importance scores each fold's ensemble out of fold
+    fold_rows: list[np.ndarray] = field(default_factory=list)
     curves: dict = field(default_factory=dict)  # evaluation, training (per candidate) and learning curves
     source: str = "table"  # "mail": read from a mail folder (the server then also takes raw messages)
     meter: Meter | None = None  # the footprint meter the study ran under (export stops it)
@@ -340,9 +344,9 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
         raise ConfigError(f"no portfolio configuration for families {config.families}: "
                           "expected some of lightgbm, linear, mlp")
 
-    # Time plan: search, then refit of the ensemble members, then export.
+    # Time plan: search, then refit of the ensemble members, then export (everything after the fits)
     reserve_fraction = 0.15
-    export_seconds = 0.8 + 2e-6 * n + 0.03 * len(portfolio)
+    export_seconds = _export_seconds(n, encoder, len(portfolio), clock.time_limit)
     n_classes = len(labels) if labels else 1
     candidates: list[Candidate] = []
     bagged = config.bagging == "yes"
@@ -355,6 +359,8 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
         best = sorted((c for c in candidates if c.oof is not None),
                       key=lambda c: _loss(metric, c, len(active_folds)))[:3]
         refit_est = sum(1.3 * float(np.mean(c.fit_seconds)) for c in best)
+        # the export's one-row runs (its latency check and the metered predictions) at the ensemble's latency
+        refit_est += EXPORT_ONE_ROW_RUNS * 1e-6 * sum(c.latency_us for c in best if c.latency_us == c.latency_us)
         if best and learning_curve:  # the report's learning curve refits the best one on shares of its rows
             refit_est += 1.3 * float(best[0].fit_seconds[0]) * sum(LEARNING_FRACTIONS)
         reserve = max(reserve_fraction * clock.time_limit, refit_est + export_seconds)
@@ -509,11 +515,28 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
         bagged=bagged and n_folds > 1, threshold=threshold, validation_metrics=val_metrics, warnings=warnings,
         notes=notes, holdout=enc.take(holdout_rows), started=clock.started, deadline=clock.deadline, n_rows=n,
         fingerprint=_fingerprint(enc, y), train_inputs=enc, quality=quality.to_dict(),
-        fairness=fairness, holdout_y=y[holdout_rows], curves=curves, source=source, meter=meter, spans=spans,
+        fairness=fairness, y=y, fold_rows=[folds[f][1] for f in active_folds], curves=curves, source=source,
+        meter=meter, spans=spans,
         phase_marks={k: v for k, v in phase_marks.items() if v is not None})
 
 
 LEARNING_FRACTIONS = (0.1, 0.25, 0.5)
+# seconds of the export per input column (its drift profile, schema, manifest and report entries) and per
+# number in the table (the profile's sorts); measured on 300 x 10,000 and 1M x 10 tables (2-core Xeon)
+EXPORT_PER_COLUMN = 3.5e-4
+EXPORT_PER_VALUE = 5e-8
+EXPORT_ONE_ROW_RUNS = 1200  # tandem.study.export: ~200 to time one-row latency, 1,000 metered predictions
+
+
+def _export_seconds(n: int, encoder: InputEncoder, n_configs: int, time_limit: float) -> float:
+    """What the export will cost after the fits (graph, checks, explanation data, the metered predictions,
+    drift profile, report, files), growing with the rows and columns, and the share kept for permutation
+    importance, which cuts itself down to the time it is left (tandem.study.explain)."""
+    columns = (len(encoder.num_columns) + len(encoder.cat_columns) + len(encoder.text_columns) +
+               len(encoder.image_columns))
+    width = len(encoder.num_feature_names) + len(encoder.cat_feature_names) + 2 * len(encoder.text_feature_names)
+    fixed = 0.8 + 2e-6 * n + 0.03 * n_configs + EXPORT_PER_COLUMN * columns + EXPORT_PER_VALUE * n * width
+    return fixed + importance_seconds(n, columns, width, time_limit)
 
 
 def _learning_curve(best: Candidate, fold: tuple[np.ndarray, np.ndarray], views: dict, y: np.ndarray, task: str,
