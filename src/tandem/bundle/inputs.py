@@ -134,6 +134,8 @@ class InputEncoder:
         self._get_cat = _getter(self._cat_names)
 
     def _check_columns(self, present: object, what: str) -> None:
+        if isinstance(present, list):  # a table's column names: a set, or thousands of columns cost n² lookups
+            present = set(present)
         missing = [n for n in self.required if n not in present]
         if missing:
             raise SchemaError(

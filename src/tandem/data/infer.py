@@ -62,8 +62,7 @@ def _infer_column(name: str, arr: pa.ChunkedArray, n_rows: int) -> ColumnSpec:
         nan_count = int(pc.sum(pc.is_nan(arr)).as_py() or 0)
         spec.missing += nan_count
         spec.nullable = spec.missing > 0
-    non_null = pc.drop_null(arr)
-    if len(non_null) == 0:
+    if arr.null_count == len(arr):
         spec.kind, spec.note = "id", "all values missing: ignored"
         return spec
     if pa.types.is_boolean(t):
@@ -72,15 +71,16 @@ def _infer_column(name: str, arr: pa.ChunkedArray, n_rows: int) -> ColumnSpec:
     if pa.types.is_timestamp(t) or pa.types.is_date(t):
         spec.kind = "datetime"
         return spec
+    non_null = pc.drop_null(arr)
     if pa.types.is_binary(t) or pa.types.is_large_binary(t):
         spec.kind, spec.size = "image", _image_side(non_null)
         spec.note = f"images, resized to {spec.size} x {spec.size} pixels for the model"
         return spec
-    n_unique = len(pc.unique(non_null))
     if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
         mm = pc.min_max(pc.cast(arr, pa.float64()))
         spec.min, spec.max = mm["min"].as_py(), mm["max"].as_py()
-        if pa.types.is_integer(t) and n_unique == n_rows and n_rows >= 20:
+        # only an integer column's distinct values are needed (for the id test): a wide float table skips the hash
+        if pa.types.is_integer(t) and n_rows >= 20 and len(pc.unique(non_null)) == n_rows:
             values = np.sort(non_null.to_numpy())
             steps_of_one = bool(np.all(np.diff(values) == 1))
             if steps_of_one or _ID_NAME.search(name):
@@ -89,6 +89,7 @@ def _infer_column(name: str, arr: pa.ChunkedArray, n_rows: int) -> ColumnSpec:
         # numbers that were only 0 and 1 in training stay numbers (same encoding), so a 2 later is not an error
         return spec
     # strings (or anything else, read as strings)
+    n_unique = len(pc.unique(non_null))
     strings = [category_key(v) for v in pc.unique(non_null).to_pylist()]
     if _bool_strings(strings):
         spec.kind = "boolean"

@@ -32,6 +32,8 @@ OVERLAP_ERROR = 0.01  # share of test rows found in the training rows
 MINORITY_WARNING = 0.05
 MINORITY_INFO = 0.20
 LEAK_SAMPLE_ROWS = 200_000
+OUTLIER_SAMPLE = 100_000  # rows of a column the outlier rule reads (a seeded sample beyond)
+BLOCK_VALUES = 1 << 22  # values of a block of numeric columns (32 MiB as float64)
 FREE_TEXT_WORDS = 4  # words per value from which a text column is free text (as the schema reads it)
 ID_UNIQUE_SHARE = 0.95  # a column this unique, of text or of counter-like integers, reads as an identifier
 _NUMBER = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
@@ -106,11 +108,32 @@ def check_quality(table: pa.Table, target: str, *, test: pa.Table | None = None,
         findings.append(Finding("target", "error", str(exc), target))
         task, labels = None, None
 
-    stats = {name: _column_stats(table.column(name), n) for name in features}
+    stats: dict[str, _Stats] = {}
+    blocks: list[tuple[list[str], np.ndarray | None]] = []  # numeric columns checked a block at a time
+    kept_values = 0
+    for names in _numeric_groups(table, features, n):
+        names, x = _exact_block(table, names)
+        if not names:
+            continue
+        sorted_x = np.sort(x, axis=1)
+        block_stats = _block_stats(sorted_x, _integer_mask(table, names))
+        stats.update(zip(names, block_stats, strict=True))
+        if n <= OUTLIER_SAMPLE:
+            findings += _block_outliers(names, sorted_x, block_stats)
+        else:
+            findings += [f for name, st in zip(names, block_stats, strict=True) if st.n_unique > 20
+                         for f in _outliers(name, table.column(name), seed)]
+        kept_values += x.size  # the leakage check reuses the first blocks rather than read them again
+        blocks.append((names, x if kept_values <= BLOCK_VALUES else None))
+    in_blocks = set(stats)
+    for name in features:
+        if name not in in_blocks:
+            stats[name] = _column_stats(table.column(name), n)
     for name in features:
         findings += _column_findings(name, stats[name], n)
-        if stats[name].kind == "numeric" and stats[name].n_unique > 20:
+        if name not in in_blocks and stats[name].kind == "numeric" and stats[name].n_unique > 20:
             findings += _outliers(name, table.column(name), seed)
+    stats = {name: stats[name] for name in features}
     findings += _target_findings(target, target_col, task, labels, n)
 
     # rows as hashes: duplicates, train/test overlap, label conflicts
@@ -139,7 +162,7 @@ def check_quality(table: pa.Table, target: str, *, test: pa.Table | None = None,
                 "test scores on them measure memory, not generalisation; remove them from one side",
                 value=share))
     if task is not None:
-        findings += _leakage(table, target_col, features, stats, task, seed)
+        findings += _leakage(table, target_col, features, stats, task, seed, blocks)
     order = {s: i for i, s in enumerate(SEVERITIES)}
     findings.sort(key=lambda f: (order[f.severity], f.check, f.column or ""))
     return QualityReport(rows=n, columns=len(features), target=target, test_rows=test.num_rows if test else None,
@@ -256,7 +279,7 @@ def _outliers(name: str, col: pa.ChunkedArray, seed: int) -> list[Finding]:
     like -999): a rule that leaves long but real tails alone."""
     x = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
     x = x[~np.isnan(x)]
-    sample = x if len(x) <= 100_000 else np.random.default_rng(seed).choice(x, 100_000, replace=False)
+    sample = x if len(x) <= OUTLIER_SAMPLE else np.random.default_rng(seed).choice(x, OUTLIER_SAMPLE, replace=False)
     p1, p99 = np.quantile(sample, [0.01, 0.99])
     spread = p99 - p1
     if spread <= 0:  # mostly one value (zeros, say): the percentiles say nothing about the rest
@@ -265,12 +288,115 @@ def _outliers(name: str, col: pa.ChunkedArray, seed: int) -> list[Finding]:
     k = int(far.sum())
     if not k:
         return []
-    share = k / len(x)
-    return [Finding("outliers", "info",
-                    f"{k} values ({_pct(share)}) lie farther outside the central 98% [{p1:.4g}, {p99:.4g}] than it "
-                    f"is wide (from {x[far].min():.4g} to {x[far].max():.4g}): check they are real values, not typos "
-                    "or codes for missing; trees are not thrown by them, the linear and MLP learners are",
-                    name, share)]
+    return [_outlier_finding(name, k, len(x), p1, p99, x[far].min(), x[far].max())]
+
+
+def _outlier_finding(name: str, k: int, present: int, p1: float, p99: float, lo: float, hi: float) -> Finding:
+    share = k / present
+    return Finding("outliers", "info",
+                   f"{k} values ({_pct(share)}) lie farther outside the central 98% [{p1:.4g}, {p99:.4g}] than it "
+                   f"is wide (from {lo:.4g} to {hi:.4g}): check they are real values, not typos "
+                   "or codes for missing; trees are not thrown by them, the linear and MLP learners are",
+                   name, share)
+
+
+# -- numeric columns a block at a time ------------------------------------------------------------
+# A wide table (thousands of numeric columns) checked column by column spends seconds in Python
+# and in numpy's per-call overhead; these give the same stats and findings from one matrix.
+def _numeric_groups(table: pa.Table, features: list[str], n: int) -> list[list[str]]:
+    names = [c for c in features
+             if pa.types.is_floating(table.schema.field(c).type) or pa.types.is_integer(table.schema.field(c).type)]
+    if n == 0 or len(names) < 2:
+        return []
+    per_block = max(1, BLOCK_VALUES // n)
+    return [names[i:i + per_block] for i in range(0, len(names), per_block)]
+
+
+def _integer_mask(table: pa.Table, names: list[str]) -> np.ndarray:
+    return np.array([pa.types.is_integer(table.schema.field(c).type) for c in names], dtype=bool)
+
+
+def _matrix(table: pa.Table, names: list[str], index: pa.Array | None = None) -> np.ndarray:
+    """Columns ``names`` as rows of one float64 matrix, missing values as NaN."""
+    cols = []
+    for c in names:
+        col = table.column(c)
+        if index is not None:
+            col = col.take(index)
+        cols.append(np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64))
+    return np.stack(cols) if cols else np.empty((0, 0 if index is None else len(index)))
+
+
+def _exact_block(table: pa.Table, names: list[str]) -> tuple[list[str], np.ndarray]:
+    """The matrix of the columns whose values float64 keeps apart as Arrow does (others go one by one):
+    integers of 2**53 or more round, and Arrow counts -0.0 and 0.0 as two values where a sort sees one."""
+    x = _matrix(table, names)
+    with np.errstate(invalid="ignore"):
+        bad = ((x == 0) & np.signbit(x)).any(axis=1)
+        bad |= _integer_mask(table, names) & (np.abs(x) >= 2.0 ** 53).any(axis=1)
+    if bad.any():
+        keep = np.flatnonzero(~bad)
+        return [names[i] for i in keep], x[keep]
+    return names, x
+
+
+def _block_stats(sorted_x: np.ndarray, integer: np.ndarray) -> list[_Stats]:
+    """:func:`_column_stats` of each row of ``sorted_x`` (a column's values sorted, NaN last)."""
+    b, n = sorted_x.shape
+    present = n - np.isnan(sorted_x).sum(axis=1)
+    valid = np.arange(n)[None, :] < present[:, None]
+    starts = np.ones_like(valid)
+    starts[:, 1:] = sorted_x[:, 1:] != sorted_x[:, :-1]
+    starts &= valid
+    n_unique = starts.sum(axis=1)
+    flat = np.flatnonzero(starts)  # a run of equal values begins at each; runs end at the next or at the NaNs
+    row = flat // n
+    ends = np.minimum(np.r_[flat[1:], b * n], row * n + present[row])
+    top = np.zeros(b, dtype=np.int64)
+    if len(flat):
+        firsts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
+        top[row[firsts]] = np.maximum.reduceat(ends - flat, firsts)
+    lo = sorted_x[:, 0]
+    hi = sorted_x[np.arange(b), np.maximum(present - 1, 0)]
+    out = []
+    for j in range(b):
+        p, u = int(present[j]), int(n_unique[j])
+        st = _Stats("numeric", n - p, u, float(top[j]) / p if p else 0.0)
+        if integer[j] and u >= ID_UNIQUE_SHARE * p and p >= 20:
+            st.integer_steps = int(hi[j]) - int(lo[j]) + 1 == u
+        out.append(st)
+    return out
+
+
+def _quantiles_by_count(sorted_x: np.ndarray, present: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``np.quantile`` of each row's present values (its first ``present`` ones), rows as columns of the result;
+    rows with the same count share one call, so every figure is what the per-column call gives."""
+    out = np.full((len(q), len(sorted_x)), np.nan)
+    for m in np.unique(present):
+        if m == 0:
+            continue
+        rows = np.flatnonzero(present == m)
+        out[:, rows] = np.quantile(sorted_x[rows, :m], q, axis=1)
+    return out
+
+
+def _block_outliers(names: list[str], sorted_x: np.ndarray, stats: list[_Stats]) -> list[Finding]:
+    """:func:`_outliers` of each column with more than 20 values, on a block of at most OUTLIER_SAMPLE rows."""
+    rows = np.flatnonzero([s.n_unique > 20 for s in stats])
+    if not len(rows):
+        return []
+    x = sorted_x[rows]
+    present = np.array([x.shape[1] - stats[i].missing for i in rows])
+    p1, p99 = _quantiles_by_count(x, present, np.array([0.01, 0.99]))
+    spread = p99 - p1
+    with np.errstate(invalid="ignore"):
+        far = (x < (p1 - spread)[:, None]) | (x > (p99 + spread)[:, None])
+    far &= (spread > 0)[:, None]
+    k = far.sum(axis=1)
+    lo = np.where(far, x, np.inf).min(axis=1)
+    hi = np.where(far, x, -np.inf).max(axis=1)
+    return [_outlier_finding(names[rows[j]], int(k[j]), int(present[j]), p1[j], p99[j], lo[j], hi[j])
+            for j in np.flatnonzero(k)]
 
 
 def _count(k: int, what: str) -> str:
@@ -335,7 +461,9 @@ def _codes(col: pa.ChunkedArray) -> np.ndarray:
     """uint64 per row, equal for equal values (missing values equal each other)."""
     t = col.type
     if _is_number(t):
-        x = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False) + 0.0  # +0.0 folds -0.0 into 0.0
+        # as float64, so 5 and 5.0 hash alike across a training and a test table; an integer beyond 2**53 takes
+        # the nearest float (as the model reads it), and +0.0 folds -0.0 into 0.0
+        x = pc.cast(col, pa.float64(), safe=False).to_numpy(zero_copy_only=False) + 0.0
         x[np.isnan(x)] = np.inf * 0  # every missing value as the same NaN
         return x.view(np.uint64)
     if pa.types.is_timestamp(t) or pa.types.is_date(t) or pa.types.is_time(t) or pa.types.is_duration(t):
@@ -382,7 +510,7 @@ def _label_conflicts(feature_hash: np.ndarray, labels: np.ndarray, has_label: np
 
 # -- one feature alone --------------------------------------------------------------------------
 def _leakage(table: pa.Table, target_col: pa.ChunkedArray, features: list[str], stats: dict[str, _Stats],
-             task: str, seed: int) -> list[Finding]:
+             task: str, seed: int, blocks: list[tuple[list[str], np.ndarray | None]] | None = None) -> list[Finding]:
     """Flag a feature that predicts the target (almost) on its own, scored on rows it was not fit on."""
     keep = pc.is_valid(target_col)
     if pa.types.is_floating(target_col.type):
@@ -401,13 +529,29 @@ def _leakage(table: pa.Table, target_col: pa.ChunkedArray, features: list[str], 
     else:
         y = _codes(target).astype(np.int64)
         _, y = np.unique(y, return_inverse=True)
+    skills: dict[str, float] = {}
+    cells = (min(len(rows), 256) + 2) * (1 if task == "regression" else int(y.max()) + 1)  # per column, at most
+    per_chunk = max(1, min(BLOCK_VALUES // cells, BLOCK_VALUES // len(rows)))
+    for block_names, block in blocks or []:
+        varied = [i for i, c in enumerate(block_names) if stats[c].n_unique > 1]
+        for i in range(0, len(varied), per_chunk):
+            at = varied[i:i + per_chunk]
+            chunk = [block_names[j] for j in at]
+            if len(rows) < table.num_rows:
+                x = _matrix(table, chunk, index)
+            else:  # every row kept: the block read for the stats, or one read of the whole columns
+                x = block[at] if block is not None else _matrix(table, chunk)
+            skills.update(zip(chunk, _block_skill(x, [stats[c] for c in chunk], y, half, task), strict=True))
     out = []
     for name in features:
         s = stats[name]
         if s.n_unique <= 1 or s.kind == "other":
             continue
-        bins, n_bins = _bins(table.column(name).take(index), s, half)
-        skill = _skill(bins, n_bins, y, half, task)
+        if name in skills:
+            skill = skills[name]
+        else:
+            bins, n_bins = _bins(table.column(name).take(index), s, half)
+            skill = _skill(bins, n_bins, y, half, task)
         if skill >= LEAK_WARNING:
             what = "R²" if task == "regression" else "skill over the majority class"
             out.append(Finding(
@@ -416,6 +560,73 @@ def _leakage(table: pa.Table, target_col: pa.ChunkedArray, features: list[str], 
                 "consequence of the target would make the model look perfect and fail in use; keep it only if "
                 "its value is known before the target is", name, round(float(skill), 4)))
     return out
+
+
+_QUANTILE_EDGES = np.linspace(0, 1, 257)[1:-1]
+
+
+def _block_bins(x: np.ndarray, stats: list[_Stats], fit_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_bins` of each row of ``x``: the same partition of its values into bins (numbered alike
+    for the quantile bins, in another order for one bin per value, which no skill depends on)."""
+    b, r = x.shape
+    bins = np.empty((b, r), dtype=np.int64)
+    n_bins = np.empty(b, dtype=np.int64)
+    wide = np.array([s.n_unique > 256 for s in stats], dtype=bool)
+    if wide.any():
+        rows = np.flatnonzero(wide)
+        fit = np.sort(x[rows][:, fit_rows], axis=1)
+        present = fit.shape[1] - np.isnan(fit).sum(axis=1)
+        edges = _quantiles_by_count(fit, present, _QUANTILE_EDGES)
+        for j, i in enumerate(rows):
+            if present[j] == 0:
+                bins[i], n_bins[i] = 0, 1
+                continue
+            e = np.unique(edges[:, j])
+            bins[i] = np.searchsorted(e, x[i], side="right")
+            bins[i, np.isnan(x[i])] = len(e) + 1
+            n_bins[i] = len(e) + 2
+    rows = np.flatnonzero(~wide)
+    if len(rows):  # one bin per value (equal floats alike, -0.0 with 0.0), every missing value in one more
+        v = x[rows]
+        order = np.argsort(v, axis=1, kind="stable")
+        sv = np.take_along_axis(v, order, axis=1)
+        new = np.ones(sv.shape, dtype=bool)
+        new[:, 1:] = (sv[:, 1:] != sv[:, :-1]) & ~(np.isnan(sv[:, 1:]) & np.isnan(sv[:, :-1]))
+        rank = np.cumsum(new, axis=1) - 1
+        sub = np.empty_like(rank)
+        np.put_along_axis(sub, order, rank, axis=1)
+        bins[rows] = sub
+        n_bins[rows] = rank[:, -1] + 1 if r else 1
+    return bins, n_bins
+
+
+def _block_skill(x: np.ndarray, stats: list[_Stats], y: np.ndarray, fit: np.ndarray, task: str) -> list[float]:
+    """:func:`_skill` of each row of ``x`` (a feature on the leakage rows), from one bincount per block."""
+    bins, n_bins = _block_bins(x, stats, fit)
+    score = ~fit
+    offsets = np.r_[0, np.cumsum(n_bins)[:-1]]
+    flat = bins + offsets[:, None]  # every column's bins numbered apart
+    total_bins = int(n_bins.sum())
+    y_fit, y_score = y[fit], y[score]
+    if task == "regression":
+        fit_bins = flat[:, fit].ravel()  # column by column, each in row order: the per-column sums' order
+        total = np.bincount(fit_bins, weights=np.tile(y_fit, len(x)), minlength=total_bins)
+        count = np.bincount(fit_bins, minlength=total_bins)
+        mean = np.where(count > 0, total / np.maximum(count, 1), y_fit.mean())
+        sst = float(np.sum((y_score - y_score.mean()) ** 2))
+        if sst == 0:
+            return [0.0] * len(x)
+        squares = (y_score[None, :] - mean[flat[:, score]]) ** 2
+        # one sum per row: numpy's 2-D reduction adds in another order than the per-column 1-D sum
+        return [1.0 - float(np.sum(row)) / sst for row in squares]
+    n_classes = int(y.max()) + 1
+    cells = flat[:, fit] * n_classes + y_fit[None, :]
+    table = np.bincount(cells.ravel(), minlength=total_bins * n_classes).reshape(total_bins, n_classes)
+    majority = int(np.bincount(y_fit, minlength=n_classes).argmax())
+    guess = np.where(table.sum(axis=1) > 0, table.argmax(axis=1), majority)
+    accuracy = np.mean(guess[flat[:, score]] == y_score[None, :], axis=1)
+    base = float(np.mean(y_score == majority))
+    return [0.0 if base >= 1.0 else (float(a) - base) / (1.0 - base) for a in accuracy]
 
 
 def _bins(col: pa.ChunkedArray, s: _Stats, fit_rows: np.ndarray) -> tuple[np.ndarray, int]:

@@ -62,19 +62,23 @@ class Preprocessor:
             image_size: int | None = None, text_encoder: dict | None = None) -> Preprocessor:
         medians, means, scales, indicators = [], [], [], []
         if enc.num is not None:
-            num = enc.num.astype(np.float64)
-            for j in range(num.shape[1]):
-                col = num[:, j]
-                ok = ~np.isnan(col)
-                med = float(np.median(col[ok])) if ok.any() else 0.0
-                filled = np.where(ok, col, med)
-                mean = float(filled.mean())
-                std = float(filled.std())
-                medians.append(med)
-                means.append(mean)
-                scales.append(std if std > 1e-12 else 1.0)
-                if not ok.all():
-                    indicators.append(j)
+            n, width = enc.num.shape
+            per_block = max(1, (1 << 22) // max(n, 1))
+            for start in range(0, width, per_block):
+                # columns as contiguous rows: each row's reductions add in the order a 1-D call on the column does
+                cols = enc.num[:, start:start + per_block].T.astype(np.float64, order="C")
+                ok = ~np.isnan(cols)
+                present = ok.sum(axis=1)
+                med = np.zeros(len(cols))
+                for m in np.unique(present[present > 0]):  # columns with as many values share one median call
+                    rows = np.flatnonzero(present == m)
+                    med[rows] = np.median(cols[rows][ok[rows]].reshape(len(rows), m), axis=1)
+                filled = np.where(ok, cols, med[:, None])
+                std = filled.std(axis=1)
+                medians += med.tolist()
+                means += filled.mean(axis=1).tolist()
+                scales += np.where(std > 1e-12, std, 1.0).tolist()
+                indicators += (start + np.flatnonzero(present < n)).tolist()
         terms, idfs = [], []
         for b in range(len(text_names or []) * len(TEXT_BLOCKS)):
             t, idf = _fit_terms(enc.text[:, b], TEXT_BLOCKS[b % len(TEXT_BLOCKS)])

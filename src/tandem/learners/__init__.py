@@ -10,6 +10,9 @@ from tandem.learners.base import Learner
 FAMILIES = ("lightgbm", "linear", "mlp", "cnn", "minilm_linear", "minilm_finetune")
 TEXT_ENCODER_FAMILIES = ("minilm_linear", "minilm_finetune")  # they need the study's sentence encoder
 TEXT_ENCODER_VIEWS = ("embedding", "tokens")  # the views those families read
+# each family's ``Learner.view``, known without importing its module (mlp, cnn and minilm_finetune import torch)
+FAMILY_VIEWS = {"lightgbm": "tree", "linear": "dense", "mlp": "dense", "cnn": "image", "minilm_linear": "embedding",
+                "minilm_finetune": "tokens"}
 
 
 def learner_class(family: str) -> type[Learner]:
@@ -33,6 +36,11 @@ def learner_class(family: str) -> type[Learner]:
         from tandem.learners.cnn import CNNLearner
         return CNNLearner
     raise KeyError(family)
+
+
+def family_view(family: str) -> str:
+    """The preprocessing view a family reads (``learner_class(family).view``), importing nothing."""
+    return FAMILY_VIEWS[family]
 
 
 def load_portfolio() -> list[dict]:
@@ -65,5 +73,5 @@ def check_configs(configs: object, *, what: str = "configs") -> list[dict]:
     return [{"name": c["name"], "family": c["family"], "params": dict(c.get("params", {}))} for c in configs]
 
 
-__all__ = ["FAMILIES", "TEXT_ENCODER_FAMILIES", "TEXT_ENCODER_VIEWS", "Learner", "check_configs", "learner_class",
-           "load_portfolio"]
+__all__ = ["FAMILIES", "FAMILY_VIEWS", "TEXT_ENCODER_FAMILIES", "TEXT_ENCODER_VIEWS", "Learner", "check_configs",
+           "family_view", "learner_class", "load_portfolio"]

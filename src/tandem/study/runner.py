@@ -32,6 +32,7 @@ from tandem.learners import (
     TEXT_ENCODER_VIEWS,
     Learner,
     check_configs,
+    family_view,
     learner_class,
     load_portfolio,
 )
@@ -336,8 +337,8 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
     offered = load_portfolio() if config.configs is None else check_configs(config.configs)
     image_data = bool(encoder.image_columns)
     portfolio = [c for c in offered if (config.families is None or c["family"] in config.families)
-                 and (learner_class(c["family"]).view == "image") == image_data
-                 and (learner_class(c["family"]).view not in TEXT_ENCODER_VIEWS or text_encoder is not None)]
+                 and (family_view(c["family"]) == "image") == image_data
+                 and (family_view(c["family"]) not in TEXT_ENCODER_VIEWS or text_encoder is not None)]
     if not portfolio and image_data:
         raise ConfigError(f"no image learner among families {config.families}: images need the cnn family")
     if not portfolio:
@@ -385,7 +386,10 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
                 return None
             learner = cls(cfg["params"], task=task, n_classes=n_classes, seed=config.seed + f,
                           categorical=cat_idx if cls.view == "tree" else None)
-            budget = max(left, 0.2 * clock.time_limit) if not candidates else left
+            if not candidates:  # the first fit gets a fifth of the limit, but never the export's share of what is left
+                budget = max(left, min(0.2 * clock.time_limit, clock.left() - export_seconds), 0.0)
+            else:
+                budget = left
             # each fold its share: a learner that plans its epochs to the deadline (the CNN, fine-tuning)
             # would otherwise spend everything on the first fold and leave the others none
             budget /= len(active_folds) - k
