@@ -170,8 +170,10 @@ class TandemHTTP(asyncio.Protocol):
         self.phase = IDLE  # receiving nothing, a request's headers, or its body
         self.phase_sweeps = 0  # sweeps since the phase began (while reading was not paused by tandem)
         self.head_streamed = 0  # bytes read while the headers were incomplete (after the read that began them)
-        self.head_bytes = 0  # header names and values counted so far
-        self.header_lines = 0
+        self.max_url_bytes = self.limits.max_url_bytes
+        self.max_header_bytes, self.max_headers = self.limits.max_header_bytes, self.limits.max_headers
+        self.header_lines_left = self.max_headers  # of the request being read
+        self.read_size = 0  # bytes of the read being parsed
         self.waiting: deque[tuple[Request | Response, bool]] = deque()  # what is behind the answer being made
         self.unparsed: bytes | None = None  # read but not parsed: the pipelining depth was reached
         self.feed_due = False  # parsing ``unparsed`` is scheduled on the loop
@@ -263,8 +265,9 @@ class TandemHTTP(asyncio.Protocol):
             self._parse(view[start:start + FEED_SLICE])
 
     def _parse(self, data: bytes | memoryview) -> None:
+        self.read_size = len(data)
         if self.phase == HEADERS:
-            self.head_streamed += len(data)
+            self.head_streamed += self.read_size
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -297,7 +300,7 @@ class TandemHTTP(asyncio.Protocol):
     # -- httptools callbacks --------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self.receiving = True
-        self.phase, self.phase_sweeps, self.head_streamed, self.head_bytes, self.header_lines = HEADERS, 0, 0, 0, 0
+        self.phase, self.phase_sweeps, self.head_streamed, self.header_lines_left = HEADERS, 0, 0, self.max_headers
         self.url = b""
         self.headers = {}
         self.body = []
@@ -306,18 +309,16 @@ class TandemHTTP(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.url += url
-        if len(self.url) > self.limits.max_url_bytes:
+        if len(self.url) > self.max_url_bytes:
             raise _Refusal(414, f"request target over the limit of {self.limits.max_url_bytes} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.head_bytes += len(name) + len(value)
-        self.header_lines += 1
-        if self.head_bytes > self.limits.max_header_bytes:
-            raise _Refusal(431, self._too_many_header_bytes())
-        if self.header_lines > self.limits.max_headers:
-            raise _Refusal(431, f"more than {self.limits.max_headers} header lines")
-        headers = self.headers
+        # (the lines are counted here; the bytes once the headers are complete, or as they stream in)
+        self.header_lines_left -= 1
+        if self.header_lines_left < 0:
+            raise _Refusal(431, f"more than {self.max_headers} header lines")
         name = name.lower()
+        headers = self.headers
         if name in headers:
             if name == b"host":
                 raise _Refusal(400, "more than one Host header")
@@ -328,6 +329,10 @@ class TandemHTTP(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self.phase, self.phase_sweeps = BODY, 0
         headers = self.headers
+        # a head that came in one read no larger than the limit is within it: count only the others
+        if (self.head_streamed or self.read_size > self.max_header_bytes) and (
+                sum(map(len, headers)) + sum(map(len, headers.values())) > self.max_header_bytes):
+            raise _Refusal(431, self._too_many_header_bytes())
         if b"host" not in headers and self.parser.get_http_version() == "1.1":
             raise _Refusal(400, "an HTTP/1.1 request needs a Host header")
         expects = b"expect" in headers and headers[b"expect"].lower() == b"100-continue"
