@@ -73,6 +73,18 @@ def start_server(home, port: int, *args: str, ref: str = "churn", env: dict | No
     raise AssertionError("server did not start: " + proc.stderr.read().decode())
 
 
+def stop_server(proc, timeout: float = 10) -> None:
+    """Stop a server started by ``start_server``: SIGTERM (it drains what is in flight), SIGKILL if it hangs."""
+    import subprocess
+
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def linear_churn(home, rows: int = 300):
     """(frame, train): ``train()`` adds the next version of a quick linear 'churn' model to ``home``."""
     import tandem

@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from helpers import free_port, linear_churn, mixed_frame, records, start_server
+from helpers import free_port, linear_churn, mixed_frame, records, start_server, stop_server
 
 ADMIN_TOKEN = "hardening-admin"
 WATCH_S = 0.2
@@ -51,12 +51,7 @@ def served(tmp_path_factory):
         yield SimpleNamespace(port=port, home=home, registry=registry, model=model, train=train, x=x,
                               rows=records(x), log=log)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(proc)
         drain.join(timeout=5)
 
 

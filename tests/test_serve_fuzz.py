@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import free_port, linear_churn, start_server
+from helpers import free_port, linear_churn, start_server, stop_server
 
 ANSWER_S = 5.0  # an answer, or the connection closed, within this
 RSS_GROWTH_MB = 100
@@ -65,12 +65,7 @@ def server(tmp_path_factory):
                               prediction=json.loads(body)["predictions"], rss_before=_rss_mb(proc.pid))
     finally:
         client.close()
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(proc)
         drain.join(timeout=5)
 
 

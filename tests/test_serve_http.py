@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from helpers import free_port, linear_churn, mixed_frame, records, start_server
+from helpers import free_port, linear_churn, mixed_frame, records, start_server, stop_server
 
 MAX_BODY = 2000
 ADMIN_TOKEN = "sekret"
@@ -155,12 +155,7 @@ def served(tmp_path_factory):
     try:
         yield SimpleNamespace(port=port, home=home, model=model, x=x, rows=records(x))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(proc)
 
 
 def _predict_alone(port: int, rows: list[dict]) -> dict:

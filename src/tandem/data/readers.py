@@ -560,6 +560,23 @@ def _read_csv(f: _File) -> pa.Table:
     return table.rename_columns(schema.names)
 
 
+def _open_fitting_rows(f: _File, block: int, open_reader: Callable[[int], Any]) -> tuple[Any, int]:
+    """``open_reader(block)``, and its block size; when a row straddles that block, a reader in blocks that take
+    any row up to the bound instead."""
+    try:
+        return open_reader(block), block
+    except _READ_ERRORS as exc:
+        if not (_straddles(exc) and block < _row_block(f)):
+            raise
+        return open_reader(_row_block(f)), _row_block(f)
+
+
+def _past_skipped(batch: pa.RecordBatch, skip: int) -> tuple[pa.RecordBatch, int]:
+    """``batch`` less its first ``skip`` rows (yielded before the file was read again), and the rows left to skip."""
+    dropped = min(skip, batch.num_rows)
+    return batch.slice(dropped), skip - dropped
+
+
 def _iter_csv(f: _File, batch_rows: int, column_types: dict[str, pa.DataType]) -> Iterator[pa.RecordBatch]:
     plan = _csv_plan(f)
     # never past the bound: a larger block would take rows that read_table refuses
@@ -569,13 +586,7 @@ def _iter_csv(f: _File, batch_rows: int, column_types: dict[str, pa.DataType]) -
         return pacsv.open_csv(f.path, **_csv_options(plan, block_size=block, column_types=types))
 
     try:
-        try:
-            reader = open_csv(block, column_types)
-        except _READ_ERRORS as exc:
-            if not (_straddles(exc) and block < _row_block(f)):
-                raise
-            block = _row_block(f)
-            reader = open_csv(block, column_types)
+        reader, block = _open_fitting_rows(f, block, lambda size: open_csv(size, column_types))
     except _READ_ERRORS as exc:
         raise _csv_failure(f, plan, exc) from exc
     schema = _stripped_schema(reader.schema, f.quoted)
@@ -601,9 +612,7 @@ def _iter_csv(f: _File, batch_rows: int, column_types: dict[str, pa.DataType]) -
             skip = rows
             continue
         if skip:
-            dropped = min(skip, batch.num_rows)
-            skip -= dropped
-            batch = batch.slice(dropped)
+            batch, skip = _past_skipped(batch, skip)
             if batch.num_rows == 0:
                 continue
         rows += batch.num_rows
@@ -799,13 +808,7 @@ def _iter_jsonl(f: _File, batch_rows: int, column_types: dict[str, pa.DataType])
 
     forced_schema = pa.schema(list(forced.items())) if forced else None
     try:
-        try:
-            reader = open_json(block, forced_schema)
-        except _READ_ERRORS as exc:
-            if not (_straddles(exc) and block < _row_block(f)):
-                raise
-            block = _row_block(f)
-            reader = open_json(block, forced_schema)
+        reader, block = _open_fitting_rows(f, block, lambda size: open_json(size, forced_schema))
     except _READ_ERRORS as exc:
         raise _jsonl_failure(f, exc) from exc
     try:
@@ -837,9 +840,7 @@ def _jsonl_batches(f: _File, reader: Any, order: list[str],
             reorder = order != reader.schema.names
             continue
         if skip:
-            dropped = min(skip, batch.num_rows)
-            skip -= dropped
-            batch = batch.slice(dropped)
+            batch, skip = _past_skipped(batch, skip)
             if batch.num_rows == 0:
                 continue
         rows += batch.num_rows
