@@ -514,9 +514,13 @@ def serve(
     from tandem.bundle.format import read_manifest
     from tandem.registry import Registry
 
-    _check_serve_options(port=port, max_body_bytes=max_body_bytes, max_batch_rows=max_batch_rows,
-                         queue_delay_us=queue_delay_us, max_queue_rows=max_queue_rows,
-                         request_timeout=request_timeout)
+    _check_ranges(("--port", port, 1 <= port <= 65535, "a port from 1 to 65535"),
+                  ("--max-body-bytes", max_body_bytes, max_body_bytes >= 1, "at least 1 byte"),
+                  ("--max-batch-rows", max_batch_rows, 0 <= max_batch_rows <= 1_000_000, "0 (off) to 1000000 rows"),
+                  ("--queue-delay-us", queue_delay_us, 0 <= queue_delay_us <= 1e7, "0 to 10000000 µs"),
+                  ("--max-queue-rows", max_queue_rows, max_queue_rows >= 1, "at least 1 row"),
+                  ("--request-timeout", request_timeout, 0 < request_timeout <= 86400,
+                   "more than 0 and at most 86400 seconds"))
     try:
         from tandem.serve.http import HTTPLimits, raise_open_file_limit
     except ModuleNotFoundError as exc:
@@ -569,21 +573,6 @@ def serve(
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
-
-
-def _check_serve_options(*, port: int, max_body_bytes: int, max_batch_rows: int, queue_delay_us: float,
-                         max_queue_rows: int, request_timeout: float) -> None:
-    """One line naming the option for a value the server could not run with (or would refuse everything with)."""
-    checks = [("--port", port, 1 <= port <= 65535, "a port from 1 to 65535"),
-              ("--max-body-bytes", max_body_bytes, max_body_bytes >= 1, "at least 1 byte"),
-              ("--max-batch-rows", max_batch_rows, 0 <= max_batch_rows <= 1_000_000, "0 (off) to 1000000 rows"),
-              ("--queue-delay-us", queue_delay_us, 0 <= queue_delay_us <= 1e7, "0 to 10000000 µs"),
-              ("--max-queue-rows", max_queue_rows, max_queue_rows >= 1, "at least 1 row"),
-              ("--request-timeout", request_timeout, 0 < request_timeout <= 86400, "more than 0 and at most "
-                                                                                   "86400 seconds")]
-    for option, value, ok, wanted in checks:
-        if not ok:
-            raise ConfigError(f"{option} must be {wanted}, got {value:g}")
 
 
 @app.command()

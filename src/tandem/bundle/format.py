@@ -81,13 +81,16 @@ def _json_default(obj: object) -> object:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def read_manifest(bundle: Path | str, *, verify: bool = True, require_signed: bool | None = None) -> dict:
+def read_manifest(bundle: Path | str, *, verify: bool = True, require_signed: bool | None = None,
+                  hashed_by_caller: frozenset[str] = frozenset()) -> dict:
     """Read a bundle's manifest and check its fields; with ``verify``, check its checksum, its signature and
     every file's sha256 first (and that the bundle holds no file the manifest does not list).
 
     ``require_signed`` (default ``$TANDEM_REQUIRE_SIGNED``) refuses an unsigned bundle or one signed by a key
     not in ``$TANDEM_TRUSTED_KEYS``; a signed bundle whose signature does not verify is refused either way.
-    Every problem is a one-line :class:`BundleError` naming the bundle, file or field.
+    Every problem is a one-line :class:`BundleError` naming the bundle, file or field. Files named in
+    ``hashed_by_caller`` are checked for presence only: the caller hashes the very bytes it goes on to use
+    (:func:`check_sha256`), so a large graph is read and hashed once.
     """
     folder = Path(bundle)
     if not folder.is_dir():
@@ -121,13 +124,25 @@ def read_manifest(bundle: Path | str, *, verify: bool = True, require_signed: bo
             raise BundleError(f"bundle '{folder}' failed verification: {MANIFEST} does not match its "
                               f"{CHECKSUM} (the manifest changed after the bundle was written)")
         verify_signature(manifest, f"bundle '{folder}'", require_signed=require_signed)
-        verify_files(folder, manifest)
+        verify_files(folder, manifest, hashed_by_caller)
     return manifest
 
 
-def verify_files(folder: Path, manifest: dict) -> None:
-    """Raise BundleError unless every file listed in the manifest exists with its recorded sha256, and the
-    bundle holds no other file (an unlisted file would be read unverified)."""
+def check_sha256(folder: Path, manifest: dict, rel: str, data: bytes) -> None:
+    """Raise BundleError unless ``data``, the bundle's file ``rel`` as read, has its recorded sha256."""
+    if hashlib.sha256(data).hexdigest() != manifest["files"][rel]["sha256"]:
+        raise _changed(folder, rel)
+
+
+def _changed(folder: Path, rel: str) -> BundleError:
+    return BundleError(f"bundle '{folder}' failed verification: '{rel}' does not match its sha256 "
+                       "(the file changed after the bundle was written)")
+
+
+def verify_files(folder: Path, manifest: dict, hashed_by_caller: frozenset[str] = frozenset()) -> None:
+    """Raise BundleError unless every file listed in the manifest exists with its recorded sha256 (those in
+    ``hashed_by_caller`` only exist), and the bundle holds no other file (an unlisted file would be read
+    unverified)."""
     root = folder.resolve()
     for rel, meta in manifest["files"].items():
         path = folder / rel
@@ -135,9 +150,8 @@ def verify_files(folder: Path, manifest: dict) -> None:
             raise BundleError(f"bundle '{folder}': file entry '{rel}' points outside the bundle")
         if not path.is_file():
             raise BundleError(f"bundle '{folder}' is incomplete: '{rel}' is missing")
-        if sha256_file(path) != meta["sha256"]:
-            raise BundleError(f"bundle '{folder}' failed verification: '{rel}' does not match its sha256 "
-                              "(the file changed after the bundle was written)")
+        if rel not in hashed_by_caller and sha256_file(path) != meta["sha256"]:
+            raise _changed(folder, rel)
     listed = set(manifest["files"]) | {MANIFEST}
     for dirpath, dirnames, filenames in os.walk(folder):
         # a link to a folder is listed among dirnames but not walked: it counts as an entry to list

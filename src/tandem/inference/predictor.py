@@ -6,7 +6,6 @@ needs nothing else.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import pyarrow as pa
 
-from tandem.bundle.format import read_manifest
+from tandem.bundle.format import check_sha256, read_manifest
 from tandem.bundle.inputs import EncodedInputs, InputEncoder
 from tandem.bundle.manifest import MODEL_FILE
 from tandem.bundle.onnx_guard import GraphError, check_no_external_data
@@ -41,7 +40,9 @@ class Predictor:
     def __init__(self, bundle: str | Path, *, providers: list[str] | None = None, threads: int | None = None,
                  require_signed: bool | None = None):
         self.path = Path(bundle)
-        self.manifest = read_manifest(self.path, verify=True, require_signed=require_signed)
+        # (the graph is hashed by _session, from the bytes it loads)
+        self.manifest = read_manifest(self.path, verify=True, require_signed=require_signed,
+                                      hashed_by_caller=frozenset({MODEL_FILE}))
         self.encoder = bundle_input_encoder(self.path, self.manifest)
         self.schema = self.encoder.schema
         self.task: str = self.manifest["task"]
@@ -128,9 +129,7 @@ def _session(folder: Path, manifest: dict, opts: ort.SessionOptions, providers: 
         model = (folder / MODEL_FILE).read_bytes()
     except OSError as exc:
         raise BundleError(f"{where} cannot be read ({exc.strerror or exc})") from None
-    if hashlib.sha256(model).hexdigest() != manifest["files"][MODEL_FILE]["sha256"]:
-        raise BundleError(f"bundle '{folder}' failed verification: '{MODEL_FILE}' does not match its sha256 "
-                          "(the file changed after the bundle was written)")
+    check_sha256(folder, manifest, MODEL_FILE, model)
     try:
         check_no_external_data(model)
     except GraphError as exc:

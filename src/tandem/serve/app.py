@@ -217,6 +217,8 @@ def json_depth(raw: bytes) -> int:
 
 def check_json_depth(raw: bytes) -> None:
     """Refuse (400) a JSON body nested deeper than MAX_JSON_DEPTH."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:
+        return  # too few opening brackets to nest deeper: all a small request pays is two counts
     brackets = raw.translate(None, _NOT_BRACKETS)
     if len(brackets) <= 1 << 16:  # a request of many rows: a few passes that drop the innermost pairs settle it
         for _ in range(MAX_JSON_DEPTH):
@@ -595,9 +597,8 @@ class ServeApp:
             doc = orjson.loads(raw)  # (orjson itself stops at 1024 levels, without recursing)
         except orjson.JSONDecodeError:
             pass
-        else:  # a body with fewer opening brackets cannot nest deeper: all a small request pays is two counts
-            if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH:
-                check_json_depth(raw)
+        else:
+            check_json_depth(raw)
             return doc
         check_json_depth(raw)
         try:  # the standard parser, only to say precisely what is wrong (it recurses: the depth is checked)
@@ -735,9 +736,7 @@ class ServeApp:
         # v2 clients may send no content type; binary requests are application/octet-stream
         raw = self._body(request, types=(JSON, b"", b"application/octet-stream"))
         self._admit(model)
-        head = raw if header_length is None else raw[:header_length]
-        if head.count(b"[") + head.count(b"{") > MAX_JSON_DEPTH:
-            check_json_depth(head)
+        check_json_depth(raw if header_length is None else raw[:header_length])
         try:
             v2 = kserve.decode_request(raw, header_length, frozenset(c.name for c in p.encoder.image_columns))
         except kserve.V2Error as exc:
