@@ -208,6 +208,17 @@ def _ranges(numbers: list[int]) -> str:
     return ", ".join(parts)
 
 
+def _remove_bundle_dir(folder: Path) -> None:
+    """Remove a bundle folder: renamed to a hidden trash name first (which a later sweep also removes), so a
+    crash never leaves a half-deleted bundle at its real path. A folder already gone is fine."""
+    trash = folder.with_name(f".{folder.name}.deleting-{uuid.uuid4().hex[:12]}")
+    try:
+        os.rename(folder, trash)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 class Registry:
     """An index of model bundles kept in SQLite, with the bundles in directories beside it.
 
@@ -504,11 +515,7 @@ class Registry:
                         removed.append(f"{name}:{version}")
             for ref in removed:
                 name, _, version = ref.partition(":")
-                folder = self._bundle_dir(name, int(version))
-                trash = folder.with_name(f".{folder.name}.deleting-{uuid.uuid4().hex[:12]}")
-                with contextlib.suppress(FileNotFoundError):
-                    os.rename(folder, trash)
-                    shutil.rmtree(trash, ignore_errors=True)
+                _remove_bundle_dir(self._bundle_dir(name, int(version)))
         try:
             name_dirs = [d for d in self.models_dir.iterdir() if d.is_dir() and not d.is_symlink()]
         except FileNotFoundError:
@@ -589,12 +596,7 @@ class Registry:
                 conn.execute("DELETE FROM aliases WHERE name = ? AND version = ?", (name, record.version))
                 conn.execute("DELETE FROM versions WHERE name = ? AND version = ?", (name, record.version))
         for record in records:
-            trash = record.path.with_name(f".{record.path.name}.deleting-{uuid.uuid4().hex[:12]}")
-            try:
-                os.rename(record.path, trash)
-            except FileNotFoundError:
-                continue
-            shutil.rmtree(trash, ignore_errors=True)
+            _remove_bundle_dir(record.path)
         with contextlib.suppress(OSError):
             (self.models_dir / name).rmdir()  # only succeeds when empty
         return records

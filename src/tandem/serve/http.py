@@ -199,12 +199,11 @@ class TandemHTTP(asyncio.Protocol):
         self.transport = transport
         connections = self.server_state.connections
         if len(connections) >= self.connection_cap:
-            self.broken = True  # (never added to the connections: uvicorn has nothing to wait for)
-            status, body, content_type, _ = error_response(HTTPError(
-                503, f"the server holds its maximum of {self.connection_cap} connections: retry shortly"))
-            transport.write(HEAD % (STATUS_LINES[status], content_type, len(body), _default_headers(
-                self.server_state)) + b"retry-after: 1\r\nconnection: close\r\n\r\n" + body)
-            transport.close()
+            # (never added to the connections: uvicorn has nothing to wait for)
+            self.broken, self.busy, self.keep_alive = True, True, False
+            self._respond(error_response(HTTPError(
+                503, f"the server holds its maximum of {self.connection_cap} connections: retry shortly",
+                [(b"retry-after", b"1")])))
             return
         connections.add(self)
         _Sweep.ensure(self.loop, self.server_state)
