@@ -14,13 +14,13 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from tandem.bundle.files import MANIFEST_FILE
 from tandem.bundle.manifest import check_manifest
 from tandem.bundle.signing import SIGNATURE, SigningKey, sign_manifest, signing_key_from_env, verify_signature
 from tandem.errors import BundleError
 from tandem.fsutil import atomic_dir
 
 FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 CHECKSUM = "manifest_sha256"
 #: A larger manifest.json is refused unread (tandem's are well under a megabyte).
 MAX_MANIFEST_BYTES = 64 << 20
@@ -59,7 +59,7 @@ def write_bundle(target: Path, write_files: Callable[[Path], None], manifest: di
         files = {}
         for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
             rel = path.relative_to(tmp).as_posix()
-            if rel == MANIFEST:
+            if rel == MANIFEST_FILE:
                 raise BundleError("write_files must not write manifest.json itself")
             files[rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
         body = json.loads(json.dumps(dict(manifest, format_version=FORMAT_VERSION, files=files),
@@ -69,7 +69,7 @@ def write_bundle(target: Path, write_files: Callable[[Path], None], manifest: di
         if key is not None:
             body = sign_manifest(body, key)
         body[CHECKSUM] = _manifest_checksum(body)
-        (tmp / MANIFEST).write_text(json.dumps(body, indent=2), encoding="utf-8")
+        (tmp / MANIFEST_FILE).write_text(json.dumps(body, indent=2), encoding="utf-8")
     return target
 
 
@@ -94,11 +94,11 @@ def read_manifest(bundle: Path | str, *, verify: bool = True, require_signed: bo
     """
     folder = Path(bundle)
     if not folder.is_dir():
-        raise BundleError(f"bundle '{folder}' not found: expected a directory with {MANIFEST}")
-    path = folder / MANIFEST
+        raise BundleError(f"bundle '{folder}' not found: expected a directory with {MANIFEST_FILE}")
+    path = folder / MANIFEST_FILE
     if not path.is_file():
-        raise BundleError(f"'{folder}' is not a bundle: {MANIFEST} is missing")
-    where = f"bundle '{folder}': {MANIFEST}"
+        raise BundleError(f"'{folder}' is not a bundle: {MANIFEST_FILE} is missing")
+    where = f"bundle '{folder}': {MANIFEST_FILE}"
     try:
         with open(path, "rb") as f:
             raw = f.read(MAX_MANIFEST_BYTES + 1)
@@ -113,7 +113,7 @@ def read_manifest(bundle: Path | str, *, verify: bool = True, require_signed: bo
     except RecursionError:
         raise BundleError(f"{where} nests too deeply to read: expected a bundle manifest") from None
     if not isinstance(manifest, dict) or "files" not in manifest:
-        raise BundleError(f"bundle '{folder}': {MANIFEST} has no file list")
+        raise BundleError(f"bundle '{folder}': {MANIFEST_FILE} has no file list")
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise BundleError(f"bundle '{folder}' has format version {version!r}; this tandem reads version "
@@ -121,7 +121,7 @@ def read_manifest(bundle: Path | str, *, verify: bool = True, require_signed: bo
     check_manifest(manifest, where)
     if verify:
         if manifest.get(CHECKSUM) != _manifest_checksum(manifest):
-            raise BundleError(f"bundle '{folder}' failed verification: {MANIFEST} does not match its "
+            raise BundleError(f"bundle '{folder}' failed verification: {MANIFEST_FILE} does not match its "
                               f"{CHECKSUM} (the manifest changed after the bundle was written)")
         verify_signature(manifest, f"bundle '{folder}'", require_signed=require_signed)
         verify_files(folder, manifest, hashed_by_caller)
@@ -152,12 +152,12 @@ def verify_files(folder: Path, manifest: dict, hashed_by_caller: frozenset[str] 
             raise BundleError(f"bundle '{folder}' is incomplete: '{rel}' is missing")
         if rel not in hashed_by_caller and sha256_file(path) != meta["sha256"]:
             raise _changed(folder, rel)
-    listed = set(manifest["files"]) | {MANIFEST}
+    listed = set(manifest["files"]) | {MANIFEST_FILE}
     for dirpath, dirnames, filenames in os.walk(folder):
         # a link to a folder is listed among dirnames but not walked: it counts as an entry to list
         entries = filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
         for name in entries:
             rel = Path(dirpath, name).relative_to(folder).as_posix()
             if rel not in listed:
-                raise BundleError(f"bundle '{folder}' failed verification: '{rel}' is not listed in {MANIFEST} "
+                raise BundleError(f"bundle '{folder}' failed verification: '{rel}' is not listed in {MANIFEST_FILE} "
                                   "(expected only the files written with the bundle)")

@@ -16,12 +16,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tandem.bundle.files import MODEL_FILE, TOKENIZER_FILE
 from tandem.errors import BundleError
 
-#: The file every bundle holds: the inference graph.
-MODEL_FILE = "model.onnx"
-#: The sentence encoder's tokenizer, in bundles whose preprocessing has a text encoder.
-TOKENIZER_FILE = "tokenizer.json"
 #: Deeper JSON than this is refused before anything walks it recursively (tandem writes at most ~8 levels).
 MAX_DEPTH = 64
 TASKS = ("binary", "multiclass", "regression")

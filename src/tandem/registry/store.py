@@ -14,6 +14,10 @@ A writer killed mid-write (SIGKILL, power loss) leaves a ``pending`` row and a h
 
 Versions of a name are numbered 1, 2, 3... and are never reused, even after a version (or the
 whole name) is deleted: a reference such as ``churn:3`` always meant one bundle.
+
+The parts live beside this module: names and references in :mod:`~tandem.registry.names`, the records and
+the home in :mod:`~tandem.registry.records`, the SQLite index in :mod:`~tandem.registry.database`, what dead
+writers leave in :mod:`~tandem.registry.sweep`. Their public names are importable from here as before.
 """
 
 from __future__ import annotations
@@ -22,173 +26,19 @@ import contextlib
 import difflib
 import json
 import os
-import re
 import shutil
 import sqlite3
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
+from tandem.bundle.files import MANIFEST_FILE
 from tandem.errors import RegistryError
-from tandem.fsutil import LEGACY_TEMP_AGE_S, stale_temp, writer_gone, writer_tag
+from tandem.registry.database import SCHEMA_VERSION, SqliteIndex, now
+from tandem.registry.names import REF_FORMS, check_alias, check_name, check_version, parse_ref
+from tandem.registry.records import ModelRecord, tandem_home
+from tandem.registry.sweep import pending_row_stale, pending_summary, remove_bundle_dir, sweep_temp_entries
 
 __all__ = ["ModelRecord", "Registry", "parse_ref", "tandem_home", "SCHEMA_VERSION"]
-
-#: Value of ``PRAGMA user_version`` in a registry database written by this module.
-SCHEMA_VERSION = 1
-
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_NAME_RULE = "1-64 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit"
-_REF_FORMS = "NAME, NAME:VERSION or NAME@ALIAS"
-_BUSY_TIMEOUT_S = 30.0
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS names (
-    name TEXT PRIMARY KEY,
-    last_version INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS versions (
-    name TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('pending', 'ready')),
-    created_at TEXT NOT NULL,
-    summary TEXT NOT NULL,
-    PRIMARY KEY (name, version)
-);
-CREATE TABLE IF NOT EXISTS aliases (
-    name TEXT NOT NULL,
-    alias TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    PRIMARY KEY (name, alias),
-    FOREIGN KEY (name, version) REFERENCES versions (name, version) ON DELETE CASCADE
-);
-"""
-
-
-@dataclass(frozen=True)
-class ModelRecord:
-    """One ready version of a model in the registry."""
-
-    name: str
-    version: int
-    path: Path
-    """Absolute path of the bundle directory."""
-    created_at: str
-    """When the bundle was registered, ISO 8601 in UTC (``2024-05-01T12:00:00.000+00:00``)."""
-    aliases: tuple[str, ...]
-    """Aliases pointing at this version, sorted."""
-    summary: dict = field(default_factory=dict, hash=False)
-    """Free JSON given to :meth:`Registry.add` (task, metric, score...)."""
-
-    @property
-    def ref(self) -> str:
-        """The exact reference of this version, ``name:version``."""
-        return f"{self.name}:{self.version}"
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict of this record (path as a string, aliases as a list)."""
-        return {
-            "name": self.name,
-            "version": self.version,
-            "path": str(self.path),
-            "created_at": self.created_at,
-            "aliases": list(self.aliases),
-            "summary": self.summary,
-        }
-
-
-def tandem_home() -> Path:
-    """Return tandem's home directory, ``$TANDEM_HOME`` or ``~/.tandem``, creating it if missing."""
-    raw = os.environ.get("TANDEM_HOME") or "~/.tandem"
-    home = Path(raw).expanduser().absolute()
-    try:
-        home.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RegistryError(f"tandem home {home} cannot be created: {exc.strerror or exc}") from exc
-    return home
-
-
-def check_name(name: object, what: str = "model name") -> str:
-    """Return ``name`` if it is a valid model name, else raise RegistryError saying what is allowed."""
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise RegistryError(f"{what} {name!r} is not valid: expected {_NAME_RULE}")
-    return name
-
-
-def _check_alias(alias: object) -> str:
-    checked = check_name(alias, "alias")
-    if checked.isdigit():
-        raise RegistryError(f"alias {alias!r} is not valid: an alias may not be all digits (that is a version)")
-    return checked
-
-
-def _check_version(version: object) -> int:
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise RegistryError(f"version {version!r} is not valid: expected a positive integer (1, 2, 3...)")
-    return version
-
-
-def parse_ref(ref: str) -> tuple[str, int | None, str | None]:
-    """Split a model reference into ``(name, version, alias)``.
-
-    Forms: ``"name"`` (latest version), ``"name:3"`` (a version), ``"name@production"`` (an alias).
-    At most one of version and alias is set. A malformed reference raises :class:`RegistryError`.
-    """
-    if not isinstance(ref, str):
-        raise RegistryError(f"model reference {ref!r} is not valid: expected a string {_REF_FORMS}")
-    bad = f"model reference {ref!r} is not valid: expected {_REF_FORMS}"
-    if ":" in ref and "@" in ref:
-        raise RegistryError(f"{bad}, not both a version and an alias")
-    if ":" in ref:
-        name, _, raw_version = ref.partition(":")
-        if not _NAME_RE.match(name):
-            raise RegistryError(f"{bad}, with NAME {_NAME_RULE}")
-        if not raw_version.isascii() or not raw_version.isdigit() or int(raw_version) < 1:
-            raise RegistryError(f"{bad}, with VERSION a positive integer")
-        return name, int(raw_version), None
-    if "@" in ref:
-        name, _, alias = ref.partition("@")
-        if not _NAME_RE.match(name):
-            raise RegistryError(f"{bad}, with NAME {_NAME_RULE}")
-        if not _NAME_RE.match(alias) or alias.isdigit():
-            raise RegistryError(f"{bad}, with ALIAS {_NAME_RULE}, not all digits")
-        return name, None, alias
-    if not _NAME_RE.match(ref):
-        raise RegistryError(f"{bad}, with NAME {_NAME_RULE}")
-    return ref, None, None
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-# While a version is pending its row's summary records who writes it ({"pending_writer": "pid@host", ...}),
-# so that a sweep can tell a dead writer's row from a live one's without a schema change (older tandems
-# sharing the database keep working: they never read pending rows' summaries).
-_WRITER_KEY = "pending_writer"
-
-
-def _pending_summary(summary: dict) -> str:
-    return json.dumps({_WRITER_KEY: writer_tag(), "summary": summary}, sort_keys=True)
-
-
-def _pending_row_stale(summary_text: str, created_at: str) -> bool:
-    """Whether a pending row's writer is gone: recorded and dead on this host, or unrecorded (an older tandem's
-    row) and older than a day."""
-    try:
-        writer = json.loads(summary_text).get(_WRITER_KEY)
-        pid, _, host = writer.partition("@")
-        return writer_gone(int(pid), host)
-    except (ValueError, AttributeError, TypeError):
-        pass
-    try:
-        age = datetime.now(timezone.utc) - datetime.fromisoformat(created_at)
-    except (ValueError, TypeError):
-        return False
-    return age.total_seconds() > LEGACY_TEMP_AGE_S
 
 
 def _ranges(numbers: list[int]) -> str:
@@ -206,17 +56,6 @@ def _ranges(numbers: list[int]) -> str:
     if start is not None:
         parts.append(str(start) if start == prev else f"{start}-{prev}")
     return ", ".join(parts)
-
-
-def _remove_bundle_dir(folder: Path) -> None:
-    """Remove a bundle folder: renamed to a hidden trash name first (which a later sweep also removes), so a
-    crash never leaves a half-deleted bundle at its real path. A folder already gone is fine."""
-    trash = folder.with_name(f".{folder.name}.deleting-{uuid.uuid4().hex[:12]}")
-    try:
-        os.rename(folder, trash)
-    except FileNotFoundError:
-        return
-    shutil.rmtree(trash, ignore_errors=True)
 
 
 class Registry:
@@ -243,96 +82,10 @@ class Registry:
                 raise RegistryError(f"registry home {self.home} cannot be created: {exc.strerror or exc}") from exc
         self.db_path = self.home / "registry.sqlite3"
         self.models_dir = self.home / "models"
-        self._initialised = False
+        self._db = SqliteIndex(self.db_path)
 
     def __repr__(self) -> str:
         return f"Registry({str(self.home)!r})"
-
-    # ------------------------------------------------------------------ connections
-
-    def _open(self) -> sqlite3.Connection:
-        try:
-            conn = sqlite3.connect(self.db_path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise RegistryError(f"registry database {self.db_path} cannot be opened: {exc}") from exc
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
-            conn.execute("PRAGMA foreign_keys = ON")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    @staticmethod
-    def _rollback(conn: sqlite3.Connection) -> None:
-        """Roll back if a transaction is still open (SQLite may already have rolled it back)."""
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-
-    def _init_schema(self, conn: sqlite3.Connection) -> None:
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":  # pragma: no cover - filesystems without shared memory
-            raise RegistryError(
-                f"registry database {self.db_path} cannot use WAL journal mode (got {mode!r}): "
-                "expected a local filesystem"
-            )
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            found = conn.execute("PRAGMA user_version").fetchone()[0]
-            if found > SCHEMA_VERSION:
-                raise RegistryError(
-                    f"registry database {self.db_path} has schema version {found}: "
-                    f"expected {SCHEMA_VERSION} or older (upgrade tandem)"
-                )
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            if found < SCHEMA_VERSION:
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-        except BaseException:
-            self._rollback(conn)
-            raise
-
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        conn = self._open()
-        try:
-            if not self._initialised:
-                self._init_schema(conn)
-                self._initialised = True
-            yield conn
-        except sqlite3.DatabaseError as exc:
-            if isinstance(exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError)):
-                raise  # a bug in tandem, not something the user did
-            raise RegistryError(
-                f"registry database {self.db_path} cannot be used: {exc} "
-                "(expected a writable SQLite file on a local filesystem)"
-            ) from exc
-        finally:
-            conn.close()
-
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """A connection inside ``BEGIN IMMEDIATE``; commits on success, rolls back on error."""
-        with self._connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                self._rollback(conn)
-                raise
-            conn.execute("COMMIT")
-
-    @contextlib.contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        """A connection inside a read transaction, so several queries see one snapshot."""
-        with self._connect() as conn:
-            conn.execute("BEGIN")
-            try:
-                yield conn
-            finally:
-                self._rollback(conn)
 
     # ------------------------------------------------------------------ helpers
 
@@ -439,7 +192,7 @@ class Registry:
             raise RegistryError(f"summary for model {name!r} is not valid JSON: {exc}") from exc
 
         self.sweep()
-        with self._write() as conn:
+        with self._db.write() as conn:
             row = conn.execute("SELECT last_version FROM names WHERE name = ?", (name,)).fetchone()
             version = (row[0] if row else 0) + 1
             # Skip any directory left behind (an orphan from a crash, or a case-insensitive
@@ -453,14 +206,14 @@ class Registry:
             )
             conn.execute(
                 "INSERT INTO versions (name, version, state, created_at, summary) VALUES (?, ?, 'pending', ?, ?)",
-                (name, version, _now(), _pending_summary(summary)),
+                (name, version, now(), pending_summary(summary)),
             )
 
         final_dir = self._bundle_dir(name, version)
         final_dir.parent.mkdir(parents=True, exist_ok=True)
         try:
             write_bundle(final_dir, version)
-            if not (final_dir / "manifest.json").is_file():
+            if not (final_dir / MANIFEST_FILE).is_file():
                 raise RegistryError(
                     f"bundle for {name}:{version} at {final_dir} has no manifest.json: "
                     "expected write_bundle to write a bundle directory there"
@@ -469,7 +222,7 @@ class Registry:
             shutil.rmtree(final_dir, ignore_errors=True)
             with contextlib.suppress(OSError):
                 final_dir.parent.rmdir()  # only succeeds when empty
-            with self._write() as conn:
+            with self._db.write() as conn:
                 conn.execute(
                     "DELETE FROM versions WHERE name = ? AND version = ? AND state = 'pending'", (name, version)
                 )
@@ -480,11 +233,11 @@ class Registry:
                 )
             raise
 
-        with self._write() as conn:
+        with self._db.write() as conn:
             updated = conn.execute(
                 "UPDATE versions SET state = 'ready', created_at = ?, summary = ? "
                 "WHERE name = ? AND version = ? AND state = 'pending'",
-                (_now(), summary_text, name, version),
+                (now(), summary_text, name, version),
             ).rowcount
             if updated != 1:  # pragma: no cover - nothing else touches pending rows
                 raise RuntimeError(f"pending registry row for {name}:{version} vanished while writing its bundle")
@@ -501,13 +254,13 @@ class Registry:
         Called by :meth:`add`: one read of the pending rows and one listing per model name.
         """
         removed: list[str] = []
-        with self._read() as conn:
+        with self._db.read() as conn:
             rows = conn.execute("SELECT name, version, created_at, summary FROM versions WHERE state = 'pending'"
                                 ).fetchall()
         stale = [(name, version, summary) for name, version, created_at, summary in rows
-                 if _pending_row_stale(summary, created_at)]
+                 if pending_row_stale(summary, created_at)]
         if stale:
-            with self._write() as conn:
+            with self._db.write() as conn:
                 for name, version, summary in stale:
                     gone = conn.execute("DELETE FROM versions WHERE name = ? AND version = ? AND state = 'pending' "
                                         "AND summary = ?", (name, version, summary)).rowcount
@@ -515,21 +268,8 @@ class Registry:
                         removed.append(f"{name}:{version}")
             for ref in removed:
                 name, _, version = ref.partition(":")
-                _remove_bundle_dir(self._bundle_dir(name, int(version)))
-        try:
-            name_dirs = [d for d in self.models_dir.iterdir() if d.is_dir() and not d.is_symlink()]
-        except FileNotFoundError:
-            name_dirs = []
-        for name_dir in name_dirs:
-            with contextlib.suppress(OSError):
-                for entry in name_dir.iterdir():
-                    if entry.name.startswith(".") and stale_temp(entry):
-                        if entry.is_dir() and not entry.is_symlink():
-                            shutil.rmtree(entry, ignore_errors=True)
-                        else:
-                            with contextlib.suppress(FileNotFoundError):
-                                entry.unlink()
-                        removed.append(str(entry))
+                remove_bundle_dir(self._bundle_dir(name, int(version)))
+        removed.extend(sweep_temp_entries(self.models_dir))
         return removed
 
     def list(self, name: str | None = None) -> list[ModelRecord]:
@@ -537,7 +277,7 @@ class Registry:
 
         An unknown ``name`` gives an empty list.
         """
-        with self._read() as conn:
+        with self._db.read() as conn:
             if name is None:
                 return self._records(conn)
             check_name(name)
@@ -550,15 +290,15 @@ class Registry:
         versions or aliases that exist for an unknown version or alias.
         """
         name, version, alias = parse_ref(ref)
-        with self._read() as conn:
+        with self._db.read() as conn:
             return self._pick(self._versions_of(conn, name), name, version, alias)
 
     def set_alias(self, name: str, version: int, alias: str) -> ModelRecord:
         """Point ``name@alias`` at ``version`` (moving it if it pointed elsewhere); return that version."""
         check_name(name)
-        _check_version(version)
-        _check_alias(alias)
-        with self._write() as conn:
+        check_version(version)
+        check_alias(alias)
+        with self._db.write() as conn:
             self._pick(self._versions_of(conn, name), name, version, None)
             conn.execute(
                 "INSERT INTO aliases (name, alias, version) VALUES (?, ?, ?) "
@@ -570,8 +310,8 @@ class Registry:
     def remove_alias(self, name: str, alias: str) -> None:
         """Remove ``name@alias``; raises :class:`RegistryError` if it does not exist."""
         check_name(name)
-        _check_alias(alias)
-        with self._write() as conn:
+        check_alias(alias)
+        with self._db.write() as conn:
             self._pick(self._versions_of(conn, name), name, None, alias)
             conn.execute("DELETE FROM aliases WHERE name = ? AND alias = ?", (name, alias))
 
@@ -588,7 +328,7 @@ class Registry:
                 f"cannot delete {ref!r}: expected NAME or NAME:VERSION (look the version up with get, "
                 "then delete it by number)"
             )
-        with self._write() as conn:
+        with self._db.write() as conn:
             records = self._versions_of(conn, name)
             if version is not None:
                 records = [self._pick(records, name, version, None)]
@@ -596,7 +336,7 @@ class Registry:
                 conn.execute("DELETE FROM aliases WHERE name = ? AND version = ?", (name, record.version))
                 conn.execute("DELETE FROM versions WHERE name = ? AND version = ?", (name, record.version))
         for record in records:
-            _remove_bundle_dir(record.path)
+            remove_bundle_dir(record.path)
         with contextlib.suppress(OSError):
             (self.models_dir / name).rmdir()  # only succeeds when empty
         return records
@@ -615,18 +355,18 @@ class Registry:
         looks_like_path = (isinstance(name_or_path, os.PathLike) or candidate.is_absolute()
                            or any(sep and sep in text for sep in (os.sep, os.altsep)) or text.startswith((".", "~")))
         if looks_like_path:
-            if candidate.is_dir() and (candidate / "manifest.json").is_file():
+            if candidate.is_dir() and (candidate / MANIFEST_FILE).is_file():
                 return candidate.absolute()
             if candidate.is_dir():
                 raise RegistryError(f"directory {candidate} is not a bundle: expected a manifest.json in it")
             raise RegistryError(
                 f"no bundle directory at {text!r}: expected an existing directory with manifest.json, "
-                f"or a model reference {_REF_FORMS}"
+                f"or a model reference {REF_FORMS}"
             )
         try:
             return self.get(text).path
         except RegistryError as exc:
-            if candidate.is_dir() and (candidate / "manifest.json").is_file():
+            if candidate.is_dir() and (candidate / MANIFEST_FILE).is_file():
                 raise RegistryError(f"{exc}; a bundle folder '{text}' exists here: write ./{text} to load the "
                                     "folder (a bare name is a registry reference)") from None
             if candidate.is_dir():

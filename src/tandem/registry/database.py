@@ -1,0 +1,142 @@
+"""The registry's index in SQLite: its schema, and short-lived connections safe across threads and processes.
+
+Every operation opens its own connection; writes run in short ``BEGIN IMMEDIATE`` transactions, and the
+database is in WAL mode with a 30 s busy timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tandem.errors import RegistryError
+
+__all__ = ["SCHEMA_VERSION", "SqliteIndex", "now"]
+
+#: Value of ``PRAGMA user_version`` in a registry database written by this module.
+SCHEMA_VERSION = 1
+
+_BUSY_TIMEOUT_S = 30.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS names (
+    name TEXT PRIMARY KEY,
+    last_version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS versions (
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'ready')),
+    created_at TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    PRIMARY KEY (name, version)
+);
+CREATE TABLE IF NOT EXISTS aliases (
+    name TEXT NOT NULL,
+    alias TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (name, alias),
+    FOREIGN KEY (name, version) REFERENCES versions (name, version) ON DELETE CASCADE
+);
+"""
+
+
+def now() -> str:
+    """The current time as the registry stores it: ISO 8601 in UTC, to the millisecond."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class SqliteIndex:
+    """Connections to the registry database at ``db_path``, whose schema is created (or checked) on first use."""
+
+    def __init__(self, db_path: Path) -> None:
+        """Point at ``db_path``; nothing is opened until the first :meth:`read` or :meth:`write`."""
+        self.db_path = db_path
+        self._initialised = False
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self.db_path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise RegistryError(f"registry database {self.db_path} cannot be opened: {exc}") from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        """Roll back if a transaction is still open (SQLite may already have rolled it back)."""
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+
+    def _init_schema(self, conn: sqlite3.Connection) -> None:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":  # pragma: no cover - filesystems without shared memory
+            raise RegistryError(
+                f"registry database {self.db_path} cannot use WAL journal mode (got {mode!r}): "
+                "expected a local filesystem"
+            )
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            found = conn.execute("PRAGMA user_version").fetchone()[0]
+            if found > SCHEMA_VERSION:
+                raise RegistryError(
+                    f"registry database {self.db_path} has schema version {found}: "
+                    f"expected {SCHEMA_VERSION} or older (upgrade tandem)"
+                )
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            if found < SCHEMA_VERSION:
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            self._rollback(conn)
+            raise
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        conn = self._open()
+        try:
+            if not self._initialised:
+                self._init_schema(conn)
+                self._initialised = True
+            yield conn
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError)):
+                raise  # a bug in tandem, not something the user did
+            raise RegistryError(
+                f"registry database {self.db_path} cannot be used: {exc} "
+                "(expected a writable SQLite file on a local filesystem)"
+            ) from exc
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A connection inside ``BEGIN IMMEDIATE``; commits on success, rolls back on error."""
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                self._rollback(conn)
+                raise
+            conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A connection inside a read transaction, so several queries see one snapshot."""
+        with self._connect() as conn:
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                self._rollback(conn)
