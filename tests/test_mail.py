@@ -10,7 +10,7 @@ import pytest
 from tests.helpers import free_port, post, start_server
 
 import tandem
-from tandem.data.mail import message_fields, parse_message
+from tandem.bundle.mail import message_fields, parse_message
 from tandem.errors import DataError
 
 MAIL_PREDICT = "/v1/models/mail/predict"

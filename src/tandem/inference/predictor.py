@@ -13,15 +13,14 @@ import numpy as np
 import onnxruntime as ort
 import pyarrow as pa
 
+from tandem.bundle.files import MODEL_FILE, TOKENIZER_FILE
 from tandem.bundle.format import check_sha256, read_manifest
+from tandem.bundle.frames import as_table
 from tandem.bundle.inputs import EncodedInputs, InputEncoder
-from tandem.bundle.manifest import MODEL_FILE
 from tandem.bundle.onnx_guard import GraphError, check_no_external_data
+from tandem.bundle.tokens import GROUP_ROWS, in_length_order, load_tokenizer
 from tandem.errors import BundleError, DataError
-from tandem.features.sentence import GROUP_ROWS, in_length_order, load_tokenizer
 from tandem.schema import Schema
-
-TOKENIZER_FILE = "tokenizer.json"
 
 
 def default_providers() -> list[str]:
@@ -58,12 +57,15 @@ class Predictor:
         # the binding itself, without the wrapper's per-call checks of the feeds (~1.5 µs a call): ours are
         # built from the schema, so they always match the graph's inputs
         self._run_graph = getattr(self.session, "_sess", self.session).run
-        self._typed_labels = _typed_labels(self.labels, self.manifest.get("label_type", "string"))
+        self.typed_labels = _typed_labels(self.labels, self.manifest.get("label_type", "string"))
         self._explainer = None
 
     # -- encoding -----------------------------------------------------------------------------
     def encode(self, data: object) -> EncodedInputs:
-        """Encode a dict (one row), list of dicts, dict of columns, arrow table, pandas/polars frame or file."""
+        """Encode a dict (one row), list of dicts, dict of columns, arrow table or pandas/polars frame.
+
+        Files are the front doors' to read (``tandem.load(...).predict(path)``, ``tandem predict``): a serving
+        host decodes what a request carries and nothing else."""
         if isinstance(data, dict) and data and not isinstance(next(iter(data.values())), (list, tuple, np.ndarray)):
             return self.encoder.encode_row(data)
         if type(data).__module__.startswith("pandas") and getattr(data, "shape", (0,))[0] == 1:
@@ -71,10 +73,11 @@ class Predictor:
             return self.encoder.encode_row(data.to_dict(orient="records")[0])
         if isinstance(data, list) and data and all(isinstance(r, dict) for r in data):
             return self.encoder.encode_rows(data, what="input rows")
-        return self.encoder.encode_table(self.as_table(data), what=describe_source(data, "input"))
+        return self.encoder.encode_table(self.as_table(data), what="input")
 
     @staticmethod
     def as_table(data: object) -> pa.Table:
+        """In-memory input (rows, columns, frames) as an Arrow table; a DataError says what was expected."""
         if isinstance(data, pa.Table):
             return data
         if isinstance(data, pa.RecordBatch):
@@ -83,8 +86,10 @@ class Predictor:
             if not data or not all(isinstance(r, dict) for r in data):
                 raise DataError("input rows must be a non-empty list of {column: value} objects")
             return pa.Table.from_pylist(data)
-        from tandem.data.readers import read_table
-        return read_table(data, what="prediction input")
+        if isinstance(data, (str, os.PathLike)):
+            raise DataError(f"prediction input '{os.fsdecode(data)}': a Predictor takes rows, columns or frames; "
+                            "read a file with tandem.load(...).predict(path) or `tandem predict`")
+        return as_table(data, what="prediction input")
 
     def extra_columns(self, table: pa.Table) -> list[str]:
         """Input columns the model does not use (tolerated, reported)."""
@@ -118,7 +123,7 @@ class Predictor:
     def decode(self, out: dict[str, np.ndarray]) -> np.ndarray:
         if self.task == "regression":
             return out["prediction"].reshape(-1)
-        return self._typed_labels[out["label"]]
+        return self.typed_labels[out["label"]]
 
 
 def _session(folder: Path, manifest: dict, opts: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession:
@@ -160,13 +165,6 @@ def bundle_input_encoder(folder: Path, manifest: dict) -> InputEncoder:
     if variant:
         tokenizer = load_tokenizer(Path(folder) / TOKENIZER_FILE, int(variant["max_tokens"]))
     return InputEncoder(Schema.from_dict(manifest["schema"]), tokenizer=tokenizer)
-
-
-def describe_source(data: object, default: str) -> str:
-    """How error messages name an input: the file as the user gave it, else ``default``."""
-    if isinstance(data, (str, Path)):
-        return f"'{data}'"
-    return default
 
 
 def _typed_labels(labels: list[str] | None, label_type: str) -> np.ndarray | None:
