@@ -1,10 +1,21 @@
-"""Greedy weighted ensemble selection (Caruana et al. 2004) over out-of-fold predictions."""
+"""The ensemble phase: greedy weighted ensemble selection (Caruana et al. 2004) over out-of-fold predictions."""
 
 from __future__ import annotations
 
-import numpy as np
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+import numpy as np
+import pyarrow as pa
+
+from tandem.learners import TEXT_ENCODER_VIEWS, learner_class
+from tandem.study import metrics as M
+from tandem.study.fairness import fairness_report
 from tandem.study.metrics import loss
+
+if TYPE_CHECKING:
+    from tandem.study.prepare import Prepared
+    from tandem.study.result import Candidate, Progress, StudyConfig
 
 
 def greedy_ensemble(preds: dict[str, np.ndarray], y: np.ndarray, metric: str, *, rounds: int = 25,
@@ -48,3 +59,45 @@ def greedy_ensemble(preds: dict[str, np.ndarray], y: np.ndarray, metric: str, *,
 def blend(preds: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
     """The weighted sum of member predictions."""
     return sum(w * preds[n] for n, w in weights.items())
+
+
+@dataclass
+class Ensemble:
+    """The chosen blend, scored on the validation rows of the active folds."""
+
+    weights: dict[str, float]  # member name -> weight
+    blended: np.ndarray  # the blend's out-of-fold predictions on ``rows``
+    rows: np.ndarray
+    threshold: float
+    validation_metrics: dict
+    fairness: dict | None
+
+
+def choose_ensemble(prep: Prepared, config: StudyConfig, usable: list[Candidate], rows: np.ndarray,
+                    say: Progress) -> Ensemble:
+    """Blend the usable candidates within the latency budget, pick the binary threshold, score the blend
+    (and its fairness over ``config.sensitive``) on ``rows``; overfitting candidates get a warning."""
+    task, metric, y = prep.task, prep.metric, prep.y
+    for c in usable:
+        if c.overfit:
+            prep.warnings.append(f"{c.name} overfits: {metric} {c.train_score:.4f} on training rows vs "
+                                 f"{c.val_score:.4f} on validation")
+    ens_metric = metric if (task == "regression" or metric in M.THRESHOLD_FREE) else "log_loss"
+    say("ensembling")
+    # the sentence encoder is a fixed price for its accuracy: the latency budget is on top of it
+    encoder_us = max((c.latency_us for c in usable if learner_class(c.family).view in TEXT_ENCODER_VIEWS),
+                     default=0.0)
+    weights = greedy_ensemble({c.name: c.oof[rows] for c in usable}, y[rows], ens_metric,
+                              costs={c.name: c.latency_us for c in usable},
+                              max_cost=config.latency_budget_us + encoder_us)
+    blended = blend({c.name: c.oof[rows] for c in usable}, weights)
+    threshold = 0.5
+    if task == "binary":
+        threshold = M.best_threshold(metric, y[rows], blended)
+    val_metrics = M.all_metrics(task, y[rows], blended, threshold=threshold)
+    fairness = None
+    if config.sensitive is not None:
+        fairness = fairness_report(task, y[rows], blended, prep.table.column(config.sensitive).take(pa.array(rows)),
+                                   config.sensitive, threshold, prep.n_classes,
+                                   on="validation rows (out-of-fold predictions of the ensemble)")
+    return Ensemble(weights, blended, rows, threshold, val_metrics, fairness)

@@ -15,15 +15,25 @@ from pathlib import Path
 
 import numpy as np
 
+from tandem.bundle.files import (
+    ENCODER_FILE,
+    EXPLAIN_FILE,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    NATIVE_DIR,
+    PREPROCESSING_FILE,
+    PROFILE_FILE,
+    REPORT_FILE,
+    TOKENIZER_FILE,
+)
 from tandem.bundle.inputs import EncodedInputs
 from tandem.inference.drift import categorical_profile, numeric_profile, numeric_profiles, word_counts
-from tandem.inference.explain import EXPLAIN_FILE
 from tandem.inference.predictor import run_graph
 from tandem.report.html import render_report
 from tandem.study.explain import ROWS as IMPORTANCE_ROWS
 from tandem.study.explain import Fold, cheap_order, input_columns, permutation_importance
 from tandem.study.graph import build_graph, predict_one_row_each, session, single_row_seconds
-from tandem.study.runner import StudyResult
+from tandem.study.result import StudyResult
 
 PARITY_TOLERANCE = 1e-5
 INFERENCE_WINDOW = 1000  # one-row predictions metered for the bundle's inference footprint
@@ -212,7 +222,7 @@ def export(result: StudyResult, target: Path, *, name: str, version: int | None,
         "metrics": {"validation": result.validation_metrics,
                     "validation_scheme": f"{len(result.candidates[0].fold_models)}-fold out-of-fold"
                     if result.bagged else "holdout fold"},
-        "ensemble": [{"model": c.name, "family": c.family, "weight": w, "native": f"native/{c.name}",
+        "ensemble": [{"model": c.name, "family": c.family, "weight": w, "native": f"{NATIVE_DIR}/{c.name}",
                       "refit_on_all_rows": learner is not c.fold_models[0], **learner.describe()}
                      for c, learner, w in result.members],
         "leaderboard": leaderboard,
@@ -233,26 +243,25 @@ def export(result: StudyResult, target: Path, *, name: str, version: int | None,
     }
 
     def write_files(tmp: Path) -> None:
-        (tmp / "model.onnx").write_bytes(model.SerializeToString())
+        (tmp / MODEL_FILE).write_bytes(model.SerializeToString())
         for cand, learner, _ in result.members:
-            folder = tmp / "native" / cand.name
+            folder = tmp / NATIVE_DIR / cand.name
             folder.mkdir(parents=True)
             learner.save(folder)
-        (tmp / "native" / "preprocessing.json").write_text(json.dumps(preprocessing))
+        (tmp / NATIVE_DIR / PREPROCESSING_FILE).write_text(json.dumps(preprocessing))
         if result.preprocessor.text_encoder:  # the tokenizer serves; the graph is the native side's reference
             from tandem.features import sentence
-            from tandem.inference.predictor import TOKENIZER_FILE
 
             shutil.copyfile(sentence.require_weights() / "tokenizer.json", tmp / TOKENIZER_FILE)
             if any(learner.view == "embedding" for _, learner, _ in result.members):
                 graph = sentence.encoder_graph(result.preprocessor.text_encoder)
-                (tmp / "native" / sentence.ENCODER_FILE).write_bytes(graph)
+                (tmp / NATIVE_DIR / ENCODER_FILE).write_bytes(graph)
         (tmp / EXPLAIN_FILE).write_text(json.dumps(explain))
-        (tmp / "profile.json").write_text(profile_json)
-        (tmp / "report.html").write_text(render_report(manifest), encoding="utf-8")
+        (tmp / PROFILE_FILE).write_text(profile_json)
+        (tmp / REPORT_FILE).write_text(render_report(manifest), encoding="utf-8")
 
     write_bundle(target, write_files, manifest)
-    return json.loads((target / "manifest.json").read_text())
+    return json.loads((target / MANIFEST_FILE).read_text())
 
 
 def _footprint(result: StudyResult, inference_marks: tuple | None, process: dict) -> dict:
