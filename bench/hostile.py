@@ -68,7 +68,9 @@ def prepare(work: Path, quick: bool) -> dict:
 
 def start(setup: dict, protocol: str, path: str, pythonpath: str = "") -> Server:
     """A server of the tree model through uvicorn and ``create_app``, with the HTTP protocol ``protocol``."""
-    env = {"TANDEM_HOME": str(setup["home"]), "TANDEM_SERVE_MODELS": "tree", "TANDEM_SERVE_FOOTPRINT": "0",
+    from tandem.serve.config import ServeConfig
+
+    env = {"TANDEM_HOME": str(setup["home"]), **ServeConfig(models=("tree",), footprint=False).to_env(),
            "PYTHONPATH": os.pathsep.join(p for p in (pythonpath, str(ROOT / "src")) if p)}
     return Server(protocol, [sys.executable, "-c", RUN_SERVER, "{port}", protocol], env, path, "/v2/health/ready")
 

@@ -551,7 +551,9 @@ def test_the_serving_side_never_imports_the_training_stack(server):
 import json, sys
 import tandem.serve.http
 from tandem.inference import Predictor
-from tandem.serve.app import Request, ServeApp, ServedModel
+from tandem.serve.app import ServeApp
+from tandem.serve.models import ServedModel
+from tandem.serve.protocol import Request
 app = ServeApp([ServedModel("churn", 1, Predictor({str(model.path)!r}, threads=1))])
 answers = []
 body = json.dumps({{"instances": [json.loads({json.dumps(json.dumps(row, default=str))})]}}).encode()

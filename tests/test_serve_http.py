@@ -631,7 +631,8 @@ def _asgi_answer(sent: list[dict]) -> tuple[int, dict[bytes, bytes], dict]:
 
 def test_asgi_adapter_in_process(served):
     from tandem.registry import Registry
-    from tandem.serve.app import ServeApp, load_model
+    from tandem.serve.app import ServeApp
+    from tandem.serve.models import load_model
 
     x = served.x.iloc[:20]
     body = _predict_body(records(x))
@@ -645,7 +646,8 @@ def test_asgi_adapter_in_process(served):
 
 def test_asgi_adapter_body_over_the_limit(served):
     from tandem.registry import Registry
-    from tandem.serve.app import ServeApp, load_model
+    from tandem.serve.app import ServeApp
+    from tandem.serve.models import load_model
 
     body = _predict_body(served.rows[:3])
     assert len(body) > 200

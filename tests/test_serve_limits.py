@@ -375,7 +375,7 @@ def test_slow_clients_beyond_the_open_file_limit_never_reach_emfile(tmp_path):
 
 
 # -- the pipelining depth, in process ------------------------------------------------------------------
-def test_the_protocol_reads_no_further_ahead_than_its_pipelining_depth(served, monkeypatch):
+def test_the_protocol_reads_no_further_ahead_than_its_pipelining_depth(served):
     """A real ServeApp (the churn model, micro-batching on) behind TandemHTTP on a loopback socket, in this
     process: a client writes 3,000 pipelined predictions at once. Predictions are answered later (from a
     micro-batch), so requests wait behind them: the protocol holds at most its depth (plus what one 4 KiB
@@ -385,12 +385,13 @@ def test_the_protocol_reads_no_further_ahead_than_its_pipelining_depth(served, m
 
     from tandem.registry import Registry
     from tandem.serve import http as tandem_http
-    from tandem.serve.app import ServeApp, load_model
+    from tandem.serve.app import ServeApp
+    from tandem.serve.limits import HTTPLimits
+    from tandem.serve.models import load_model
 
     depth = 16
-    monkeypatch.setenv("TANDEM_SERVE_HTTP_MAX_PIPELINE", str(depth))
-    monkeypatch.setattr(tandem_http, "_process_limits", [None, 0])
-    app = ServeApp([load_model("churn", Registry(served.home))], max_batch_rows=64)
+    app = ServeApp([load_model("churn", Registry(served.home))], max_batch_rows=64,
+                   limits=HTTPLimits(max_pipeline=depth))
     config = uvicorn.Config(app, http=tandem_http.TandemHTTP, log_level="warning")
     config.load()
     state = ServerState()

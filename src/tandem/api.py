@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,9 +12,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tandem.bundle.files import PROFILE_FILE
+from tandem.bundle.inputs import EncodedInputs
 from tandem.errors import ConfigError, DataError
 from tandem.footprint import Meter, MeterSettings
-from tandem.inference.predictor import Predictor, describe_source
+from tandem.inference.predictor import Predictor
 from tandem.registry import Registry, check_name
 from tandem.schema import categorical_strings
 
@@ -39,7 +42,7 @@ class Model:
     @property
     def labels(self) -> list:
         """Class labels in the column order of :meth:`predict_proba`."""
-        return list(self.predictor._typed_labels) if self.predictor.labels else []
+        return list(self.predictor.typed_labels) if self.predictor.labels else []
 
     def predict(self, data: object, *, explain: bool = False) -> np.ndarray | dict:
         """Labels (classification) or values (regression) for every row of ``data``.
@@ -48,15 +51,25 @@ class Model:
         the prediction), ``base`` (its value at the training data's average), ``columns`` and
         ``contributions`` [rows, columns], with base + a row's contributions = that row's output.
         """
-        if not explain:
-            return self.predictor.predict(data)
         p = self.predictor
-        enc = p.encode(data)
-        return {"predictions": p.decode(p.run(enc)), **p.explain(enc)}
+        enc = self._encode(data)
+        out = p.decode(p.run(enc))
+        return {"predictions": out, **p.explain(enc)} if explain else out
 
     def predict_proba(self, data: object) -> np.ndarray:
         """Class probabilities, one column per label of :attr:`labels`."""
-        return self.predictor.predict_proba(data)
+        if self.task == "regression":
+            raise DataError("predict_proba is for classification; this model does regression")
+        return self.predictor.run(self._encode(data))["probabilities"]
+
+    def _encode(self, data: object) -> EncodedInputs:
+        """What the Predictor takes (rows, columns, frames), and files, which the front door reads."""
+        if not isinstance(data, (str, os.PathLike)):
+            return self.predictor.encode(data)
+        from tandem.data.readers import read_table
+
+        table = read_table(data, what="prediction input")
+        return self.predictor.encoder.encode_table(table, what=describe_source(data, "input"))
 
     def leaderboard(self) -> list[dict]:
         """Every model the study tried: validation score, fit time, 1-row predict time, size."""
@@ -70,7 +83,7 @@ class Model:
         from tandem.inference.drift import compare
 
         p = self.predictor
-        profile = json.loads((self.path / "profile.json").read_text(encoding="utf-8"))
+        profile = json.loads((self.path / PROFILE_FILE).read_text(encoding="utf-8"))
         enc = p.encoder.encode_table(read_table(data, what="new data"), what=describe_source(data, "new data"))
         known = {c.name: c.categories for c in p.encoder.cat_columns}
         return compare(profile, enc, p.encoder.num_feature_names, p.encoder.cat_feature_names, known,
@@ -225,3 +238,10 @@ def check(data: object, target: str, *, test: object | None = None, task: str | 
     table = read_table(data, what="data")
     test_table = read_table(test, what="test data") if test is not None else None
     return check_quality(table, target, test=test_table, task=task, seed=seed)
+
+
+def describe_source(data: object, default: str) -> str:
+    """How error messages name an input: the file as the user gave it, else ``default``."""
+    if isinstance(data, (str, Path)):
+        return f"'{data}'"
+    return default

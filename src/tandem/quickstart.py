@@ -17,7 +17,7 @@ def run_quickstart(*, time_limit: float, console: Console, progress_console: Con
     from sklearn.model_selection import train_test_split
 
     from tandem.api import load, train
-    from tandem.cli import _print_model, _rows_table
+    from tandem.console import print_model, rows_table
 
     frame = load_breast_cancer(as_frame=True).frame
     frame["target"] = frame["target"].map({0: "malignant", 1: "benign"})
@@ -39,9 +39,9 @@ def run_quickstart(*, time_limit: float, console: Console, progress_console: Con
         predicted = reloaded.predict(pd.read_csv(test_csv).drop(columns=["target"]))
         same = np.array_equal(predicted, model.predict(test_rows.drop(columns=["target"])))
         report = reloaded.evaluate(str(test_csv))
-    _print_model(reloaded, console=console)
-    console.print(_rows_table([report["metrics"]], f"Held-out metrics ({report['rows']} rows never seen in training)"))
-    console.print(_rows_table([{"label": k, **v} for k, v in report["per_class"].items()], "Per class"))
+    print_model(reloaded, console=console)
+    console.print(rows_table([report["metrics"]], f"Held-out metrics ({report['rows']} rows never seen in training)"))
+    console.print(rows_table([{"label": k, **v} for k, v in report["per_class"].items()], "Per class"))
     console.print(f"first predictions: {', '.join(map(str, predicted[:5]))}; reloaded model agrees: {same}")
     if not same:
         raise RuntimeError("the reloaded bundle predicts differently from the trained model")

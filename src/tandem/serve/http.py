@@ -12,8 +12,8 @@ timer per request.
 HTTP/1.1 as clients use it: keep-alive, pipelining (answers in order), ``Expect: 100-continue``,
 chunked request bodies, ``Connection: close``, HTTP/1.0, HEAD. No upgrades (WebSocket, h2c).
 
-Everything a client controls is bounded (``HTTPLimits``): the URL (414), the header block's bytes
-and count (431), the time to send the headers and then the body (408, then the connection closes),
+Everything a client controls is bounded (the app's ``limits``, serve/limits.py): the URL (414), the header
+block's bytes and count (431), the time to send the headers and then the body (408, then the connection closes),
 the idle time between requests (closed quietly), the body's size (413 as soon as it is known to be
 too big), the requests read ahead of their answers (reading pauses), and the connections a worker
 holds (503 and close beyond it). A malformed request gets 400 and the connection is closed; so does
@@ -23,110 +23,31 @@ an HTTP/1.1 request without exactly one Host header (RFC 9112, 3.2).
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
-import resource
+import functools
 import urllib.parse
 from collections import deque
-from dataclasses import dataclass, fields
 from http import HTTPStatus
 
 import httptools
 
-from tandem.errors import ConfigError
-from tandem.serve.app import HTTPError, Request, Response, ServeApp, error_response
+from tandem.serve.app import ServeApp
+from tandem.serve.limits import HTTPLimits
+from tandem.serve.protocol import HTTPError, Request, Response, error_response
+from tandem.serve.sweep import SWEEP_EVERY_S, Sweep, default_headers
 
-SWEEP_EVERY_S = 1.0
 DISCARD_AT_MOST = 64 * 1024 * 1024  # bytes of a refused body read (and dropped) before the connection is cut
 FEED_SLICE = 4096  # bytes parsed at a time from a large read, so pipelining stops at its depth (not a read's end)
-FD_RESERVE = 64  # file descriptors kept free of connections: models, logs, the registry, the footprint meter
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 HEAD = b"%scontent-type: %s\r\ncontent-length: %d\r\n%s"
 METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH")}
 STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
 IDLE, HEADERS, BODY = 0, 1, 2  # what a connection is receiving
-logger = logging.getLogger("uvicorn.error")
 
 
-@dataclass(frozen=True)
-class HTTPLimits:
-    """The bounds on what a client may send; ``tandem serve`` options, documented in the README."""
-
-    max_url_bytes: int = 8 * 1024  # the request target (414)
-    max_header_bytes: int = 16 * 1024  # every header name and value together (431)
-    max_headers: int = 100  # header lines (431)
-    header_timeout_s: float = 10.0  # from a request's first byte to the end of its headers (408, close)
-    body_timeout_s: float = 30.0  # from the end of the headers to the end of the body (408, close)
-    keep_alive_s: float = 5.0  # idle between requests, or not reading its answers (closed quietly)
-    max_connections: int = 1024  # a worker's open connections; beyond, 503 and close
-    max_pipeline: int = 32  # requests read ahead of their answers; beyond, reading pauses
-
-    ENV = "TANDEM_SERVE_HTTP_"
-
-    def check(self) -> HTTPLimits:
-        """Raise ConfigError for a limit out of its range (every one must let a request through)."""
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name.endswith("_s"):
-                if not 0 < value <= 86400:
-                    raise ConfigError(f"--{_option(f.name)} must be more than 0 and at most 86400 seconds, "
-                                      f"got {value:g}")
-            elif not 1 <= value <= 1 << 30 or (f.name == "max_header_bytes" and value < 256):
-                least = 256 if f.name == "max_header_bytes" else 1
-                raise ConfigError(f"--{_option(f.name)} must be a whole number from {least} to {1 << 30}, got {value}")
-        return self
-
-    def to_env(self) -> dict[str, str]:
-        """The limits as environment variables, for uvicorn's worker processes."""
-        return {self.ENV + f.name.upper(): repr(getattr(self, f.name)) for f in fields(self)}
-
-    @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> HTTPLimits:
-        """The limits ``to_env`` wrote (defaults for any not set)."""
-        environ = os.environ if environ is None else environ
-        given = {}
-        for f in fields(cls):
-            raw = environ.get(cls.ENV + f.name.upper())
-            if raw is not None:
-                given[f.name] = float(raw) if f.name.endswith("_s") else int(raw)
-        return cls(**given).check()
-
-    def connection_cap(self) -> int:
-        """``max_connections``, lowered to what this process's open-file limit leaves room for."""
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft == resource.RLIM_INFINITY:
-            return self.max_connections
-        return max(1, min(self.max_connections, soft - FD_RESERVE))
-
-
-def _option(name: str) -> str:
-    return {"header_timeout_s": "header-timeout", "body_timeout_s": "body-timeout",
-            "keep_alive_s": "keep-alive"}.get(name, name.replace("_", "-"))
-
-
-def raise_open_file_limit(wanted: int = 65536) -> int:
-    """Raise this process's soft open-file limit towards its hard limit (servers hold a file per
-    connection; the usual soft default of 1024 is a desktop's); return the soft limit now in force."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError):
-            pass
-    return soft
-
-
-_process_limits: list = [None, 0]  # (HTTPLimits, connection cap) of this process, read once
-
-
-def process_limits() -> tuple[HTTPLimits, int]:
-    """The limits ``tandem serve`` handed this process, and its connection cap."""
-    if _process_limits[0] is None:
-        limits = HTTPLimits.from_env()
-        _process_limits[:] = [limits, limits.connection_cap()]
-    return _process_limits[0], _process_limits[1]
+@functools.cache
+def connection_cap(limits: HTTPLimits) -> int:
+    """``limits.connection_cap()``, worked out once per process (the open-file limit is raised before)."""
+    return limits.connection_cap()
 
 
 class _Refusal(Exception):
@@ -159,7 +80,8 @@ class TandemHTTP(asyncio.Protocol):
         self.app = find_serve_app(config.loaded_app)
         self.loop = _loop or asyncio.get_event_loop()
         self.server_state = server_state
-        self.limits, self.connection_cap = process_limits()
+        self.limits = self.app.limits
+        self.connection_cap = connection_cap(self.limits)
         self.max_body = self.app.max_body_bytes
         # a whole request head: the target, the headers, and the line breaks and colons around them
         self.head_cap = self.limits.max_url_bytes + self.limits.max_header_bytes + 4 * self.limits.max_headers + 1024
@@ -206,7 +128,7 @@ class TandemHTTP(asyncio.Protocol):
                 [(b"retry-after", b"1")])))
             return
         connections.add(self)
-        _Sweep.ensure(self.loop, self.server_state)
+        Sweep.ensure(self.loop, self.server_state, TandemHTTP)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server_state.connections.discard(self)
@@ -463,7 +385,7 @@ class TandemHTTP(asyncio.Protocol):
         # (a client that half-closed, or a server shutting down, still gets the answers it is owed)
         close = not self.keep_alive or (self.closing and not self.waiting and self.unparsed is None)
         head = HEAD % (STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status, content_type, len(body),
-                       _default_headers(self.server_state))
+                       default_headers(self.server_state))
         if extra or close:
             lines = [name + b": " + value + b"\r\n" for name, value in extra]
             if close:
@@ -514,36 +436,3 @@ class TandemHTTP(asyncio.Protocol):
         if self.read_paused and not self.transport.is_closing():
             self.read_paused = False
             self.transport.resume_reading()
-
-
-_defaults_cache: list = [None, b""]
-
-
-def _default_headers(server_state: object) -> bytes:
-    """uvicorn's ``date`` and ``server`` headers, as bytes; uvicorn replaces the list once a second."""
-    current = server_state.default_headers
-    if current is not _defaults_cache[0]:
-        _defaults_cache[0] = current
-        _defaults_cache[1] = b"".join(name + b": " + value + b"\r\n" for name, value in current)
-    return _defaults_cache[1]
-
-
-class _Sweep:
-    """Once a second, each connection checks its time limits (one timer for all, none per request)."""
-
-    running: dict[int, asyncio.TimerHandle] = {}
-
-    @classmethod
-    def ensure(cls, loop: asyncio.AbstractEventLoop, server_state: object) -> None:
-        if id(server_state) not in cls.running:
-            cls.running[id(server_state)] = loop.call_later(SWEEP_EVERY_S, cls._sweep, loop, server_state)
-
-    @classmethod
-    def _sweep(cls, loop: asyncio.AbstractEventLoop, server_state: object) -> None:
-        for conn in list(server_state.connections):
-            if isinstance(conn, TandemHTTP):
-                try:
-                    conn.tick()
-                except Exception as exc:  # one connection's bug must not stop the others' limits
-                    logger.error("tandem serve: time limit check failed", exc_info=exc)
-        cls.running[id(server_state)] = loop.call_later(SWEEP_EVERY_S, cls._sweep, loop, server_state)
