@@ -20,7 +20,7 @@ over the training's wall time, bounds the overhead from above: it counts each of
 seconds as a second the training waited, though the training has the other core too.
 
 Serving: ``tandem serve`` of that bundle (pinned to CPU 0) with its prediction meter on and off
-(``TANDEM_SERVE_FOOTPRINT``), loaded by wrk (pinned to CPU 1) with one-row requests at concurrency 16,
+(``--no-footprint``), loaded by wrk (pinned to CPU 1) with one-row requests at concurrency 16,
 in the same alternation; the check is the median throughput ratio >= 0.98. The metered server's own
 figure, energy per 1,000 predictions over its windows of at least 1,000, is reported beside the
 bundle's (1,000 one-row predictions metered at export).
@@ -197,8 +197,9 @@ def meter_cost(training_s: float, inference_s: float, repeats: int, seconds: flo
 
 
 def serve_once(bundle: Path, bodies: Path, script: Path, metered: bool, seconds: float) -> dict:
-    env = {"TANDEM_SERVE_FOOTPRINT": "1" if metered else "0", "TANDEM_COUNTRY": "FRA"}
-    argv = [sys.executable, "-m", "tandem.cli", "serve", str(bundle), "--port", "{port}"]
+    env = {"TANDEM_COUNTRY": "FRA"}
+    argv = [sys.executable, "-m", "tandem.cli", "serve", str(bundle), "--port", "{port}",
+            *([] if metered else ["--no-footprint"])]
     name = json.loads((bundle / "manifest.json").read_text())["name"]
     server = Server("metered" if metered else "unmetered", argv, env, f"/v1/models/{name}/predict",
                     "/v2/health/ready")

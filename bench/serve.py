@@ -379,13 +379,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="measure each point this many times (medians)")
     parser.add_argument("--no-sweep", action="store_true", help="only the saturation run and the soak")
     parser.add_argument("--quick", action="store_true", help="short runs, small models; writes no results file")
+    parser.add_argument("--focus", action="store_true",
+                        help="only the floor and tandem as it ships, one-row tree requests at c=64 (writes "
+                             "serve_focus.json): the CPU-per-request check, e.g. before and after a refactor")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None or shutil.which("taskset") is None:
         raise SystemExit("bench/serve.py needs wrk and taskset: apt-get install wrk util-linux")
     if (os.cpu_count() or 1) < 2:
         raise SystemExit("bench/serve.py pins the server and the load generator to CPUs 0 and 1: needs 2 CPUs")
     seconds = 2.0 if args.quick else args.seconds
-    concurrencies = (1, 16, 64)
+    concurrencies = (64,) if args.focus else (1, 16, 64)
     head, src_start = git_head(), src_fingerprint()
     with tempfile.TemporaryDirectory(prefix="tandem-bench-serve-") as tmp:
         work = Path(tmp)
@@ -393,7 +396,11 @@ def main(argv: list[str] | None = None) -> int:
         script.write_text(WRK_SCRIPT)
         setup = prepare(work, args.quick)
         rows: list[dict] = []
-        for _ in range(0 if args.no_sweep else max(args.repeats, 1)):
+        for _ in range(0 if args.no_sweep or not args.focus else max(args.repeats, 1)):
+            for kind in ("floor", "batch_on"):
+                rows += sweep(kind, setup, script, model="tree", sizes=(1,), concurrencies=concurrencies,
+                              seconds=seconds)
+        for _ in range(0 if args.no_sweep or args.focus else max(args.repeats, 1)):
             for kind in ("floor", "naive", "batch_off", "batch_on"):
                 rows += sweep(kind, setup, script, model="tree", sizes=(1, 100), concurrencies=concurrencies,
                               seconds=seconds)
@@ -403,7 +410,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows += sweep(kind, setup, script, model="wide_mlp", sizes=(1,), concurrencies=(16, 64),
                               seconds=seconds)
         rows = medians(rows)
-        sat = saturation(setup, script, 5.0 if args.quick else args.saturation_s) if args.saturation_s > 0 else None
+        sat = (saturation(setup, script, 5.0 if args.quick else args.saturation_s)
+               if args.saturation_s > 0 and not args.focus else None)
         soaked = soak(setup, script, args.soak) if args.soak else None
     payload = {"bench": "serve", "machine": machine(PACKAGES), "quick": args.quick,
                "source": {"git_head": head, "src_sha256_start": src_start,
@@ -412,7 +420,8 @@ def main(argv: list[str] | None = None) -> int:
                             "pinning": "server CPU 0, wrk CPU 1", "distinct_bodies": DISTINCT_BODIES},
                "checks": checks(rows, sat, soaked, concurrencies), "runs": rows, "saturation": sat, "soak": soaked}
     if not args.quick:
-        write_atomic(RESULTS.with_name("serve_soak.json") if args.no_sweep else RESULTS, payload)
+        name = "serve_soak.json" if args.no_sweep else "serve_focus.json" if args.focus else RESULTS.name
+        write_atomic(RESULTS.with_name(name), payload)
     say(json.dumps(payload["checks"], indent=1))
     print(json.dumps(payload))
     return 0
