@@ -8,6 +8,7 @@ import pyarrow as pa
 
 from tandem.bundle.frames import READ_ERRORS, check_columns, one_line
 from tandem.data.readers.files import _File, _read_head
+from tandem.data.readers.tables import checked_batches
 from tandem.errors import DataError
 
 
@@ -50,19 +51,7 @@ def _open_arrow(f: _File) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
 def _iter_arrow(f: _File) -> Iterator[pa.RecordBatch]:
     schema, batches = _open_arrow(f)
     check_columns(schema, f.quoted)
-    rows = 0
-    while True:
-        try:
-            batch = next(batches)
-            batch.validate()
-        except StopIteration:
-            break
-        except READ_ERRORS as exc:
-            raise _arrow_failure(f, exc) from exc
-        rows += batch.num_rows
-        yield batch
-    if rows == 0:
-        raise DataError(f"{f.quoted} has no data rows")
+    yield from checked_batches(f, batches, lambda exc: _arrow_failure(f, exc), validate=True)
 
 
 def _read_arrow(f: _File) -> pa.Table:

@@ -9,6 +9,7 @@ import pyarrow as pa
 
 from tandem.bundle.frames import READ_ERRORS, check_columns, check_table, one_line
 from tandem.data.readers.files import _File
+from tandem.data.readers.tables import checked_batches
 from tandem.errors import DataError
 
 
@@ -37,16 +38,5 @@ def _read_parquet(f: _File) -> pa.Table:
 def _iter_parquet(f: _File, batch_rows: int) -> Iterator[pa.RecordBatch]:
     pf = _open_parquet(f)
     check_columns(pf.schema_arrow, f.quoted)
-    rows = 0
     batches = pf.iter_batches(batch_size=batch_rows, use_threads=True)
-    while True:
-        try:
-            batch = next(batches)
-        except StopIteration:
-            break
-        except READ_ERRORS as exc:
-            raise _parquet_failure(f, exc) from exc
-        rows += batch.num_rows
-        yield batch
-    if rows == 0:
-        raise DataError(f"{f.quoted} has no data rows")
+    yield from checked_batches(f, batches, lambda exc: _parquet_failure(f, exc))

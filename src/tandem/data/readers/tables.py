@@ -1,12 +1,13 @@
-"""Checks on a table's columns and rows, tables from columns of values, and batches cast and re-cut."""
+"""Checks on a table's columns and rows: batches cast, re-cut, and read with their errors named."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import pyarrow as pa
 
 from tandem.bundle.frames import READ_ERRORS, one_line
+from tandem.data.readers.files import _File
 from tandem.errors import DataError
 
 
@@ -69,3 +70,22 @@ def _rebatch(batches: Iterable[pa.RecordBatch], size: int) -> Iterator[pa.Record
             pending, count = [batch], batch.num_rows
     if pending:
         yield _concat(pending)
+
+
+def checked_batches(f: _File, batches: Iterator[pa.RecordBatch], failure: Callable[[Exception], DataError], *,
+                    validate: bool = False) -> Iterator[pa.RecordBatch]:
+    """``batches`` of file ``f``, a read error raised as ``failure(exc)``, and a DataError if none has a row."""
+    rows = 0
+    while True:
+        try:
+            batch = next(batches)
+            if validate:
+                batch.validate()
+        except StopIteration:
+            break
+        except READ_ERRORS as exc:
+            raise failure(exc) from exc
+        rows += batch.num_rows
+        yield batch
+    if rows == 0:
+        raise DataError(f"{f.quoted} has no data rows")
