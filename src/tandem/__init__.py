@@ -32,10 +32,13 @@ def check(*args: object, **kwargs: object) -> object:
 
 
 def __getattr__(name: str) -> object:
+    if name == "optimize":  # the package is callable: tandem.optimize(...) runs tandem.optimize.optimize
+        import tandem.optimize
+        return tandem.optimize
     if name == "Client":  # stdlib-only HTTP client for `tandem serve`, loaded on first use
         from tandem.client import Client
         return Client
     raise AttributeError(f"module 'tandem' has no attribute {name!r}")
 
 
-__all__ = ["Client", "TandemError", "__version__", "check", "load", "train"]
+__all__ = ["Client", "TandemError", "__version__", "check", "load", "optimize", "train"]

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from tandem.bundle.files import PROFILE_FILE
@@ -18,7 +17,6 @@ from tandem.errors import ConfigError, DataError
 from tandem.footprint import Meter, MeterSettings
 from tandem.inference.predictor import Predictor
 from tandem.registry import Registry, check_name
-from tandem.schema import categorical_strings
 
 
 class Model:
@@ -117,18 +115,10 @@ class Model:
             return {"fairness": fairness_report(self.task, y, pred, groups, sensitive, self.threshold, n_classes,
                                                 on=f"{what} ({len(y)} rows)")}
 
+        y = self.predictor.target_values(col, what)
         if self.task == "regression":
-            y = np.asarray(pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
             return {"metrics": M.all_metrics("regression", y, out["prediction"]), "rows": int(len(y)),
                     **fairness(y, out["prediction"])}
-        index = {label: i for i, label in enumerate(self.predictor.labels)}
-        strings = categorical_strings(col)
-        unknown = [(i, s) for i, s in enumerate(strings) if s not in index]
-        if unknown:
-            row, value = unknown[0]
-            raise DataError(f"{what} column '{self.target}' row {row + 1}: label '{value}' was not seen "
-                            f"in training (known: {', '.join(self.predictor.labels)})")
-        y = np.array([index[s] for s in strings], dtype=np.int64)
         proba = out["probabilities"]
         return {"metrics": M.all_metrics(self.task, y, proba, threshold=self.threshold),
                 "per_class": M.per_class(y, proba, self.predictor.labels, threshold=self.threshold),

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tandem.bundle.files import MODEL_FILE, TOKENIZER_FILE
 from tandem.bundle.format import check_sha256, read_manifest
@@ -20,7 +21,7 @@ from tandem.bundle.inputs import EncodedInputs, InputEncoder
 from tandem.bundle.onnx_guard import GraphError, check_no_external_data
 from tandem.bundle.tokens import GROUP_ROWS, in_length_order, load_tokenizer
 from tandem.errors import BundleError, DataError
-from tandem.schema import Schema
+from tandem.schema import Schema, categorical_strings
 
 
 def default_providers() -> list[str]:
@@ -119,6 +120,20 @@ class Predictor:
 
             self._explainer = Explainer.load(self.path, self.manifest, self.encoder)
         return self._explainer.explain(enc)
+
+    def target_values(self, column: pa.ChunkedArray | pa.Array, what: str) -> np.ndarray:
+        """A labelled table's target as the graph's outputs are scored: class indices in the order of ``labels``
+        (a label not seen in training is a DataError naming its row), or float values for regression."""
+        if self.task == "regression":
+            return np.asarray(pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+        index = {label: i for i, label in enumerate(self.labels)}
+        strings = categorical_strings(column)
+        unknown = [(i, s) for i, s in enumerate(strings) if s not in index]
+        if unknown:
+            row, value = unknown[0]
+            raise DataError(f"{what} column '{self.manifest['target']}' row {row + 1}: label '{value}' was not seen "
+                            f"in training (known: {', '.join(self.labels)})")
+        return np.array([index[s] for s in strings], dtype=np.int64)
 
     def decode(self, out: dict[str, np.ndarray]) -> np.ndarray:
         if self.task == "regression":

@@ -1,0 +1,43 @@
+"""``tandem optimize``: faster or smaller variants of a registered model, each guarded by labelled rows."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from tandem.cli.common import doing, err, out
+from tandem.console import rows_table
+
+
+def optimize(
+    model: str = typer.Argument(..., help="Registry reference (name, name:3, name@production)."),
+    data: Path = typer.Option(..., "--data", help="Labelled rows the model never trained on (held out)."),
+    goal: str = typer.Option("latency", "--goal", help="What the alias 'optimized' picks among the kept variants: "
+                                                        "latency, throughput or size."),
+    max_loss: float = typer.Option(0.002, "--max-loss", help="How much worse than the parent a variant may score "
+                                                             "on the model's metric and still be kept."),
+    methods: str = typer.Option("auto", "--methods", help="Comma-separated methods to try (auto: every one that "
+                                                          "this tandem has: int8)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object: the parent and every variant."),
+) -> None:
+    """Try each method on MODEL; register the variants within --max-loss as new versions, the best as @optimized."""
+    from tandem.optimize import optimize as run
+
+    with doing("optimizing"):
+        result = run(model, str(data), goal=goal, max_loss=max_loss, methods=methods,
+                     progress=lambda m: err.print(m, markup=False, highlight=False))
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict()) + "\n")
+        return
+    rows = [{"variant": "parent", result.metric: round(result.parent_value, 4), "loss": 0.0,
+             "1-row µs": result.parent_figures["one_row_us"], "rows/s": result.parent_figures["rows_per_s"],
+             "bytes": result.parent_figures["bytes"], "kept": "-", "why": result.parent}]
+    rows += [{"variant": v.method, result.metric: v.metric_value, "loss": v.loss, "1-row µs": v.one_row_us,
+              "rows/s": v.rows_per_s, "bytes": v.bytes, "kept": f"version {v.version}" if v.kept else "no",
+              "why": v.why or v.skipped} for v in result.variants]
+    out.print(rows_table(rows, f"optimize {result.parent} (goal: {result.goal})"))
+    if result.best is None:
+        err.print("no variant was kept: the parent stays the best")

@@ -1,0 +1,162 @@
+"""``tandem optimize``: a registered bundle in, faster or smaller variants out, each guarded by labelled rows.
+
+Each method makes a candidate graph; each candidate is scored on labelled rows the parent never
+trained on (the training data itself is refused by its fingerprint) and timed the way the study
+times members. Candidates within ``max_loss`` of the parent on the model's metric are registered as
+new versions of the same name, their lineage naming the parent and the method; the best for the
+goal gets the alias ``optimized``. The others are reported with their loss and never registered.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from tandem.bundle.files import MANIFEST_FILE, MODEL_FILE
+from tandem.bundle.format import write_bundle
+from tandem.data.readers import read_table
+from tandem.errors import ConfigError, DataError
+from tandem.inference import Predictor
+from tandem.optimize import measure
+from tandem.optimize.quantize import int8_static
+from tandem.optimize.variants import OptimizeResult, Variant
+from tandem.registry import Registry
+from tandem.study.prepare import fingerprint
+
+GOALS = ("latency", "throughput", "size")
+METHODS = ("int8",)  # the methods this tandem has; the issue's others come later
+ALIAS = "optimized"
+_GOAL_FIGURE = {"latency": "one_row_us", "throughput": "rows_per_s", "size": "bytes"}
+
+
+def _goal_cost(goal: str, figures: Variant | dict) -> float:
+    """What the goal minimises, of a variant or of the parent's figures."""
+    value = figures[_GOAL_FIGURE[goal]] if isinstance(figures, dict) else getattr(figures, _GOAL_FIGURE[goal])
+    return -value if goal == "throughput" else value
+
+
+def optimize(model: str, data: object, *, goal: str = "latency", max_loss: float = 0.002,
+             methods: str | list[str] = "auto", home: str | Path | None = None,
+             progress: Callable[[str], None] | None = None) -> OptimizeResult:
+    """Try ``methods`` on registered ``model`` (``name``, ``name:3``, ``name@alias``), score every variant on
+    labelled ``data`` (a file or frame holding the target column), register those within ``max_loss`` of the
+    parent on its metric, and point ``name@optimized`` at the best for ``goal``."""
+    say = progress or (lambda _msg: None)
+    chosen = _check_options(goal, max_loss, methods)
+    registry = Registry(home)
+    record = registry.get(model)
+    parent = Predictor(record.path, threads=1)  # every hash verified: a tampered parent is refused here
+    manifest = parent.manifest
+    table = read_table(data, what="labelled data")
+    target = manifest["target"]
+    if target not in table.column_names:
+        raise DataError(f"labelled data has no target column '{target}': optimize scores variants on labelled rows")
+    enc = parent.encoder.encode_table(table, what="labelled data")
+    y = parent.target_values(table.column(target), "labelled data")
+    if fingerprint(enc, y) == manifest.get("lineage", {}).get("data_fingerprint"):
+        raise DataError("labelled data is the data this model was trained on: score variants on rows it never saw "
+                        "(a held-out file)")
+    metric, threshold = manifest["metric"], float(manifest.get("threshold", 0.5))
+    graph = (record.path / MODEL_FILE).read_bytes()
+    parent_out = measure.outputs(measure.session(graph), enc)
+    parent_value, parent_loss = measure.metric_loss(metric, y, measure.answer(parent.task, parent_out), threshold)
+    say(f"parent {record.name}:{record.version}: {metric} {parent_value:.4f} on {enc.n_rows} labelled rows")
+    parent_figures = measure.costs(graph, enc)
+
+    variants = []
+    for method in chosen:
+        variant = _try(method, graph, enc)
+        if variant.graph is not None:
+            _judge(variant, parent.task, metric, threshold, y, enc, parent_out, parent_loss, max_loss)
+        say(f"{method}: {variant.why or variant.skipped}")
+        variants.append(variant)
+    for variant in (v for v in variants if v.kept):
+        variant.version = registry.add(
+            record.name, lambda folder, version, v=variant: _write_variant(record.path, folder, version, manifest,
+                                                                            v, metric, parent_value, enc.n_rows),
+            summary={"task": parent.task, "metric": metric, "score": variant.metric_value}).version
+    # the alias moves only to a variant that beats its parent on the goal: kept is not the same as better
+    better = [v for v in variants if v.kept and _goal_cost(goal, v) < _goal_cost(goal, parent_figures)]
+    best = min(better, key=lambda v: _goal_cost(goal, v)) if better else None
+    if best is not None:
+        registry.set_alias(record.name, best.version, ALIAS)
+        say(f"{record.name}@{ALIAS} -> version {best.version} ({best.method})")
+    elif any(v.kept for v in variants):
+        say(f"no kept variant beats the parent on {goal}: {record.name}@{ALIAS} is left as it was")
+    return OptimizeResult(f"{record.name}:{record.version}", metric, parent_value, parent_figures, goal, max_loss,
+                          variants, best)
+
+
+def _check_options(goal: str, max_loss: float, methods: str | list[str]) -> list[str]:
+    if goal not in GOALS:
+        raise ConfigError(f"--goal must be one of {', '.join(GOALS)}, got '{goal}'")
+    if not isinstance(max_loss, (int, float)) or not np.isfinite(max_loss):
+        raise ConfigError(f"--max-loss must be a finite number (how much worse than the parent a variant may "
+                          f"score), got {max_loss!r}")
+    names = [m.strip() for m in (methods.split(",") if isinstance(methods, str) else methods) if m.strip()]
+    if names in ([], ["auto"]):
+        return list(METHODS)
+    unknown = [m for m in names if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"--methods: unknown method '{unknown[0]}' (this tandem has: auto, {', '.join(METHODS)})")
+    return list(dict.fromkeys(names))
+
+
+def _try(method: str, graph: bytes, enc: object) -> Variant:
+    if method == "int8":
+        made = int8_static(graph, enc)
+        settings = {"weights": "int8 per channel, 7 bits", "activations": "uint8, static (min-max on "
+                    f"{min(enc.n_rows, 512)} labelled rows)", "format": "QDQ", "ops": ["Gemm", "MatMul"]}
+        if isinstance(made, str):
+            return Variant(method, settings, skipped=made)
+        return Variant(method, settings, graph=made)
+    raise AssertionError(method)  # _check_options lets only known methods through
+
+
+def _judge(variant: Variant, task: str, metric: str, threshold: float, y: np.ndarray, enc: object,
+           parent_out: dict, parent_loss: float, max_loss: float) -> None:
+    out = measure.outputs(measure.session(variant.graph), enc)
+    value, loss = measure.metric_loss(metric, y, measure.answer(task, out), threshold)
+    variant.metric_value, variant.loss = round(value, 6), round(loss - parent_loss, 6)
+    variant.parity = float(np.max(np.abs(measure.answer(task, out) - measure.answer(task, parent_out))))
+    figures = measure.costs(variant.graph, enc)
+    variant.one_row_us, variant.rows_per_s, variant.bytes = (figures["one_row_us"], figures["rows_per_s"],
+                                                             figures["bytes"])
+    variant.kept = variant.loss <= max_loss
+    variant.why = (f"{metric} {value:.4f} ({'+' if -variant.loss >= 0 else ''}{-variant.loss:.4f} against the "
+                   f"parent): {'within' if variant.kept else 'beyond'} --max-loss {max_loss:g}"
+                   + ("" if variant.kept else ", not registered"))
+
+
+def _write_variant(parent_dir: Path, folder: Path, version: int, parent_manifest: dict, variant: Variant,
+                   metric: str, parent_value: float, rows: int) -> None:
+    """The variant as a bundle: the parent's files, its own graph, and a manifest whose lineage names the parent."""
+    def write_files(tmp: Path) -> None:
+        for path in sorted(p for p in parent_dir.rglob("*") if p.is_file()):
+            rel = path.relative_to(parent_dir)
+            if rel.as_posix() in (MANIFEST_FILE, MODEL_FILE):
+                continue
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, tmp / rel)
+        (tmp / MODEL_FILE).write_bytes(variant.graph)
+
+    manifest = json.loads(json.dumps(parent_manifest))
+    parent_ref = f"{parent_manifest['name']}:{parent_manifest.get('version')}"
+    manifest.update(version=version, lineage={
+        **manifest.get("lineage", {}), "parent": parent_ref,
+        "parent_model_sha256": parent_manifest["files"][MODEL_FILE]["sha256"]})
+    manifest["optimization"] = {"method": variant.method, "settings": variant.settings, "metric": metric,
+                                "value": variant.metric_value, "parent_value": parent_value, "loss": variant.loss,
+                                "parity_vs_parent": variant.parity, "rows": rows, "one_row_us": variant.one_row_us,
+                                "rows_per_s": variant.rows_per_s, "bytes": variant.bytes}
+    # what the bundle claims against its native members: the parent's gap plus this graph's from the parent
+    manifest["parity"] = {**manifest["parity"],
+                          "max_abs_diff": float(manifest["parity"]["max_abs_diff"]) + variant.parity}
+    manifest["latency"] = {**manifest.get("latency", {}), "predict_1row_us_p50": variant.one_row_us}
+    manifest["notes"] = [*manifest.get("notes", []),
+                         f"optimized from {parent_ref} by {variant.method}: {variant.why}"]
+    write_bundle(folder, write_files, manifest)

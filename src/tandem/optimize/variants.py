@@ -1,0 +1,52 @@
+"""What an optimisation tried: one variant of a parent bundle, measured and judged."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class Variant:
+    """One method's candidate: its graph, how it scored against the parent on labelled rows, what it costs,
+    and whether it was kept (registered) and why."""
+
+    method: str
+    settings: dict = field(default_factory=dict)
+    graph: bytes | None = field(default=None, repr=False)
+    skipped: str | None = None  # why the method does not apply to this model (then nothing else is set)
+    metric_value: float | None = None
+    loss: float | None = None  # how much worse than the parent on the model's metric (<= 0: no worse)
+    parity: float | None = None  # max abs difference of its outputs from the parent's, on the labelled rows
+    one_row_us: float | None = None  # one-row predict p50 on one thread
+    rows_per_s: float | None = None  # batch throughput on one thread
+    bytes: int | None = None  # the graph's size
+    kept: bool = False
+    why: str = ""
+    version: int | None = None  # the registry version it was written as, when kept
+
+    def to_dict(self) -> dict:
+        """The figures as JSON (without the graph)."""
+        out = asdict(self)
+        out.pop("graph")
+        return out
+
+
+@dataclass
+class OptimizeResult:
+    """The parent, every variant tried (kept or not), and the one the goal picked."""
+
+    parent: str
+    metric: str
+    parent_value: float
+    parent_figures: dict
+    goal: str
+    max_loss: float
+    variants: list[Variant]
+    best: Variant | None = None
+
+    def to_dict(self) -> dict:
+        """The whole result as JSON."""
+        return {"parent": self.parent, "metric": self.metric, "parent_value": self.parent_value,
+                "parent_figures": self.parent_figures, "goal": self.goal, "max_loss": self.max_loss,
+                "variants": [v.to_dict() for v in self.variants],
+                "best": None if self.best is None else self.best.method}

@@ -1,0 +1,169 @@
+"""tandem optimize: variants of a registered bundle, guarded by labelled rows, with lineage, on real graphs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import tandem
+from helpers import mixed_frame
+from tandem.errors import BundleError, ConfigError, DataError
+from tandem.inference import Predictor
+from tandem.optimize import Variant, optimize
+from tandem.registry import Registry
+
+INT8_PARITY = 0.05  # int8 weights and activations move a probability by a few hundredths at most here
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture(scope="module")
+def frames():
+    frame = mixed_frame(1600, task="binary", seed=4)
+    return frame.iloc[:1000], frame.iloc[1000:]
+
+
+@pytest.fixture(scope="module")
+def mlp(home, frames):
+    train, _ = frames
+    return tandem.train(train, "churn", time_limit=8, families=["mlp"], name="churn-mlp", home=home, bagging="no",
+                        footprint=False)
+
+
+@pytest.fixture(scope="module")
+def trees(home, frames):
+    train, _ = frames
+    return tandem.train(train, "churn", time_limit=4, families=["lightgbm"], name="churn-trees", home=home,
+                        bagging="no", footprint=False)
+
+
+def test_int8_variant_is_scored_registered_and_traced_to_its_parent(mlp, frames, home):
+    _, held_out = frames
+    result = optimize("churn-mlp", held_out, max_loss=0.05, goal="size", home=home)
+    (variant,) = result.variants
+    assert variant.bytes < result.parent_figures["bytes"]  # int8 weights: a quarter of float32's
+    assert variant.method == "int8" and variant.skipped is None
+    assert 0 <= variant.parity <= INT8_PARITY
+    assert variant.loss <= 0.05 and variant.kept and variant.version == mlp.version + 1
+    assert result.best is variant and result.parent == f"churn-mlp:{mlp.version}"
+
+    registry = Registry(home)
+    record = registry.get("churn-mlp@optimized")
+    assert record.version == variant.version
+    child = Predictor(record.path)  # a verified bundle like any other
+    lineage, how = child.manifest["lineage"], child.manifest["optimization"]
+    assert lineage["parent"] == f"churn-mlp:{mlp.version}"
+    assert lineage["parent_model_sha256"] == mlp.manifest["files"]["model.onnx"]["sha256"]
+    assert lineage["data_fingerprint"] == mlp.manifest["lineage"]["data_fingerprint"]
+    assert how["method"] == "int8" and how["rows"] == len(held_out) and how["loss"] == variant.loss
+    assert child.manifest["files"]["model.onnx"]["sha256"] != mlp.manifest["files"]["model.onnx"]["sha256"]
+    # the child's graph is int8 and answers like its parent, within the stated tolerance, on rows never seen
+    graph_ops = (record.path / "model.onnx").read_bytes()
+    assert b"QuantizeLinear" in graph_ops and b"DequantizeLinear" in graph_ops
+    rows = held_out.drop(columns=["churn"])
+    gap = np.max(np.abs(child.predict_proba(rows) - mlp.predict_proba(rows)))
+    assert gap <= INT8_PARITY and np.isclose(gap, variant.parity, atol=1e-6)
+
+
+def test_the_guard_refuses_a_variant_that_loses_too_much(mlp, frames, home):
+    _, held_out = frames
+    before = [r.version for r in Registry(home).list() if r.name == "churn-mlp"]
+    # a max loss no variant can meet: every candidate must be listed with its loss and never registered
+    result = optimize(f"churn-mlp:{mlp.version}", held_out, max_loss=-1.0, home=home)
+    (variant,) = result.variants
+    assert not variant.kept and variant.version is None and result.best is None
+    assert variant.loss > -1.0 and "beyond --max-loss -1, not registered" in variant.why
+    assert [r.version for r in Registry(home).list() if r.name == "churn-mlp"] == before
+
+
+def test_the_alias_moves_only_to_a_variant_that_beats_its_parent_on_the_goal(mlp, frames, home):
+    _, held_out = frames
+    registry = Registry(home)
+    before = registry.get("churn-mlp@optimized").version
+    result = optimize(f"churn-mlp:{mlp.version}", held_out, max_loss=0.05, goal="latency", home=home)
+    (variant,) = result.variants
+    assert variant.kept and variant.version > before
+    # kept is not better: the alias follows the measured one-row latency, whichever way this run measured it
+    faster = variant.one_row_us < result.parent_figures["one_row_us"]
+    assert (result.best is variant) == faster
+    assert registry.get("churn-mlp@optimized").version == (variant.version if faster else before)
+
+
+def test_an_int8_model_is_not_quantized_again(mlp, frames, home):
+    _, held_out = frames
+    result = optimize("churn-mlp@optimized", held_out, max_loss=0.05, home=home)
+    assert [(v.method, v.skipped) for v in result.variants] == [
+        ("int8", "int8: this model's matrix multiplications are already quantized")]
+
+
+def test_a_method_that_does_not_apply_says_why(trees, frames, home):
+    _, held_out = frames
+    result = optimize("churn-trees", held_out, home=home)
+    assert [(v.method, v.skipped) for v in result.variants] == [
+        ("int8", "int8 quantizes matrix multiplications (dense layers); this model has none (trees and lookups "
+                 "only)")]
+    assert result.best is None and not any(v.kept for v in result.variants)
+    assert result.parent_figures["one_row_us"] > 0 and result.parent_figures["bytes"] > 0
+
+
+def test_the_training_data_itself_is_refused(trees, frames, home):
+    train, _ = frames
+    with pytest.raises(DataError, match="is the data this model was trained on"):
+        optimize("churn-trees", train, home=home)
+
+
+def test_a_tampered_parent_is_refused(home, frames, tmp_path):
+    train, held_out = frames
+    model = tandem.train(train, "churn", time_limit=3, families=["linear"], name="churn-tampered", home=home,
+                         bagging="no", footprint=False)
+    graph = model.path / "model.onnx"
+    graph.chmod(0o644)
+    data = bytearray(graph.read_bytes())
+    data[-5] ^= 0xFF
+    graph.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="sha256"):
+        optimize("churn-tampered", held_out, home=home)
+
+
+def test_bad_options_and_data_are_one_line_errors(trees, frames, home):
+    _, held_out = frames
+    with pytest.raises(ConfigError, match="--goal must be one of latency, throughput, size, got 'speed'"):
+        optimize("churn-trees", held_out, goal="speed", home=home)
+    with pytest.raises(ConfigError, match="unknown method 'int3' \\(this tandem has: auto, int8\\)"):
+        optimize("churn-trees", held_out, methods="int8,int3", home=home)
+    with pytest.raises(ConfigError, match="--max-loss must be a finite number"):
+        optimize("churn-trees", held_out, max_loss=float("nan"), home=home)
+    with pytest.raises(DataError, match="labelled data has no target column 'churn'"):
+        optimize("churn-trees", held_out.drop(columns=["churn"]), home=home)
+
+
+def test_the_command_line_prints_the_table_and_json(mlp, frames, home, tmp_path):
+    _, held_out = frames
+    data = tmp_path / "held_out.csv"
+    held_out.to_csv(data, index=False)
+    env = {"TANDEM_HOME": str(home), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-m", "tandem.cli", "optimize", f"churn-mlp:{mlp.version}", "--data",
+                           str(data), "--max-loss", "0.05", "--json"], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["parent"].startswith("churn-mlp:") and result["best"] == "int8"
+    assert [v["method"] for v in result["variants"]] == ["int8"] and result["variants"][0]["kept"]
+    bad = subprocess.run([sys.executable, "-m", "tandem.cli", "optimize", "churn-mlp", "--data", str(data),
+                          "--goal", "speed"], capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode != 0 and bad.stderr.strip().splitlines() == [
+        "tandem: error: --goal must be one of latency, throughput, size, got 'speed'"]
+
+
+def test_tandem_optimize_is_the_function():
+    import tandem.optimize as package
+
+    assert callable(tandem.optimize) and callable(package)
+    assert Variant("int8").to_dict()["method"] == "int8"
