@@ -114,3 +114,35 @@ def _close(a: dict, b: dict) -> bool:
     """Equal but for the last bits of a mean or std (a column sum in another order)."""
     return a.keys() == b.keys() and all(
         a[k] == b[k] if k not in ("mean", "std") else a[k] == pytest.approx(b[k], rel=1e-12) for k in a)
+
+
+def test_the_ensemble_keeps_within_max_bytes():
+    from tandem.study.ensemble import greedy_ensemble
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    big = np.where(y[:, None] == np.arange(2), 0.9, 0.1)  # the most accurate, and the largest
+    small = np.where(y[:, None] == np.arange(2), 0.7, 0.3) + rng.normal(0, 0.05, (400, 2))
+    other = np.where(y[:, None] == np.arange(2), 0.6, 0.4) + rng.normal(0, 0.05, (400, 2))
+    preds = {"big": big, "small": small, "other": other}
+    sizes = {"big": 5_000_000, "small": 20_000, "other": 30_000}
+    assert greedy_ensemble(preds, y, "log_loss", sizes=sizes) == {"big": 1.0}
+    fitted = greedy_ensemble(preds, y, "log_loss", sizes=sizes, max_size=60_000)
+    assert "big" not in fitted and sum(sizes[n] for n in fitted) <= 60_000 and abs(sum(fitted.values()) - 1) < 1e-9
+    # when no model fits, the best leads alone rather than nothing
+    assert greedy_ensemble(preds, y, "log_loss", sizes=sizes, max_size=100) == {"big": 1.0}
+
+
+def test_train_max_bytes_bounds_the_members(tmp_path):
+    frame = mixed_frame(600, task="binary", seed=3)
+    free = tandem.train(frame, "churn", time_limit=8, families=["lightgbm", "linear"], bagging="no",
+                        footprint=False, home=tmp_path, name="free")
+    sizes = {r["model"]: r["onnx_bytes"] for r in free.leaderboard() if r.get("onnx_bytes")}
+    limit = min(sizes.values()) + 1
+    capped = tandem.train(frame, "churn", time_limit=8, families=["lightgbm", "linear"], bagging="no",
+                          footprint=False, home=tmp_path, name="capped", max_bytes=limit)
+    members = [m["model"] for m in capped.manifest["ensemble"]]
+    capped_sizes = {r["model"]: r["onnx_bytes"] for r in capped.leaderboard() if r.get("onnx_bytes")}
+    assert sum(capped_sizes[m] for m in members) <= limit
+    with pytest.raises(tandem.TandemError, match="max_bytes must be a whole number of bytes, at least 1, got 0"):
+        tandem.train(frame, "churn", time_limit=2, max_bytes=0, home=tmp_path, footprint=False)

@@ -44,6 +44,9 @@ def train(
     ignore: str | None = typer.Option(None, help="Comma-separated columns to leave out."),
     latency_budget_us: float = typer.Option(
         100.0, "--latency-budget-us", help="One-row latency (p50, one thread) the ensemble may cost, in µs."),
+    max_bytes: int | None = typer.Option(
+        None, "--max-bytes", help="Graph bytes the ensemble's members may take together (the preprocessing "
+                                  "comes on top)."),
     families: str | None = typer.Option(None, help="Comma-separated learner families to try: lightgbm, linear, mlp, "
                                         "cnn, minilm_linear."),
     text_encoder: str = typer.Option("auto", "--text-encoder", help="Text columns through the all-MiniLM-L6-v2 "
@@ -69,6 +72,7 @@ def train(
     check_ranges(("--time-limit", time_limit, time_limit > 0, "greater than 0 (a positive time limit, in seconds)"),
                  ("--seed", seed, 0 <= seed <= MAX_SEED, f"from 0 to {MAX_SEED}"),
                  ("--latency-budget-us", latency_budget_us, latency_budget_us > 0, "greater than 0 µs"),
+                 ("--max-bytes", max_bytes, max_bytes is None or max_bytes >= 1, "at least 1 byte"),
                  ("--encoder-layers", encoder_layers, 1 <= encoder_layers <= 6, "from 1 to 6 (the encoder's layers)"),
                  ("--pue", pue, pue is None or pue >= 1, "at least 1.0 (1.0: no data-centre overhead)"),
                  ("--max-energy-kwh", max_energy_kwh, max_energy_kwh is None or max_energy_kwh > 0,
@@ -86,7 +90,8 @@ def train(
                             ignore=[c.strip() for c in ignore.split(",")] if ignore else None,
                             families=[f.strip() for f in families.split(",")] if families else None,
                             configs=_read_configs(configs) if configs else None,
-                            latency_budget_us=latency_budget_us, path=out_dir, progress=bar.say, strict=strict,
+                            latency_budget_us=latency_budget_us, max_bytes=max_bytes, path=out_dir, progress=bar.say,
+                            strict=strict,
                             sensitive=sensitive, text_encoder=text_encoder, encoder_layers=encoder_layers,
                             country=country, max_energy_kwh=max_energy_kwh,
                             footprint=False if no_footprint else MeterSettings(pue=pue), signing_key=signing_key)

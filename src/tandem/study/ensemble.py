@@ -20,26 +20,33 @@ if TYPE_CHECKING:
 
 def greedy_ensemble(preds: dict[str, np.ndarray], y: np.ndarray, metric: str, *, rounds: int = 25,
                     max_members: int = 4, costs: dict[str, float] | None = None,
-                    max_cost: float = float("inf"), cost_ratio: float = 1.5) -> dict[str, float]:
+                    max_cost: float = float("inf"), cost_ratio: float = 1.5, sizes: dict[str, float] | None = None,
+                    max_size: float = float("inf")) -> dict[str, float]:
     """Pick members with replacement to minimise ``metric``; return normalised weights (> 0 only).
 
     With ``costs`` (one-row latency of each model), the distinct members' total cost stays within
     ``max_cost`` and within ``cost_ratio`` times its leading model's cost: the ensemble may buy
-    accuracy with latency, but only so much.
+    accuracy with latency, but only so much. With ``sizes`` (each model's graph bytes), the distinct
+    members' total size stays within ``max_size`` once a model that fits it leads.
     """
     names = sorted(preds, key=lambda n: loss(metric, y, preds[n]))
     if not names:
         return {}
-    costs = costs or {}
-    within = [n for n in names if costs.get(n, 0.0) <= max_cost]
-    if within:  # the best model that fits the latency budget leads; others only if none does
-        names = within + [n for n in names if n not in within]
+    costs, sizes = costs or {}, sizes or {}
+    for budgeted, limit in ((costs, max_cost), (sizes, max_size)):
+        within = [n for n in names if budgeted.get(n, 0.0) <= limit]
+        if within:  # the best model that fits the budget leads; others only if none does
+            names = within + [n for n in names if n not in within]
     counts = {names[0]: 1}
     first_cost = costs.get(names[0], 0.0)
     budget = max(first_cost, min(max_cost, cost_ratio * first_cost)) if costs else float("inf")
+    size_budget = max(sizes.get(names[0], 0.0), max_size)
 
     def affordable(name: str) -> bool:
-        return name in counts or sum(costs.get(n, 0.0) for n in counts) + costs.get(name, 0.0) <= budget
+        if name in counts:
+            return True
+        return (sum(costs.get(n, 0.0) for n in counts) + costs.get(name, 0.0) <= budget
+                and sum(sizes.get(n, 0.0) for n in counts) + sizes.get(name, 0.0) <= size_budget)
 
     current = preds[names[0]].astype(np.float64).copy()
     best_loss = loss(metric, y, current)
@@ -75,7 +82,7 @@ class Ensemble:
 
 def choose_ensemble(prep: Prepared, config: StudyConfig, usable: list[Candidate], rows: np.ndarray,
                     say: Progress) -> Ensemble:
-    """Blend the usable candidates within the latency budget, pick the binary threshold, score the blend
+    """Blend the usable candidates within the latency and size budgets, pick the binary threshold, score the blend
     (and its fairness over ``config.sensitive``) on ``rows``; overfitting candidates get a warning."""
     task, metric, y = prep.task, prep.metric, prep.y
     for c in usable:
@@ -87,9 +94,17 @@ def choose_ensemble(prep: Prepared, config: StudyConfig, usable: list[Candidate]
     # the sentence encoder is a fixed price for its accuracy: the latency budget is on top of it
     encoder_us = max((c.latency_us for c in usable if learner_class(c.family).view in TEXT_ENCODER_VIEWS),
                      default=0.0)
+    max_size = float("inf") if config.max_bytes is None else float(config.max_bytes)
     weights = greedy_ensemble({c.name: c.oof[rows] for c in usable}, y[rows], ens_metric,
                               costs={c.name: c.latency_us for c in usable},
-                              max_cost=config.latency_budget_us + encoder_us)
+                              max_cost=config.latency_budget_us + encoder_us,
+                              sizes={c.name: c.onnx_bytes for c in usable}, max_size=max_size)
+    too_big = sum(c.onnx_bytes for c in usable if c.name in weights)
+    if usable and too_big > max_size:
+        smallest = min(usable, key=lambda c: c.onnx_bytes)
+        prep.warnings.append(f"no model fits --max-bytes {config.max_bytes}: the ensemble's members take "
+                             f"{too_big} bytes (the smallest model tried, {smallest.name}, takes "
+                             f"{smallest.onnx_bytes})")
     blended = blend({c.name: c.oof[rows] for c in usable}, weights)
     threshold = 0.5
     if task == "binary":

@@ -36,6 +36,7 @@ class StudyConfig:
     families: list[str] | None = None
     ignore: list[str] | None = None
     latency_budget_us: float = 100.0  # one-row latency (p50, one thread) the ensemble's graph may cost
+    max_bytes: int | None = None  # graph bytes the ensemble's members may take together (preprocessing apart)
     configs: list[dict] | None = None  # configurations to try instead of the portfolio (same shape)
     strict: bool = False  # stop before fitting when the quality gate finds an error
     sensitive: str | None = None  # a column whose groups get fairness figures (on the validation rows)
