@@ -108,6 +108,23 @@ def scatter(xs: list[float], ys: list[float], *, title: str, x_label: str, y_lab
     return _svg(f.axes(x_label, y_label) + diag + dots, title)
 
 
+def points_chart(points: list[tuple[str, float, float, bool]], *, title: str, x_label: str, y_label: str) -> str:
+    """Labelled points (label, x, y, filled): filled dots for what was kept, rings for what was not."""
+    points = [p for p in points if math.isfinite(p[1]) and math.isfinite(p[2])]
+    if not points:
+        return ""
+    xs, ys = [p[1] for p in points], [p[2] for p in points]
+    pad_x, pad_y = (max(xs) - min(xs)) * 0.08 or abs(xs[0]) * 0.1 or 1, (max(ys) - min(ys)) * 0.08 or 1e-3
+    f = _Frame((min(xs) - pad_x, max(xs) + pad_x), (min(ys) - pad_y, max(ys) + pad_y))
+    body = [f.axes(x_label, y_label)]
+    for i, (label, x, y, filled) in enumerate(points):
+        color = PALETTE[i % len(PALETTE)]
+        body.append(f'<circle cx="{f.px(x):.1f}" cy="{f.py(y):.1f}" r="4" stroke="{color}" stroke-width="1.5" '
+                    f'fill="{color if filled else "white"}"/>'
+                    f'<text x="{f.px(x) + 6:.1f}" y="{f.py(y) - 5:.1f}" font-size="10">{_esc(label)}</text>')
+    return _svg("".join(body), title)
+
+
 def bar_chart(items: list[tuple[str, float, float | None]], *, title: str, unit: str = "") -> str:
     """Horizontal bars (label, value, error or None); negative values extend left of zero."""
     if not items:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import html
 
-from tandem.report.charts import bar_chart, heatmap, line_chart, scatter
+from tandem.report.charts import bar_chart, heatmap, line_chart, points_chart, scatter
 
 SECTIONS = ("quality", "leaderboard", "curves", "confusion", "calibration", "learning", "importance", "fairness",
             "footprint", "ensemble", "notes")
@@ -238,6 +238,26 @@ def _life_chart(life: dict) -> str:
         "</div>"
 
 
+def _optimization(m: dict) -> str:
+    """What ``tandem optimize`` tried for this variant's parent: every candidate, kept or not, on two charts."""
+    o = m["optimization"]
+    rows = o.get("candidates") or []
+    metric = o.get("metric", m["metric"])
+    points = [(r["variant"], r.get("one_row_us"), r.get("value"), r.get("kept", False)) for r in rows
+              if r.get("one_row_us") is not None and r.get("value") is not None]
+    sized = [(r["variant"], r["bytes"] / 1000, r.get("value"), r.get("kept", False)) for r in rows
+             if r.get("bytes") is not None and r.get("value") is not None]
+    parent = m.get("lineage", {}).get("parent")
+    intro = (f"<p>This bundle is the <b>{_esc(o['method'])}</b> variant of <code>{_esc(parent)}</code>, "
+             f"scored on {_esc(o.get('rows'))} labelled rows its parent never trained on. Filled: kept "
+             "(registered); rings: not kept.</p>")
+    charts = (_figure(points_chart(points, title=f"{metric} against one-row latency", x_label="one-row p50 (µs)",
+                                   y_label=metric), "Up and to the left is better.")
+              + _figure(points_chart(sized, title=f"{metric} against size", x_label="graph size (KB)",
+                                     y_label=metric), "Up and to the left is better."))
+    return intro + f"<div class='charts'>{charts}</div>" + _table(rows)
+
+
 def render_report(manifest: dict) -> str:
     """The report page for ``manifest``."""
     m = manifest
@@ -255,6 +275,7 @@ def render_report(manifest: dict) -> str:
         _section("fairness", "Fairness", _fairness(m)),
         _section("footprint", "Footprint", _footprint(m)),
         _section("ensemble", "Ensemble", _table(m["ensemble"])),
+        _section("optimization", "Optimization", _optimization(m)) if m.get("optimization") else "",
         _section("notes", "Notes", "<ul>" + ("".join(f"<li>{_esc(n)}</li>" for n in notes) or "<li>none</li>")
                  + "</ul>"),
     ]
