@@ -108,3 +108,22 @@ def test_a_regression_report_draws_predictions_and_skips_the_classifier_sections
     assert "Not applicable to regression" in sections["confusion"]
     assert "Not applicable to regression" in sections["calibration"]
     assert "<svg" in sections["importance"]
+
+
+def test_a_variant_bundle_shows_what_optimize_tried(model):
+    assert '<section id="optimization">' not in render_report(model.manifest)  # only variants have one
+    manifest = dict(model.manifest, lineage={**model.manifest["lineage"], "parent": "rep:1"})
+    manifest["optimization"] = {
+        "method": "int8", "metric": "roc_auc", "rows": 600,
+        "candidates": [
+            {"variant": "parent", "value": 0.91, "one_row_us": 32.6, "bytes": 878419, "kept": True},
+            {"variant": "int8", "value": 0.9099, "one_row_us": 65.3, "bytes": 241570, "kept": True},
+            {"variant": "trees 1/4", "value": 0.85, "one_row_us": 12.0, "bytes": 100000, "kept": False}]}
+    page = render_report(manifest)
+    section = dict(re.findall(r'<section id="(\w+)">(.*?)</section>', page, re.S))["optimization"]
+    assert section.count("<svg") == 2 and "against one-row latency" in section and "against size" in section
+    assert "variant of <code>rep:1</code>" in section and "600 labelled rows" in section
+    # three points a chart: the kept ones filled, the refused one a ring
+    latency_chart = section.split("<svg")[1]
+    assert latency_chart.count("<circle") == 3 and latency_chart.count('fill="white"') == 1
+    assert "trees 1/4" in section and "0.9099" in section
