@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import onnx
 import pytest
 
 import tandem
@@ -17,6 +18,16 @@ from tandem.optimize import Variant, optimize
 from tandem.registry import Registry
 
 INT8_PARITY = 0.05  # int8 weights and activations move a probability by a few hundredths at most here
+NO_TREES = ("trees", "trees keeps fewer trees of LightGBM members; this model has none")
+INT8_NO_MATMULS = ("int8", "int8 quantizes matrix multiplications (dense layers); this model has none (trees and "
+                           "lookups only)")
+
+
+def tree_count(graph: bytes) -> int:
+    """How many trees the graph's TreeEnsemble nodes hold (one root each)."""
+    model = onnx.load_from_string(graph)
+    return sum(len(next(a for a in n.attribute if a.name == "tree_roots").ints)
+               for n in model.graph.node if n.op_type == "TreeEnsemble")
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +58,8 @@ def trees(home, frames):
 def test_int8_variant_is_scored_registered_and_traced_to_its_parent(mlp, frames, home):
     _, held_out = frames
     result = optimize("churn-mlp", held_out, max_loss=0.05, goal="size", home=home)
-    (variant,) = result.variants
+    variant, trees = result.variants
+    assert (trees.method, trees.skipped) == NO_TREES and not trees.kept and trees.graph is None
     assert variant.bytes < result.parent_figures["bytes"]  # int8 weights: a quarter of float32's
     assert variant.method == "int8" and variant.skipped is None
     assert 0 <= variant.parity <= INT8_PARITY
@@ -77,7 +89,8 @@ def test_the_guard_refuses_a_variant_that_loses_too_much(mlp, frames, home):
     before = [r.version for r in Registry(home).list() if r.name == "churn-mlp"]
     # a max loss no variant can meet: every candidate must be listed with its loss and never registered
     result = optimize(f"churn-mlp:{mlp.version}", held_out, max_loss=-1.0, home=home)
-    (variant,) = result.variants
+    variant, trees = result.variants
+    assert (trees.method, trees.skipped) == NO_TREES
     assert not variant.kept and variant.version is None and result.best is None
     assert variant.loss > -1.0 and "beyond --max-loss -1, not registered" in variant.why
     assert [r.version for r in Registry(home).list() if r.name == "churn-mlp"] == before
@@ -88,7 +101,8 @@ def test_the_alias_moves_only_to_a_variant_that_beats_its_parent_on_the_goal(mlp
     registry = Registry(home)
     before = registry.get("churn-mlp@optimized").version
     result = optimize(f"churn-mlp:{mlp.version}", held_out, max_loss=0.05, goal="latency", home=home)
-    (variant,) = result.variants
+    variant, trees = result.variants
+    assert (trees.method, trees.skipped) == NO_TREES
     assert variant.kept and variant.version > before
     # kept is not better: the alias follows the measured one-row latency, whichever way this run measured it
     faster = variant.one_row_us < result.parent_figures["one_row_us"]
@@ -100,17 +114,69 @@ def test_an_int8_model_is_not_quantized_again(mlp, frames, home):
     _, held_out = frames
     result = optimize("churn-mlp@optimized", held_out, max_loss=0.05, home=home)
     assert [(v.method, v.skipped) for v in result.variants] == [
-        ("int8", "int8: this model's matrix multiplications are already quantized")]
+        ("int8", "int8: this model's matrix multiplications are already quantized"), NO_TREES]
 
 
 def test_a_method_that_does_not_apply_says_why(trees, frames, home):
     _, held_out = frames
-    result = optimize("churn-trees", held_out, home=home)
+    before = [r.version for r in Registry(home).list() if r.name == "churn-trees"]
+    # a max loss no variant can meet: int8 says why it does not apply, trees is tried and refused
+    result = optimize("churn-trees", held_out, max_loss=-1.0, home=home)
     assert [(v.method, v.skipped) for v in result.variants] == [
-        ("int8", "int8 quantizes matrix multiplications (dense layers); this model has none (trees and lookups "
-                 "only)")]
+        INT8_NO_MATMULS, ("trees", None), ("trees", None)]
     assert result.best is None and not any(v.kept for v in result.variants)
+    assert all(v.loss is not None and "not registered" in v.why for v in result.variants[1:])
     assert result.parent_figures["one_row_us"] > 0 and result.parent_figures["bytes"] > 0
+    assert [r.version for r in Registry(home).list() if r.name == "churn-trees"] == before
+
+
+def test_trees_does_not_apply_to_a_model_without_lightgbm(mlp, frames, home):
+    _, held_out = frames
+    result = optimize(f"churn-mlp:{mlp.version}", held_out, methods="trees", home=home)
+    assert [(v.method, v.skipped) for v in result.variants] == [NO_TREES]
+    assert result.best is None and result.variants[0].to_dict()["settings"] == {}
+
+
+def test_trees_variants_keep_fewer_trees_and_trace_to_their_parent(trees, frames, home):
+    _, held_out = frames
+    parent_graph = (trees.path / "model.onnx").read_bytes()
+    (member,) = trees.manifest["ensemble"]
+    full = tree_count(parent_graph)
+    assert member["family"] == "lightgbm" and full == member["trees"] >= 8
+    result = optimize(f"churn-trees:{trees.version}", held_out, max_loss=0.05, methods="trees", goal="size",
+                      home=home)
+    half, quarter = result.variants
+    assert [v.settings["keep"] for v in result.variants] == ["1/2 of the trees", "1/4 of the trees"]
+    assert [v.label for v in result.variants] == ["trees 1/2", "trees 1/4"]
+    assert half.settings["trees"] == {member["model"]: full // 2}
+    assert quarter.settings["trees"] == {member["model"]: full // 4}
+    registry = Registry(home)
+    for variant in result.variants:
+        assert variant.method == "trees" and variant.skipped is None and variant.loss is not None
+        assert variant.bytes < result.parent_figures["bytes"] and variant.parity > 0  # other trees, other answers
+        assert variant.kept and variant.version > trees.version  # within 0.05 of the parent's roc_auc here
+        record = registry.get(f"churn-trees:{variant.version}")
+        child = Predictor(record.path)  # a verified bundle like any other
+        graph = (record.path / "model.onnx").read_bytes()
+        assert tree_count(graph) == variant.settings["trees"][member["model"]] == child.manifest["ensemble"][0][
+            "trees"]
+        lineage, how = child.manifest["lineage"], child.manifest["optimization"]
+        assert lineage["parent"] == f"churn-trees:{trees.version}"
+        assert lineage["parent_model_sha256"] == trees.manifest["files"]["model.onnx"]["sha256"]
+        assert how["method"] == "trees" and how["loss"] == variant.loss and how["settings"] == variant.settings
+        # every candidate of the run, for the variant's report: the parent, then both cuts
+        assert [(c["variant"], c["kept"]) for c in how["candidates"]] == [
+            ("parent", True), ("trees 1/2", True), ("trees 1/4", True)]
+        assert how["candidates"][2]["bytes"] == quarter.bytes
+        # its native files are cut like its graph: the bundle agrees with itself, and differs from its parent
+        native = f"{member['native']}/lightgbm.txt"
+        assert child.manifest["files"][native]["sha256"] != trees.manifest["files"][native]["sha256"]
+        assert child.manifest["parity"]["max_abs_diff"] < 1e-5
+        rows = held_out.drop(columns=["churn"])
+        gap = np.max(np.abs(child.predict_proba(rows) - trees.predict_proba(rows)))
+        assert np.isclose(gap, variant.parity, atol=1e-6)
+    assert quarter.bytes < half.bytes
+    assert result.best is quarter and registry.get("churn-trees@optimized").version == quarter.version
 
 
 def test_the_training_data_itself_is_refused(trees, frames, home):
@@ -136,7 +202,7 @@ def test_bad_options_and_data_are_one_line_errors(trees, frames, home):
     _, held_out = frames
     with pytest.raises(ConfigError, match="--goal must be one of latency, throughput, size, got 'speed'"):
         optimize("churn-trees", held_out, goal="speed", home=home)
-    with pytest.raises(ConfigError, match="unknown method 'int3' \\(this tandem has: auto, int8\\)"):
+    with pytest.raises(ConfigError, match="unknown method 'int3' \\(this tandem has: auto, int8, trees\\)"):
         optimize("churn-trees", held_out, methods="int8,int3", home=home)
     with pytest.raises(ConfigError, match="--max-loss must be a finite number"):
         optimize("churn-trees", held_out, max_loss=float("nan"), home=home)
@@ -150,12 +216,13 @@ def test_the_command_line_prints_the_table_and_json(mlp, frames, home, tmp_path)
     held_out.to_csv(data, index=False)
     env = {"TANDEM_HOME": str(home), "PATH": "/usr/bin:/bin"}
     done = subprocess.run([sys.executable, "-m", "tandem.cli", "optimize", f"churn-mlp:{mlp.version}", "--data",
-                           str(data), "--max-loss", "0.05", "--json"], capture_output=True, text=True, env=env,
-                          timeout=300)
+                           str(data), "--max-loss", "0.05", "--goal", "size", "--json"], capture_output=True,
+                          text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["parent"].startswith("churn-mlp:") and result["best"] == "int8"
-    assert [v["method"] for v in result["variants"]] == ["int8"] and result["variants"][0]["kept"]
+    assert [v["method"] for v in result["variants"]] == ["int8", "trees"] and result["variants"][0]["kept"]
+    assert result["variants"][1]["skipped"] == NO_TREES[1] and not result["variants"][1]["kept"]
     bad = subprocess.run([sys.executable, "-m", "tandem.cli", "optimize", "churn-mlp", "--data", str(data),
                           "--goal", "speed"], capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode != 0 and bad.stderr.strip().splitlines() == [

@@ -9,7 +9,7 @@ The public interface:
 - :data:`METHODS` and :data:`GOALS`: what this tandem can try, and for what.
 
 How variants are scored and timed (:mod:`~tandem.optimize.measure`) and made
-(:mod:`~tandem.optimize.quantize`) is internal.
+(:mod:`~tandem.optimize.quantize`: int8; :mod:`~tandem.optimize.trees`: fewer trees) is internal.
 
 The package is callable, so ``tandem.optimize(...)`` is :func:`optimize` whether Python finds the function
 or, once imported, this package under that name.

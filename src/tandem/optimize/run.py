@@ -23,12 +23,13 @@ from tandem.errors import ConfigError, DataError
 from tandem.inference import Predictor
 from tandem.optimize import measure
 from tandem.optimize.quantize import int8_static
+from tandem.optimize.trees import fewer_trees, write_cut_natives
 from tandem.optimize.variants import OptimizeResult, Variant
 from tandem.registry import Registry
 from tandem.study.prepare import fingerprint
 
 GOALS = ("latency", "throughput", "size")
-METHODS = ("int8",)  # the methods this tandem has; the issue's others come later
+METHODS = ("int8", "trees")  # the methods this tandem has; the issue's others come later
 ALIAS = "optimized"
 _GOAL_FIGURE = {"latency": "one_row_us", "throughput": "rows_per_s", "size": "bytes"}
 
@@ -69,15 +70,16 @@ def optimize(model: str, data: object, *, goal: str = "latency", max_loss: float
 
     variants = []
     for method in chosen:
-        variant = _try(method, graph, enc)
-        if variant.graph is not None:
-            _judge(variant, parent.task, metric, threshold, y, enc, parent_out, parent_loss, max_loss)
-        say(f"{method}: {variant.why or variant.skipped}")
-        variants.append(variant)
+        for variant in _try(method, graph, enc, record.path, manifest):
+            if variant.graph is not None:
+                _judge(variant, parent.task, metric, threshold, y, enc, parent_out, parent_loss, max_loss)
+            say(f"{variant.label}: {variant.why or variant.skipped}")
+            variants.append(variant)
     for variant in (v for v in variants if v.kept):
         variant.version = registry.add(
-            record.name, lambda folder, version, v=variant: _write_variant(record.path, folder, version, manifest,
-                                                                            v, metric, parent_value, enc.n_rows),
+            record.name, lambda folder, version, v=variant: _write_variant(
+                record.path, folder, version, manifest, v, metric, parent_value, enc.n_rows,
+                _candidates(variants, parent_value, parent_figures)),
             summary={"task": parent.task, "metric": metric, "score": variant.metric_value}).version
     # the alias moves only to a variant that beats its parent on the goal: kept is not the same as better
     better = [v for v in variants if v.kept and _goal_cost(goal, v) < _goal_cost(goal, parent_figures)]
@@ -106,15 +108,31 @@ def _check_options(goal: str, max_loss: float, methods: str | list[str]) -> list
     return list(dict.fromkeys(names))
 
 
-def _try(method: str, graph: bytes, enc: object) -> Variant:
+def _try(method: str, graph: bytes, enc: object, folder: Path, manifest: dict) -> list[Variant]:
+    """The method's variants of the parent (one, skipped, when the method does not apply)."""
     if method == "int8":
         made = int8_static(graph, enc)
         settings = {"weights": "int8 per channel, 7 bits", "activations": "uint8, static (min-max on "
                     f"{min(enc.n_rows, 512)} labelled rows)", "format": "QDQ", "ops": ["Gemm", "MatMul"]}
         if isinstance(made, str):
-            return Variant(method, settings, skipped=made)
-        return Variant(method, settings, graph=made)
+            return [Variant(method, settings, skipped=made)]
+        return [Variant(method, settings, graph=made)]
+    if method == "trees":
+        made = fewer_trees(folder, manifest, enc)
+        if isinstance(made, str):
+            return [Variant(method, {}, skipped=made)]
+        return [Variant(method, {"keep": c.keep, "trees": c.trees, "iterations": c.iterations}, graph=c.graph,
+                        native_parity=c.native_parity, label=f"{method} {c.fraction}") for c in made]
     raise AssertionError(method)  # _check_options lets only known methods through
+
+
+def _candidates(variants: list[Variant], parent_value: float, parent_figures: dict) -> list[dict]:
+    """Every candidate this run scored, the parent first: what a variant's report charts."""
+    rows = [{"variant": "parent", "value": parent_value, "one_row_us": parent_figures["one_row_us"],
+             "rows_per_s": parent_figures["rows_per_s"], "bytes": parent_figures["bytes"], "kept": True}]
+    return rows + [{"variant": v.label, "value": v.metric_value, "loss": v.loss, "one_row_us": v.one_row_us,
+                    "rows_per_s": v.rows_per_s, "bytes": v.bytes, "kept": v.kept}
+                   for v in variants if v.skipped is None]
 
 
 def _judge(variant: Variant, task: str, metric: str, threshold: float, y: np.ndarray, enc: object,
@@ -133,7 +151,7 @@ def _judge(variant: Variant, task: str, metric: str, threshold: float, y: np.nda
 
 
 def _write_variant(parent_dir: Path, folder: Path, version: int, parent_manifest: dict, variant: Variant,
-                   metric: str, parent_value: float, rows: int) -> None:
+                   metric: str, parent_value: float, rows: int, candidates: list[dict]) -> None:
     """The variant as a bundle: the parent's files, its own graph, and a manifest whose lineage names the parent."""
     def write_files(tmp: Path) -> None:
         for path in sorted(p for p in parent_dir.rglob("*") if p.is_file()):
@@ -143,6 +161,8 @@ def _write_variant(parent_dir: Path, folder: Path, version: int, parent_manifest
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, tmp / rel)
         (tmp / MODEL_FILE).write_bytes(variant.graph)
+        if variant.method == "trees":  # the native members cut like the graph's
+            write_cut_natives(parent_dir, tmp, parent_manifest, variant.settings["iterations"])
 
     manifest = json.loads(json.dumps(parent_manifest))
     parent_ref = f"{parent_manifest['name']}:{parent_manifest.get('version')}"
@@ -152,10 +172,16 @@ def _write_variant(parent_dir: Path, folder: Path, version: int, parent_manifest
     manifest["optimization"] = {"method": variant.method, "settings": variant.settings, "metric": metric,
                                 "value": variant.metric_value, "parent_value": parent_value, "loss": variant.loss,
                                 "parity_vs_parent": variant.parity, "rows": rows, "one_row_us": variant.one_row_us,
-                                "rows_per_s": variant.rows_per_s, "bytes": variant.bytes}
-    # what the bundle claims against its native members: the parent's gap plus this graph's from the parent
-    manifest["parity"] = {**manifest["parity"],
-                          "max_abs_diff": float(manifest["parity"]["max_abs_diff"]) + variant.parity}
+                                "rows_per_s": variant.rows_per_s, "bytes": variant.bytes, "candidates": candidates}
+    if variant.native_parity is not None:  # its native files were rewritten: its own gap, measured
+        manifest["parity"] = {**manifest["parity"], "max_abs_diff": variant.native_parity, "rows": rows}
+    else:  # what the bundle claims against its native members: the parent's gap plus this graph's from the parent
+        manifest["parity"] = {**manifest["parity"],
+                              "max_abs_diff": float(manifest["parity"]["max_abs_diff"]) + variant.parity}
+    if variant.method == "trees":
+        for member in manifest["ensemble"]:
+            if member["model"] in variant.settings["trees"]:
+                member["trees"] = variant.settings["trees"][member["model"]]
     manifest["latency"] = {**manifest.get("latency", {}), "predict_1row_us_p50": variant.one_row_us}
     manifest["notes"] = [*manifest.get("notes", []),
                          f"optimized from {parent_ref} by {variant.method}: {variant.why}"]

@@ -23,6 +23,11 @@ class Variant:
     kept: bool = False
     why: str = ""
     version: int | None = None  # the registry version it was written as, when kept
+    native_parity: float | None = None  # its graph's gap from its own native files, where the method cut them
+    label: str = ""  # how tables and the report name it: the method, and which cut ("trees 1/4")
+
+    def __post_init__(self) -> None:
+        self.label = self.label or self.method
 
     def to_dict(self) -> dict:
         """The figures as JSON (without the graph)."""
