@@ -168,6 +168,8 @@ def test_trees_variants_keep_fewer_trees_and_trace_to_their_parent(trees, frames
         assert [(c["variant"], c["kept"]) for c in how["candidates"]] == [
             ("parent", True), ("trees 1/2", True), ("trees 1/4", True)]
         assert how["candidates"][2]["bytes"] == quarter.bytes
+        report = (record.path / "report.html").read_text()  # its own report, not the parent's copy
+        assert f"v{variant.version}</h1>" in report and "Optimization" in report and "trees 1/4" in report
         # its native files are cut like its graph: the bundle agrees with itself, and differs from its parent
         native = f"{member['native']}/lightgbm.txt"
         assert child.manifest["files"][native]["sha256"] != trees.manifest["files"][native]["sha256"]

@@ -20,7 +20,10 @@ def optimize(
     max_loss: float = typer.Option(0.002, "--max-loss", help="How much worse than the parent a variant may score "
                                                              "on the model's metric and still be kept."),
     methods: str = typer.Option("auto", "--methods", help="Comma-separated methods to try (auto: every one that "
-                                                          "this tandem has: int8)."),
+                                                          "this tandem has)."),
+    train_data: Path | None = typer.Option(None, "--train-data", help="Labelled rows the methods that learn (the "
+                                                                      "fine-tune after pruning, distillation's "
+                                                                      "student) train on: the model's training file."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object: the parent and every variant."),
 ) -> None:
     """Try each method on MODEL; register the variants within --max-loss as new versions, the best as @optimized."""
@@ -28,6 +31,7 @@ def optimize(
 
     with doing("optimizing"):
         result = run(model, str(data), goal=goal, max_loss=max_loss, methods=methods,
+                     train_data=None if train_data is None else str(train_data),
                      progress=lambda m: err.print(m, markup=False, highlight=False))
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict()) + "\n")

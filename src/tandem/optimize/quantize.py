@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 
 from tandem.bundle.inputs import EncodedInputs
+from tandem.optimize.variants import Parent, Variant
 
 MATMULS = ("Gemm", "MatMul")
 QUANTIZED_OPS = {"DequantizeLinear", "MatMulInteger", "QLinearMatMul"}
@@ -70,3 +71,13 @@ def int8_static(graph: bytes, calibration: EncodedInputs) -> bytes | str:
         finally:
             root.disabled = was
         return dst.read_bytes()
+
+
+def variants(parent: Parent) -> list[Variant] | str:
+    """The int8 variant of the parent's graph, or why int8 does not apply."""
+    made = int8_static(parent.graph, parent.rows)
+    if isinstance(made, str):
+        return made
+    settings = {"weights": "int8 per channel, 7 bits", "activations": "uint8, static (min-max on "
+                f"{min(parent.rows.n_rows, CALIBRATION_ROWS)} labelled rows)", "format": "QDQ", "ops": list(MATMULS)}
+    return [Variant("int8", settings, graph=made)]

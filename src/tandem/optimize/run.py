@@ -16,20 +16,21 @@ from pathlib import Path
 
 import numpy as np
 
-from tandem.bundle.files import MANIFEST_FILE, MODEL_FILE
+from tandem.bundle.files import MANIFEST_FILE, MODEL_FILE, REPORT_FILE
 from tandem.bundle.format import write_bundle
 from tandem.data.readers import read_table
 from tandem.errors import ConfigError, DataError
 from tandem.inference import Predictor
-from tandem.optimize import measure
-from tandem.optimize.quantize import int8_static
-from tandem.optimize.trees import fewer_trees, write_cut_natives
-from tandem.optimize.variants import OptimizeResult, Variant
+from tandem.optimize import measure, quantize, trees
+from tandem.optimize.variants import OptimizeResult, Parent, Variant
 from tandem.registry import Registry
+from tandem.report import render_report
 from tandem.study.prepare import fingerprint
 
 GOALS = ("latency", "throughput", "size")
-METHODS = ("int8", "trees")  # the methods this tandem has; the issue's others come later
+# each method: the parent in, its variants out (or one line on why it does not apply to this parent)
+_MAKERS: dict[str, Callable[[Parent], list[Variant] | str]] = {"int8": quantize.variants, "trees": trees.variants}
+METHODS = tuple(_MAKERS)
 ALIAS = "optimized"
 _GOAL_FIGURE = {"latency": "one_row_us", "throughput": "rows_per_s", "size": "bytes"}
 
@@ -41,11 +42,15 @@ def _goal_cost(goal: str, figures: Variant | dict) -> float:
 
 
 def optimize(model: str, data: object, *, goal: str = "latency", max_loss: float = 0.002,
-             methods: str | list[str] = "auto", home: str | Path | None = None,
+             methods: str | list[str] = "auto", train_data: object | None = None, home: str | Path | None = None,
              progress: Callable[[str], None] | None = None) -> OptimizeResult:
     """Try ``methods`` on registered ``model`` (``name``, ``name:3``, ``name@alias``), score every variant on
     labelled ``data`` (a file or frame holding the target column), register those within ``max_loss`` of the
-    parent on its metric, and point ``name@optimized`` at the best for ``goal``."""
+    parent on its metric, and point ``name@optimized`` at the best for ``goal``.
+
+    ``train_data`` (labelled rows, typically the parent's training file) is what the methods that learn
+    train on: pruning's fine-tune and distillation's student. Without it pruning does not fine-tune and
+    distillation says it needs them. It must not be ``data``: variants are scored on rows none of them saw."""
     say = progress or (lambda _msg: None)
     chosen = _check_options(goal, max_loss, methods)
     registry = Registry(home)
@@ -61,6 +66,17 @@ def optimize(model: str, data: object, *, goal: str = "latency", max_loss: float
     if fingerprint(enc, y) == manifest.get("lineage", {}).get("data_fingerprint"):
         raise DataError("labelled data is the data this model was trained on: score variants on rows it never saw "
                         "(a held-out file)")
+    teach, teach_y = None, None
+    if train_data is not None:
+        taught = read_table(train_data, what="training data")
+        if target not in taught.column_names:
+            raise DataError(f"training data has no target column '{target}': a student or a fine-tune learns "
+                            "from labelled rows")
+        teach = parent.encoder.encode_table(taught, what="training data")
+        teach_y = parent.target_values(taught.column(target), "training data")
+        if fingerprint(teach, teach_y) == fingerprint(enc, y):
+            raise DataError("training data and labelled data are the same rows: variants must be scored on rows "
+                            "none of them trained on")
     metric, threshold = manifest["metric"], float(manifest.get("threshold", 0.5))
     graph = (record.path / MODEL_FILE).read_bytes()
     parent_out = measure.outputs(measure.session(graph), enc)
@@ -69,8 +85,9 @@ def optimize(model: str, data: object, *, goal: str = "latency", max_loss: float
     parent_figures = measure.costs(graph, enc)
 
     variants = []
+    here = Parent(record.path, manifest, graph, enc, teach, teach_y)
     for method in chosen:
-        for variant in _try(method, graph, enc, record.path, manifest):
+        for variant in _try(method, here):
             if variant.graph is not None:
                 _judge(variant, parent.task, metric, threshold, y, enc, parent_out, parent_loss, max_loss)
             say(f"{variant.label}: {variant.why or variant.skipped}")
@@ -78,7 +95,7 @@ def optimize(model: str, data: object, *, goal: str = "latency", max_loss: float
     for variant in (v for v in variants if v.kept):
         variant.version = registry.add(
             record.name, lambda folder, version, v=variant: _write_variant(
-                record.path, folder, version, manifest, v, metric, parent_value, enc.n_rows,
+                here, folder, version, v, metric, parent_value,
                 _candidates(variants, parent_value, parent_figures)),
             summary={"task": parent.task, "metric": metric, "score": variant.metric_value}).version
     # the alias moves only to a variant that beats its parent on the goal: kept is not the same as better
@@ -108,22 +125,10 @@ def _check_options(goal: str, max_loss: float, methods: str | list[str]) -> list
     return list(dict.fromkeys(names))
 
 
-def _try(method: str, graph: bytes, enc: object, folder: Path, manifest: dict) -> list[Variant]:
+def _try(method: str, parent: Parent) -> list[Variant]:
     """The method's variants of the parent (one, skipped, when the method does not apply)."""
-    if method == "int8":
-        made = int8_static(graph, enc)
-        settings = {"weights": "int8 per channel, 7 bits", "activations": "uint8, static (min-max on "
-                    f"{min(enc.n_rows, 512)} labelled rows)", "format": "QDQ", "ops": ["Gemm", "MatMul"]}
-        if isinstance(made, str):
-            return [Variant(method, settings, skipped=made)]
-        return [Variant(method, settings, graph=made)]
-    if method == "trees":
-        made = fewer_trees(folder, manifest, enc)
-        if isinstance(made, str):
-            return [Variant(method, {}, skipped=made)]
-        return [Variant(method, {"keep": c.keep, "trees": c.trees, "iterations": c.iterations}, graph=c.graph,
-                        native_parity=c.native_parity, label=f"{method} {c.fraction}") for c in made]
-    raise AssertionError(method)  # _check_options lets only known methods through
+    made = _MAKERS[method](parent)
+    return [Variant(method, skipped=made)] if isinstance(made, str) else made
 
 
 def _candidates(variants: list[Variant], parent_value: float, parent_figures: dict) -> list[dict]:
@@ -150,25 +155,31 @@ def _judge(variant: Variant, task: str, metric: str, threshold: float, y: np.nda
                    + ("" if variant.kept else ", not registered"))
 
 
-def _write_variant(parent_dir: Path, folder: Path, version: int, parent_manifest: dict, variant: Variant,
-                   metric: str, parent_value: float, rows: int, candidates: list[dict]) -> None:
-    """The variant as a bundle: the parent's files, its own graph, and a manifest whose lineage names the parent."""
+def _write_variant(parent: Parent, folder: Path, version: int, variant: Variant, metric: str, parent_value: float,
+                   candidates: list[dict]) -> None:
+    """The variant as a bundle: the parent's files with the variant's own over them, and a manifest whose lineage
+    names the parent."""
+    skip = {MANIFEST_FILE, MODEL_FILE, REPORT_FILE, *variant.files}
+
     def write_files(tmp: Path) -> None:
-        for path in sorted(p for p in parent_dir.rglob("*") if p.is_file()):
-            rel = path.relative_to(parent_dir)
-            if rel.as_posix() in (MANIFEST_FILE, MODEL_FILE):
+        for path in sorted(p for p in parent.folder.rglob("*") if p.is_file()):
+            rel = path.relative_to(parent.folder).as_posix()
+            if rel in skip or any(rel.startswith(f"{d}/") for d in variant.drop):
                 continue
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, tmp / rel)
-        (tmp / MODEL_FILE).write_bytes(variant.graph)
-        if variant.method == "trees":  # the native members cut like the graph's
-            write_cut_natives(parent_dir, tmp, parent_manifest, variant.settings["iterations"])
+        for rel, content in {MODEL_FILE: variant.graph, **variant.files}.items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / rel).write_bytes(content)
+        (tmp / REPORT_FILE).write_text(render_report(manifest), encoding="utf-8")  # with its Optimization section
 
-    manifest = json.loads(json.dumps(parent_manifest))
-    parent_ref = f"{parent_manifest['name']}:{parent_manifest.get('version')}"
+    source = parent.manifest
+    rows = parent.rows.n_rows
+    manifest = {**json.loads(json.dumps(source)), **json.loads(json.dumps(variant.replaces))}
+    parent_ref = f"{source['name']}:{source.get('version')}"
     manifest.update(version=version, lineage={
         **manifest.get("lineage", {}), "parent": parent_ref,
-        "parent_model_sha256": parent_manifest["files"][MODEL_FILE]["sha256"]})
+        "parent_model_sha256": source["files"][MODEL_FILE]["sha256"]})
     manifest["optimization"] = {"method": variant.method, "settings": variant.settings, "metric": metric,
                                 "value": variant.metric_value, "parent_value": parent_value, "loss": variant.loss,
                                 "parity_vs_parent": variant.parity, "rows": rows, "one_row_us": variant.one_row_us,
@@ -178,11 +189,7 @@ def _write_variant(parent_dir: Path, folder: Path, version: int, parent_manifest
     else:  # what the bundle claims against its native members: the parent's gap plus this graph's from the parent
         manifest["parity"] = {**manifest["parity"],
                               "max_abs_diff": float(manifest["parity"]["max_abs_diff"]) + variant.parity}
-    if variant.method == "trees":
-        for member in manifest["ensemble"]:
-            if member["model"] in variant.settings["trees"]:
-                member["trees"] = variant.settings["trees"][member["model"]]
     manifest["latency"] = {**manifest.get("latency", {}), "predict_1row_us_p50": variant.one_row_us}
     manifest["notes"] = [*manifest.get("notes", []),
-                         f"optimized from {parent_ref} by {variant.method}: {variant.why}"]
+                         f"optimized from {parent_ref} by {variant.label}: {variant.why}"]
     write_bundle(folder, write_files, manifest)

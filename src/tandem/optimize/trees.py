@@ -9,6 +9,7 @@ native files of a kept variant are cut the same way, so the bundle's graph and n
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from tandem.bundle.files import ENCODER_FILE, NATIVE_DIR
 from tandem.bundle.inputs import EncodedInputs
 from tandem.features.preprocess import Preprocessor
 from tandem.learners import Learner, learner_class
+from tandem.optimize.variants import Parent, Variant
 from tandem.study.graph import build_graph
 
 FAMILY = "lightgbm"
@@ -35,6 +37,7 @@ class Candidate:
     trees: dict[str, int]  # LightGBM member -> trees kept (iterations x trees per iteration)
     graph: bytes
     native_parity: float
+    files: dict[str, bytes]  # the cut members' native files, by bundle-relative path
 
 
 def _n_classes(manifest: dict) -> int:
@@ -79,7 +82,7 @@ def fewer_trees(folder: Path, manifest: dict, enc: EncodedInputs) -> list[Candid
         graph = build_graph(pre, manifest["task"], manifest.get("labels"), pairs, threshold).SerializeToString()
         out.append(Candidate(f"{num}/{den} of the trees", f"{num}/{den}", cut,
                              {k: v * per for k, v in cut.items()}, graph,
-                             _native_parity(graph, pre, pairs, enc, manifest["task"])))
+                             _native_parity(graph, pre, pairs, enc, manifest["task"]), _cut_files(members, cut)))
     for m, learner in members:  # as loaded, should the caller look again
         if m["model"] in full:
             learner.best_iteration = full[m["model"]]
@@ -105,16 +108,31 @@ def _native_parity(graph: bytes, pre: Preprocessor, pairs: list[tuple[Learner, f
     return float(np.max(np.abs(got.astype(np.float64) - np.asarray(total, dtype=np.float64))))
 
 
-def write_cut_natives(parent: Path, target: Path, manifest: dict, iterations: dict[str, int]) -> None:
-    """Write into bundle folder ``target`` the native files of the LightGBM members cut to ``iterations``."""
-    n_classes = _n_classes(manifest)
-    for m in manifest["ensemble"]:
-        if m["model"] not in iterations:
-            continue
-        learner = learner_class(m["family"]).load(parent / m["native"], task=manifest["task"], n_classes=n_classes)
-        learner.best_iteration = iterations[m["model"]]
-        dst = target / m["native"]
-        for old in (p for p in dst.glob("*") if p.is_file()):  # the parent's copies, full length
-            old.unlink()
-        dst.mkdir(parents=True, exist_ok=True)
-        learner.save(dst)
+def _cut_files(members: list[tuple[dict, Learner]], cut: dict[str, int]) -> dict[str, bytes]:
+    """The native files of the LightGBM members cut to ``cut`` iterations, by bundle-relative path."""
+    files = {}
+    with tempfile.TemporaryDirectory(prefix="tandem-trees-") as tmp:
+        for m, learner in members:
+            if m["model"] not in cut:
+                continue
+            learner.best_iteration = cut[m["model"]]
+            folder = Path(tmp) / m["model"]
+            folder.mkdir()
+            for name in learner.save(folder):
+                files[f"{m['native']}/{name}"] = (folder / name).read_bytes()
+    return files
+
+
+def variants(parent: Parent) -> list[Variant] | str:
+    """A variant per fraction of each LightGBM member's trees, or why the method does not apply."""
+    made = fewer_trees(parent.folder, parent.manifest, parent.rows)
+    if isinstance(made, str):
+        return made
+    out = []
+    for c in made:
+        ensemble = [{**m, "trees": c.trees[m["model"]]} if m["model"] in c.trees else m
+                    for m in parent.manifest["ensemble"]]
+        out.append(Variant("trees", {"keep": c.keep, "trees": c.trees, "iterations": c.iterations}, graph=c.graph,
+                           native_parity=c.native_parity, label=f"trees {c.fraction}", files=c.files,
+                           replaces={"ensemble": ensemble}))
+    return out

@@ -3,6 +3,28 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tandem.bundle.inputs import EncodedInputs
+
+
+@dataclass
+class Parent:
+    """The bundle being optimised, as every method sees it.
+
+    ``rows`` are the labelled rows every variant is scored on: a method may calibrate on them (int8's
+    activation ranges) but never train on them. ``teach`` (with ``teach_y``) are the rows a method
+    that learns (a fine-tune, a student) trains on, when the caller gave some (``--train-data``).
+    """
+
+    folder: Path
+    manifest: dict
+    graph: bytes
+    rows: EncodedInputs
+    teach: EncodedInputs | None = None
+    teach_y: np.ndarray | None = None
 
 
 @dataclass
@@ -23,8 +45,13 @@ class Variant:
     kept: bool = False
     why: str = ""
     version: int | None = None  # the registry version it was written as, when kept
-    native_parity: float | None = None  # its graph's gap from its own native files, where the method cut them
+    native_parity: float | None = None  # its graph's gap from its own native files, where the method rewrote them
     label: str = ""  # how tables and the report name it: the method, and which cut ("trees 1/4")
+    # what its bundle changes besides the graph: files (bundle-relative path -> bytes) written over the
+    # parent's, the parent's folders left out, and top-level manifest entries replaced ("ensemble", ...)
+    files: dict[str, bytes] = field(default_factory=dict, repr=False)
+    drop: list[str] = field(default_factory=list)
+    replaces: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.label = self.label or self.method
@@ -32,7 +59,8 @@ class Variant:
     def to_dict(self) -> dict:
         """The figures as JSON (without the graph)."""
         out = asdict(self)
-        out.pop("graph")
+        for internal in ("graph", "files", "drop", "replaces"):
+            out.pop(internal)
         return out
 
 
