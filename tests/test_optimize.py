@@ -57,7 +57,7 @@ def trees(home, frames):
 
 def test_int8_variant_is_scored_registered_and_traced_to_its_parent(mlp, frames, home):
     _, held_out = frames
-    result = optimize("churn-mlp", held_out, max_loss=0.05, goal="size", home=home)
+    result = optimize("churn-mlp", held_out, max_loss=0.05, goal="size", methods="int8,trees", home=home)
     variant, trees = result.variants
     assert (trees.method, trees.skipped) == NO_TREES and not trees.kept and trees.graph is None
     assert variant.bytes < result.parent_figures["bytes"]  # int8 weights: a quarter of float32's
@@ -82,13 +82,20 @@ def test_int8_variant_is_scored_registered_and_traced_to_its_parent(mlp, frames,
     rows = held_out.drop(columns=["churn"])
     gap = np.max(np.abs(child.predict_proba(rows) - mlp.predict_proba(rows)))
     assert gap <= INT8_PARITY and np.isclose(gap, variant.parity, atol=1e-6)
+    # its energy per 1,000 one-row predictions, metered in the same run as its parent's, is in its ledger
+    assert variant.energy_j_per_1000 > 0 and result.parent_figures["energy_j_per_1000"] > 0
+    spent = child.manifest["footprint"]
+    assert spent["inference"]["energy_j_per_1000"] == variant.energy_j_per_1000
+    assert spent["inference"]["predictions"] >= 1000 and spent["inference"]["method"]
+    assert spent["optimize"]["energy_kwh"] > 0 and "2 candidates" not in spent["optimize"]["scope"]
+    assert [c["energy_j_per_1000"] > 0 for c in how["candidates"]] == [True, True]
 
 
 def test_the_guard_refuses_a_variant_that_loses_too_much(mlp, frames, home):
     _, held_out = frames
     before = [r.version for r in Registry(home).list() if r.name == "churn-mlp"]
     # a max loss no variant can meet: every candidate must be listed with its loss and never registered
-    result = optimize(f"churn-mlp:{mlp.version}", held_out, max_loss=-1.0, home=home)
+    result = optimize(f"churn-mlp:{mlp.version}", held_out, max_loss=-1.0, methods="int8,trees", home=home)
     variant, trees = result.variants
     assert (trees.method, trees.skipped) == NO_TREES
     assert not variant.kept and variant.version is None and result.best is None
@@ -100,7 +107,8 @@ def test_the_alias_moves_only_to_a_variant_that_beats_its_parent_on_the_goal(mlp
     _, held_out = frames
     registry = Registry(home)
     before = registry.get("churn-mlp@optimized").version
-    result = optimize(f"churn-mlp:{mlp.version}", held_out, max_loss=0.05, goal="latency", home=home)
+    result = optimize(f"churn-mlp:{mlp.version}", held_out, max_loss=0.05, goal="latency", methods="int8,trees",
+                      home=home)
     variant, trees = result.variants
     assert (trees.method, trees.skipped) == NO_TREES
     assert variant.kept and variant.version > before
@@ -112,7 +120,7 @@ def test_the_alias_moves_only_to_a_variant_that_beats_its_parent_on_the_goal(mlp
 
 def test_an_int8_model_is_not_quantized_again(mlp, frames, home):
     _, held_out = frames
-    result = optimize("churn-mlp@optimized", held_out, max_loss=0.05, home=home)
+    result = optimize("churn-mlp@optimized", held_out, max_loss=0.05, methods="int8,trees", home=home)
     assert [(v.method, v.skipped) for v in result.variants] == [
         ("int8", "int8: this model's matrix multiplications are already quantized"), NO_TREES]
 
@@ -121,7 +129,7 @@ def test_a_method_that_does_not_apply_says_why(trees, frames, home):
     _, held_out = frames
     before = [r.version for r in Registry(home).list() if r.name == "churn-trees"]
     # a max loss no variant can meet: int8 says why it does not apply, trees is tried and refused
-    result = optimize("churn-trees", held_out, max_loss=-1.0, home=home)
+    result = optimize("churn-trees", held_out, max_loss=-1.0, methods="int8,trees", home=home)
     assert [(v.method, v.skipped) for v in result.variants] == [
         INT8_NO_MATMULS, ("trees", None), ("trees", None)]
     assert result.best is None and not any(v.kept for v in result.variants)
@@ -200,11 +208,32 @@ def test_a_tampered_parent_is_refused(home, frames, tmp_path):
         optimize("churn-tampered", held_out, home=home)
 
 
+def test_without_the_meter_there_are_no_energy_figures_and_no_energy_goal(mlp, frames, home):
+    _, held_out = frames
+    with pytest.raises(ConfigError, match="--goal energy needs the footprint meter, which is off"):
+        optimize(f"churn-mlp:{mlp.version}", held_out, goal="energy", footprint=False, home=home)
+    result = optimize(f"churn-mlp:{mlp.version}", held_out, max_loss=0.05, methods="int8", footprint=False,
+                      home=home)
+    (variant,) = result.variants
+    assert variant.kept and variant.energy_j_per_1000 is None and "energy_j_per_1000" not in result.parent_figures
+    child = Registry(home).get(f"churn-mlp:{variant.version}")
+    # its ledger is its parent's (process figures only: trained without the meter); this run metered nothing
+    assert Predictor(child.path).manifest.get("footprint") == mlp.manifest.get("footprint")
+
+
+def test_the_energy_goal_picks_the_variant_that_spends_least(mlp, frames, home):
+    _, held_out = frames
+    result = optimize(f"churn-mlp:{mlp.version}", held_out, max_loss=0.05, methods="int8", goal="energy", home=home)
+    (variant,) = result.variants
+    less = variant.energy_j_per_1000 < result.parent_figures["energy_j_per_1000"]
+    assert variant.kept and (result.best is variant) == less
+
+
 def test_bad_options_and_data_are_one_line_errors(trees, frames, home):
     _, held_out = frames
-    with pytest.raises(ConfigError, match="--goal must be one of latency, throughput, size, got 'speed'"):
+    with pytest.raises(ConfigError, match="--goal must be one of latency, throughput, size, energy, got 'speed'"):
         optimize("churn-trees", held_out, goal="speed", home=home)
-    with pytest.raises(ConfigError, match="unknown method 'int3' \\(this tandem has: auto, int8, trees\\)"):
+    with pytest.raises(ConfigError, match="unknown method 'int3' \\(this tandem has: auto, int8, trees"):
         optimize("churn-trees", held_out, methods="int8,int3", home=home)
     with pytest.raises(ConfigError, match="--max-loss must be a finite number"):
         optimize("churn-trees", held_out, max_loss=float("nan"), home=home)
@@ -218,8 +247,8 @@ def test_the_command_line_prints_the_table_and_json(mlp, frames, home, tmp_path)
     held_out.to_csv(data, index=False)
     env = {"TANDEM_HOME": str(home), "PATH": "/usr/bin:/bin"}
     done = subprocess.run([sys.executable, "-m", "tandem.cli", "optimize", f"churn-mlp:{mlp.version}", "--data",
-                           str(data), "--max-loss", "0.05", "--goal", "size", "--json"], capture_output=True,
-                          text=True, env=env, timeout=300)
+                           str(data), "--max-loss", "0.05", "--goal", "size", "--methods", "int8,trees", "--json"],
+                          capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["parent"].startswith("churn-mlp:") and result["best"] == "int8"
@@ -228,7 +257,7 @@ def test_the_command_line_prints_the_table_and_json(mlp, frames, home, tmp_path)
     bad = subprocess.run([sys.executable, "-m", "tandem.cli", "optimize", "churn-mlp", "--data", str(data),
                           "--goal", "speed"], capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode != 0 and bad.stderr.strip().splitlines() == [
-        "tandem: error: --goal must be one of latency, throughput, size, got 'speed'"]
+        "tandem: error: --goal must be one of latency, throughput, size, energy, got 'speed'"]
 
 
 def test_tandem_optimize_is_the_function():

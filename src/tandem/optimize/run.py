@@ -20,45 +20,101 @@ from tandem.bundle.files import MANIFEST_FILE, MODEL_FILE, REPORT_FILE
 from tandem.bundle.format import write_bundle
 from tandem.data.readers import read_table
 from tandem.errors import ConfigError, DataError
+from tandem.footprint import MeterSettings
 from tandem.inference import Predictor
 from tandem.optimize import measure, quantize, trees
+from tandem.optimize.energy import EnergyWindows
 from tandem.optimize.variants import OptimizeResult, Parent, Variant
 from tandem.registry import Registry
 from tandem.report import render_report
 from tandem.study.prepare import fingerprint
 
-GOALS = ("latency", "throughput", "size")
+GOALS = ("latency", "throughput", "size", "energy")
 # each method: the parent in, its variants out (or one line on why it does not apply to this parent)
 _MAKERS: dict[str, Callable[[Parent], list[Variant] | str]] = {"int8": quantize.variants, "trees": trees.variants}
 METHODS = tuple(_MAKERS)
 ALIAS = "optimized"
-_GOAL_FIGURE = {"latency": "one_row_us", "throughput": "rows_per_s", "size": "bytes"}
+_GOAL_FIGURE = {"latency": "one_row_us", "throughput": "rows_per_s", "size": "bytes", "energy": "energy_j_per_1000"}
 
 
 def _goal_cost(goal: str, figures: Variant | dict) -> float:
     """What the goal minimises, of a variant or of the parent's figures."""
-    value = figures[_GOAL_FIGURE[goal]] if isinstance(figures, dict) else getattr(figures, _GOAL_FIGURE[goal])
+    value = (figures.get(_GOAL_FIGURE[goal]) if isinstance(figures, dict)
+             else getattr(figures, _GOAL_FIGURE[goal]))
+    if value is None:  # energy, where the meter gave no figure: nothing wins on it
+        return float("inf")
     return -value if goal == "throughput" else value
 
 
 def optimize(model: str, data: object, *, goal: str = "latency", max_loss: float = 0.002,
              methods: str | list[str] = "auto", train_data: object | None = None, home: str | Path | None = None,
+             footprint: bool | MeterSettings = True,
              progress: Callable[[str], None] | None = None) -> OptimizeResult:
     """Try ``methods`` on registered ``model`` (``name``, ``name:3``, ``name@alias``), score every variant on
     labelled ``data`` (a file or frame holding the target column), register those within ``max_loss`` of the
-    parent on its metric, and point ``name@optimized`` at the best for ``goal``.
+    parent on its metric, and point ``name@optimized`` at the best for ``goal`` (latency, throughput, size
+    or energy per 1,000 predictions).
 
     ``train_data`` (labelled rows, typically the parent's training file) is what the methods that learn
     train on: pruning's fine-tune and distillation's student. Without it pruning does not fine-tune and
-    distillation says it needs them. It must not be ``data``: variants are scored on rows none of them saw."""
+    distillation says it needs them. It must not be ``data``: variants are scored on rows none of them saw.
+
+    With ``footprint`` (the default; :class:`~tandem.footprint.MeterSettings` or False for no meter) the
+    energy of 1,000 one-row predictions of the parent and of every variant is metered, and each kept
+    variant's ledger holds its own."""
     say = progress or (lambda _msg: None)
-    chosen = _check_options(goal, max_loss, methods)
+    chosen = _check_options(goal, max_loss, methods, footprint)
     registry = Registry(home)
     record = registry.get(model)
     parent = Predictor(record.path, threads=1)  # every hash verified: a tampered parent is refused here
-    manifest = parent.manifest
+    here, y = _labelled(parent, record.path, data, train_data)
+    manifest, enc = parent.manifest, here.rows
+    metric, threshold = manifest["metric"], float(manifest.get("threshold", 0.5))
+    parent_out = measure.outputs(measure.session(here.graph), enc)
+    parent_value, parent_loss = measure.metric_loss(metric, y, measure.answer(parent.task, parent_out), threshold)
+    say(f"parent {record.name}:{record.version}: {metric} {parent_value:.4f} on {enc.n_rows} labelled rows")
+    parent_figures = measure.costs(here.graph, enc)
+    energy = None if footprint is False else EnergyWindows(footprint if isinstance(footprint, MeterSettings)
+                                                           else None)
+    try:
+        if energy is not None:
+            energy.measure("parent", here.graph, enc)
+        variants = []
+        for method in chosen:
+            for variant in _try(method, here):
+                if variant.graph is not None:
+                    _judge(variant, parent.task, metric, threshold, y, enc, parent_out, parent_loss, max_loss)
+                    if energy is not None:
+                        energy.measure(str(len(variants)), variant.graph, enc)
+                say(f"{variant.label}: {variant.why or variant.skipped}")
+                variants.append(variant)
+    except BaseException:
+        if energy is not None:
+            energy.cancel()
+        raise
+    ledgers = _energy_figures(energy, parent_figures, variants)
+    for variant in (v for v in variants if v.kept):
+        variant.version = registry.add(
+            record.name, lambda folder, version, v=variant: _write_variant(
+                here, folder, version, v, metric, parent_value, _candidates(variants, parent_value, parent_figures),
+                ledgers),
+            summary={"task": parent.task, "metric": metric, "score": variant.metric_value}).version
+    # the alias moves only to a variant that beats its parent on the goal: kept is not the same as better
+    better = [v for v in variants if v.kept and _goal_cost(goal, v) < _goal_cost(goal, parent_figures)]
+    best = min(better, key=lambda v: _goal_cost(goal, v)) if better else None
+    if best is not None:
+        registry.set_alias(record.name, best.version, ALIAS)
+        say(f"{record.name}@{ALIAS} -> version {best.version} ({best.label})")
+    elif any(v.kept for v in variants):
+        say(f"no kept variant beats the parent on {goal}: {record.name}@{ALIAS} is left as it was")
+    return OptimizeResult(f"{record.name}:{record.version}", metric, parent_value, parent_figures, goal, max_loss,
+                          variants, best)
+
+
+def _labelled(parent: Predictor, folder: Path, data: object, train_data: object | None) -> tuple[Parent, np.ndarray]:
+    """The parent as the methods see it, with the labelled rows encoded (and checked), and their targets."""
+    manifest, target = parent.manifest, parent.manifest["target"]
     table = read_table(data, what="labelled data")
-    target = manifest["target"]
     if target not in table.column_names:
         raise DataError(f"labelled data has no target column '{target}': optimize scores variants on labelled rows")
     enc = parent.encoder.encode_table(table, what="labelled data")
@@ -77,42 +133,28 @@ def optimize(model: str, data: object, *, goal: str = "latency", max_loss: float
         if fingerprint(teach, teach_y) == fingerprint(enc, y):
             raise DataError("training data and labelled data are the same rows: variants must be scored on rows "
                             "none of them trained on")
-    metric, threshold = manifest["metric"], float(manifest.get("threshold", 0.5))
-    graph = (record.path / MODEL_FILE).read_bytes()
-    parent_out = measure.outputs(measure.session(graph), enc)
-    parent_value, parent_loss = measure.metric_loss(metric, y, measure.answer(parent.task, parent_out), threshold)
-    say(f"parent {record.name}:{record.version}: {metric} {parent_value:.4f} on {enc.n_rows} labelled rows")
-    parent_figures = measure.costs(graph, enc)
-
-    variants = []
-    here = Parent(record.path, manifest, graph, enc, teach, teach_y)
-    for method in chosen:
-        for variant in _try(method, here):
-            if variant.graph is not None:
-                _judge(variant, parent.task, metric, threshold, y, enc, parent_out, parent_loss, max_loss)
-            say(f"{variant.label}: {variant.why or variant.skipped}")
-            variants.append(variant)
-    for variant in (v for v in variants if v.kept):
-        variant.version = registry.add(
-            record.name, lambda folder, version, v=variant: _write_variant(
-                here, folder, version, v, metric, parent_value,
-                _candidates(variants, parent_value, parent_figures)),
-            summary={"task": parent.task, "metric": metric, "score": variant.metric_value}).version
-    # the alias moves only to a variant that beats its parent on the goal: kept is not the same as better
-    better = [v for v in variants if v.kept and _goal_cost(goal, v) < _goal_cost(goal, parent_figures)]
-    best = min(better, key=lambda v: _goal_cost(goal, v)) if better else None
-    if best is not None:
-        registry.set_alias(record.name, best.version, ALIAS)
-        say(f"{record.name}@{ALIAS} -> version {best.version} ({best.method})")
-    elif any(v.kept for v in variants):
-        say(f"no kept variant beats the parent on {goal}: {record.name}@{ALIAS} is left as it was")
-    return OptimizeResult(f"{record.name}:{record.version}", metric, parent_value, parent_figures, goal, max_loss,
-                          variants, best)
+    return Parent(folder, manifest, (folder / MODEL_FILE).read_bytes(), enc, teach, teach_y), y
 
 
-def _check_options(goal: str, max_loss: float, methods: str | list[str]) -> list[str]:
+def _energy_figures(energy: EnergyWindows | None, parent_figures: dict, variants: list[Variant]) -> dict:
+    """Stop the meter; set each graph's joules per 1,000 predictions; the ledger rows by window key."""
+    if energy is None:
+        return {}
+    windows = energy.finish()
+    if "parent" in windows:
+        parent_figures["energy_j_per_1000"] = windows["parent"]["energy_j_per_1000"]
+    for i, variant in enumerate(variants):
+        if str(i) in windows:
+            variant.energy_j_per_1000 = windows[str(i)]["energy_j_per_1000"]
+    optimize_total = energy.total.summary() if energy.total is not None else None
+    return {"windows": windows, "run": optimize_total, "index": {id(v): str(i) for i, v in enumerate(variants)}}
+
+
+def _check_options(goal: str, max_loss: float, methods: str | list[str], footprint: object) -> list[str]:
     if goal not in GOALS:
         raise ConfigError(f"--goal must be one of {', '.join(GOALS)}, got '{goal}'")
+    if goal == "energy" and footprint is False:
+        raise ConfigError("--goal energy needs the footprint meter, which is off")
     if not isinstance(max_loss, (int, float)) or not np.isfinite(max_loss):
         raise ConfigError(f"--max-loss must be a finite number (how much worse than the parent a variant may "
                           f"score), got {max_loss!r}")
@@ -134,9 +176,11 @@ def _try(method: str, parent: Parent) -> list[Variant]:
 def _candidates(variants: list[Variant], parent_value: float, parent_figures: dict) -> list[dict]:
     """Every candidate this run scored, the parent first: what a variant's report charts."""
     rows = [{"variant": "parent", "value": parent_value, "one_row_us": parent_figures["one_row_us"],
-             "rows_per_s": parent_figures["rows_per_s"], "bytes": parent_figures["bytes"], "kept": True}]
+             "rows_per_s": parent_figures["rows_per_s"], "bytes": parent_figures["bytes"],
+             "energy_j_per_1000": parent_figures.get("energy_j_per_1000"), "kept": True}]
     return rows + [{"variant": v.label, "value": v.metric_value, "loss": v.loss, "one_row_us": v.one_row_us,
-                    "rows_per_s": v.rows_per_s, "bytes": v.bytes, "kept": v.kept}
+                    "rows_per_s": v.rows_per_s, "bytes": v.bytes, "energy_j_per_1000": v.energy_j_per_1000,
+                    "kept": v.kept}
                    for v in variants if v.skipped is None]
 
 
@@ -156,7 +200,7 @@ def _judge(variant: Variant, task: str, metric: str, threshold: float, y: np.nda
 
 
 def _write_variant(parent: Parent, folder: Path, version: int, variant: Variant, metric: str, parent_value: float,
-                   candidates: list[dict]) -> None:
+                   candidates: list[dict], ledgers: dict) -> None:
     """The variant as a bundle: the parent's files with the variant's own over them, and a manifest whose lineage
     names the parent."""
     skip = {MANIFEST_FILE, MODEL_FILE, REPORT_FILE, *variant.files}
@@ -183,13 +227,24 @@ def _write_variant(parent: Parent, folder: Path, version: int, variant: Variant,
     manifest["optimization"] = {"method": variant.method, "settings": variant.settings, "metric": metric,
                                 "value": variant.metric_value, "parent_value": parent_value, "loss": variant.loss,
                                 "parity_vs_parent": variant.parity, "rows": rows, "one_row_us": variant.one_row_us,
-                                "rows_per_s": variant.rows_per_s, "bytes": variant.bytes, "candidates": candidates}
+                                "rows_per_s": variant.rows_per_s, "bytes": variant.bytes,
+                                "energy_j_per_1000": variant.energy_j_per_1000, "candidates": candidates}
     if variant.native_parity is not None:  # its native files were rewritten: its own gap, measured
         manifest["parity"] = {**manifest["parity"], "max_abs_diff": variant.native_parity, "rows": rows}
     else:  # what the bundle claims against its native members: the parent's gap plus this graph's from the parent
         manifest["parity"] = {**manifest["parity"],
                               "max_abs_diff": float(manifest["parity"]["max_abs_diff"]) + variant.parity}
     manifest["latency"] = {**manifest.get("latency", {}), "predict_1row_us_p50": variant.one_row_us}
+    window = ledgers.get("windows", {}).get(ledgers.get("index", {}).get(id(variant)))
+    if ledgers:  # its own energy per 1,000 predictions, and what making it cost (the whole optimisation run)
+        ledger = {k: v for k, v in manifest.get("footprint", {}).items() if k != "inference"}
+        if window is not None:
+            ledger["inference"] = {**window, "scope": f"this variant, metered by tandem optimize on {rows} "
+                                   "labelled rows"}
+        if ledgers.get("run") is not None:
+            ledger["optimize"] = {**ledgers["run"], "scope": f"the whole tandem optimize run that made it "
+                                  f"({len(candidates) - 1} candidates)"}
+        manifest["footprint"] = ledger
     manifest["notes"] = [*manifest.get("notes", []),
                          f"optimized from {parent_ref} by {variant.label}: {variant.why}"]
     write_bundle(folder, write_files, manifest)

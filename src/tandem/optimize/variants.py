@@ -42,6 +42,7 @@ class Variant:
     one_row_us: float | None = None  # one-row predict p50 on one thread
     rows_per_s: float | None = None  # batch throughput on one thread
     bytes: int | None = None  # the graph's size
+    energy_j_per_1000: float | None = None  # 1,000 one-row predictions, metered (None without the meter)
     kept: bool = False
     why: str = ""
     version: int | None = None  # the registry version it was written as, when kept
@@ -82,4 +83,4 @@ class OptimizeResult:
         return {"parent": self.parent, "metric": self.metric, "parent_value": self.parent_value,
                 "parent_figures": self.parent_figures, "goal": self.goal, "max_loss": self.max_loss,
                 "variants": [v.to_dict() for v in self.variants],
-                "best": None if self.best is None else self.best.method}
+                "best": None if self.best is None else self.best.label}
