@@ -146,3 +146,35 @@ def test_train_max_bytes_bounds_the_members(tmp_path):
     assert sum(capped_sizes[m] for m in members) <= limit
     with pytest.raises(tandem.TandemError, match="max_bytes must be a whole number of bytes, at least 1, got 0"):
         tandem.train(frame, "churn", time_limit=2, max_bytes=0, home=tmp_path, footprint=False)
+
+
+def test_an_energy_budget_per_1k_predictions_becomes_a_latency_cap_at_the_measured_rate():
+    from tandem.footprint import Meter, MeterSettings
+    from tandem.study.ensemble import energy_latency_cap_us
+    from tandem.study.result import StudyConfig
+
+    meter = Meter(MeterSettings(cpu_power_w=20.0, ram_power_w=0.001)).start()
+    sum(i * i for i in range(2_000_000))  # some CPU time for the rate
+    rate = meter.joules_per_cpu_second()
+    meter.stop()
+    # a forced 20 W CPU on this process's CPU time (plus the meter's own start-up): about 20 J per CPU second
+    assert 5.0 < rate < 40.0
+    config = StudyConfig(target="y", energy_per_1k_budget_j=0.5)
+    assert energy_latency_cap_us(config, meter) == pytest.approx(0.5 / 1000 / meter.joules_per_cpu_second() * 1e6,
+                                                                 rel=0.05)
+    assert energy_latency_cap_us(StudyConfig(target="y"), meter) == float("inf")
+    assert energy_latency_cap_us(config, None) == float("inf")
+
+
+def test_train_energy_per_1k_budget_keeps_the_ensemble_to_one_member(tmp_path):
+    frame = mixed_frame(600, task="binary", seed=3)
+    # a millionth of a joule per 1,000 predictions: no model fits, so the best one leads alone
+    said: list[str] = []
+    tight = tandem.train(frame, "churn", time_limit=8, families=["lightgbm", "linear"], bagging="no",
+                         home=tmp_path, name="tight", energy_per_1k_budget_j=1e-6, progress=said.append)
+    assert len(tight.manifest["ensemble"]) == 1
+    assert "--energy-per-1k-budget 1e-06 J: one-row predictions of at most 0 µs at this machine's measured rate" in said
+    with pytest.raises(tandem.TandemError, match="needs the footprint meter, which is off"):
+        tandem.train(frame, "churn", time_limit=2, energy_per_1k_budget_j=1.0, home=tmp_path, footprint=False)
+    with pytest.raises(tandem.TandemError, match="must be a positive number of joules, got -1"):
+        tandem.train(frame, "churn", time_limit=2, energy_per_1k_budget_j=-1, home=tmp_path)

@@ -132,9 +132,9 @@ def train(data: object, target: str, *, time_limit: float = 60.0, metric: str | 
           name: str | None = None, task: str | None = None, seed: int = 0, search: str | None = None,
           bagging: str = "auto", split: str | None = None, group: str | None = None,
           time_column: str | None = None, ignore: list[str] | None = None, families: list[str] | None = None,
-          latency_budget_us: float = 100.0, max_bytes: int | None = None, configs: list[dict] | None = None,
-          path: str | Path | None = None,
-          home: str | Path | None = None, progress: Callable[[str], None] | None = None,
+          latency_budget_us: float = 100.0, max_bytes: int | None = None,
+          energy_per_1k_budget_j: float | None = None, configs: list[dict] | None = None,
+          path: str | Path | None = None, home: str | Path | None = None, progress: Callable[[str], None] | None = None,
           strict: bool = False, sensitive: str | None = None, text_encoder: str = "auto",
           encoder_layers: int = 4, country: str | None = None, max_energy_kwh: float | None = None,
           footprint: bool | MeterSettings = True, signing_key: str | Path | None = None) -> Model:
@@ -143,7 +143,8 @@ def train(data: object, target: str, *, time_limit: float = 60.0, metric: str | 
     The bundle goes into the registry under ``name`` (default ``model``) as its next version, or
     to the directory ``path`` when given. ``latency_budget_us`` caps the one-row latency the
     ensemble may add up to (it never exceeds twice its best member's either); ``max_bytes`` caps the graph bytes
-    of its members together (the preprocessing's nodes come on top). ``configs`` replaces
+    of its members together (the preprocessing's nodes come on top); ``energy_per_1k_budget_j`` caps the joules of
+    1,000 one-row predictions, at the joules per CPU second the study's meter measures. ``configs`` replaces
     the built-in portfolio: a list of ``{"name", "family", "params"}`` tried in order. The quality
     gate (:func:`check`) runs first; its report is in the manifest, and ``strict`` stops on an error.
     ``sensitive`` names a column whose groups get fairness figures (on the validation rows) in the manifest.
@@ -170,6 +171,12 @@ def train(data: object, target: str, *, time_limit: float = 60.0, metric: str | 
             raise ConfigError(f"bundle path '{path}' already exists: bundles are never overwritten")
         if max_bytes is not None and not (isinstance(max_bytes, int) and max_bytes >= 1):
             raise ConfigError(f"max_bytes must be a whole number of bytes, at least 1, got {max_bytes!r}")
+        if energy_per_1k_budget_j is not None:
+            if not (isinstance(energy_per_1k_budget_j, (int, float)) and energy_per_1k_budget_j > 0):
+                raise ConfigError("energy_per_1k_budget_j must be a positive number of joules, got "
+                                  f"{energy_per_1k_budget_j!r}")
+            if meter is None:
+                raise ConfigError("an energy budget per 1,000 predictions needs the footprint meter, which is off")
         if configs is not None:
             from tandem.learners import check_configs
 
@@ -183,7 +190,7 @@ def train(data: object, target: str, *, time_limit: float = 60.0, metric: str | 
         config = StudyConfig(target=target, time_limit=float(time_limit), metric=metric, task=task, seed=seed,
                              bagging=bagging, split=split, group_column=group, time_column=time_column,
                              search=search, families=families, ignore=ignore, latency_budget_us=latency_budget_us,
-                             max_bytes=max_bytes,
+                             max_bytes=max_bytes, energy_per_1k_budget_j=energy_per_1k_budget_j,
                              configs=configs, strict=strict, sensitive=sensitive, text_encoder=text_encoder,
                              encoder_layers=encoder_layers, max_energy_kwh=max_energy_kwh)
         result = run_study(table, config, progress=progress, started=started, meter=meter)

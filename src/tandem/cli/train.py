@@ -47,6 +47,9 @@ def train(
     max_bytes: int | None = typer.Option(
         None, "--max-bytes", help="Graph bytes the ensemble's members may take together (the preprocessing "
                                   "comes on top)."),
+    energy_per_1k_budget: float | None = typer.Option(
+        None, "--energy-per-1k-budget", help="Joules 1,000 one-row predictions of the ensemble may cost, at this "
+                                             "machine's rate as the study measures it (needs the meter)."),
     families: str | None = typer.Option(None, help="Comma-separated learner families to try: lightgbm, linear, mlp, "
                                         "cnn, minilm_linear."),
     text_encoder: str = typer.Option("auto", "--text-encoder", help="Text columns through the all-MiniLM-L6-v2 "
@@ -73,6 +76,8 @@ def train(
                  ("--seed", seed, 0 <= seed <= MAX_SEED, f"from 0 to {MAX_SEED}"),
                  ("--latency-budget-us", latency_budget_us, latency_budget_us > 0, "greater than 0 µs"),
                  ("--max-bytes", max_bytes, max_bytes is None or max_bytes >= 1, "at least 1 byte"),
+                 ("--energy-per-1k-budget", energy_per_1k_budget, energy_per_1k_budget is None or
+                  energy_per_1k_budget > 0, "greater than 0 J"),
                  ("--encoder-layers", encoder_layers, 1 <= encoder_layers <= 6, "from 1 to 6 (the encoder's layers)"),
                  ("--pue", pue, pue is None or pue >= 1, "at least 1.0 (1.0: no data-centre overhead)"),
                  ("--max-energy-kwh", max_energy_kwh, max_energy_kwh is None or max_energy_kwh > 0,
@@ -90,7 +95,8 @@ def train(
                             ignore=[c.strip() for c in ignore.split(",")] if ignore else None,
                             families=[f.strip() for f in families.split(",")] if families else None,
                             configs=_read_configs(configs) if configs else None,
-                            latency_budget_us=latency_budget_us, max_bytes=max_bytes, path=out_dir, progress=bar.say,
+                            latency_budget_us=latency_budget_us, max_bytes=max_bytes,
+                            energy_per_1k_budget_j=energy_per_1k_budget, path=out_dir, progress=bar.say,
                             strict=strict,
                             sensitive=sensitive, text_encoder=text_encoder, encoder_layers=encoder_layers,
                             country=country, max_energy_kwh=max_energy_kwh,

@@ -118,6 +118,13 @@ class Meter:
         wall = now.wall - self._tracked_from.wall
         return tracked * share(now.wall - begin.wall, wall) * self._pue if wall > 0 else 0.0
 
+    def joules_per_cpu_second(self) -> float | None:
+        """Energy (times PUE) per CPU second of this process since :meth:`start`, so far: what turns the CPU
+        time of a piece of work (a prediction) into joules. None before the meter measures anything."""
+        self.wait_ready()
+        kwh, cpu = self.kwh_so_far(), self.mark().cpu - self._begin.cpu
+        return kwh / KWH_PER_JOULE / cpu if kwh > 0 and cpu > 0 else None
+
     # -- the block -------------------------------------------------------------------------------
     def start(self, begin: Mark | None = None) -> Meter:
         """Start measuring (from ``begin``, a mark of another meter, so that consecutive blocks leave no

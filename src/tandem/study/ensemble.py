@@ -14,6 +14,7 @@ from tandem.study.fairness import fairness_report
 from tandem.study.metrics import loss
 
 if TYPE_CHECKING:
+    from tandem.footprint.meter import Meter
     from tandem.study.prepare import Prepared
     from tandem.study.result import Candidate, Progress, StudyConfig
 
@@ -80,10 +81,19 @@ class Ensemble:
     fairness: dict | None
 
 
+def energy_latency_cap_us(config: StudyConfig, meter: Meter | None) -> float:
+    """The one-row latency (µs) an energy budget per 1,000 predictions allows, at the joules per CPU second this
+    study measured (a one-row prediction on one thread is CPU time); inf without an energy budget."""
+    if config.energy_per_1k_budget_j is None or meter is None:
+        return float("inf")
+    rate = meter.joules_per_cpu_second()
+    return float("inf") if rate is None else config.energy_per_1k_budget_j / 1000 / rate * 1e6
+
+
 def choose_ensemble(prep: Prepared, config: StudyConfig, usable: list[Candidate], rows: np.ndarray,
-                    say: Progress) -> Ensemble:
-    """Blend the usable candidates within the latency and size budgets, pick the binary threshold, score the blend
-    (and its fairness over ``config.sensitive``) on ``rows``; overfitting candidates get a warning."""
+                    say: Progress, meter: Meter | None = None) -> Ensemble:
+    """Blend the usable candidates within the latency, energy and size budgets, pick the binary threshold, score the
+    blend (and its fairness over ``config.sensitive``) on ``rows``; overfitting candidates get a warning."""
     task, metric, y = prep.task, prep.metric, prep.y
     for c in usable:
         if c.overfit:
@@ -95,9 +105,13 @@ def choose_ensemble(prep: Prepared, config: StudyConfig, usable: list[Candidate]
     encoder_us = max((c.latency_us for c in usable if learner_class(c.family).view in TEXT_ENCODER_VIEWS),
                      default=0.0)
     max_size = float("inf") if config.max_bytes is None else float(config.max_bytes)
+    energy_cap = energy_latency_cap_us(config, meter)
+    if energy_cap < config.latency_budget_us + encoder_us:
+        say(f"--energy-per-1k-budget {config.energy_per_1k_budget_j:g} J: one-row predictions of at most "
+            f"{energy_cap:.0f} µs at this machine's measured rate")
     weights = greedy_ensemble({c.name: c.oof[rows] for c in usable}, y[rows], ens_metric,
                               costs={c.name: c.latency_us for c in usable},
-                              max_cost=config.latency_budget_us + encoder_us,
+                              max_cost=min(config.latency_budget_us + encoder_us, energy_cap),
                               sizes={c.name: c.onnx_bytes for c in usable}, max_size=max_size)
     too_big = sum(c.onnx_bytes for c in usable if c.name in weights)
     if usable and too_big > max_size:

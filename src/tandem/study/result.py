@@ -37,6 +37,8 @@ class StudyConfig:
     ignore: list[str] | None = None
     latency_budget_us: float = 100.0  # one-row latency (p50, one thread) the ensemble's graph may cost
     max_bytes: int | None = None  # graph bytes the ensemble's members may take together (preprocessing apart)
+    # joules per 1,000 one-row predictions the ensemble may cost, at the study's own measured rate (needs a meter)
+    energy_per_1k_budget_j: float | None = None
     configs: list[dict] | None = None  # configurations to try instead of the portfolio (same shape)
     strict: bool = False  # stop before fitting when the quality gate finds an error
     sensitive: str | None = None  # a column whose groups get fairness figures (on the validation rows)
