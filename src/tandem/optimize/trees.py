@@ -19,6 +19,7 @@ from tandem.bundle.files import ENCODER_FILE, NATIVE_DIR
 from tandem.bundle.inputs import EncodedInputs
 from tandem.features.preprocess import Preprocessor
 from tandem.learners import Learner, learner_class
+from tandem.optimize.explanations import explain_files
 from tandem.optimize.variants import Parent, Variant
 from tandem.study.graph import build_graph
 
@@ -37,14 +38,15 @@ class Candidate:
     trees: dict[str, int]  # LightGBM member -> trees kept (iterations x trees per iteration)
     graph: bytes
     native_parity: float
-    files: dict[str, bytes]  # the cut members' native files, by bundle-relative path
+    files: dict[str, bytes]  # the cut members' native files and the explanations, by bundle-relative path
 
 
 def _n_classes(manifest: dict) -> int:
     return len(manifest["labels"]) if manifest.get("labels") else 1
 
 
-def _load(folder: Path, manifest: dict) -> tuple[Preprocessor, list[tuple[dict, Learner]]]:
+def load_members(folder: Path, manifest: dict) -> tuple[Preprocessor, list[tuple[dict, Learner]]]:
+    """The bundle's preprocessing and its members (manifest entry, learner) from their native files."""
     pre = Preprocessor.from_dict(manifest["preprocessing"])
     if pre.text_encoder and (folder / NATIVE_DIR / ENCODER_FILE).is_file():
         from tandem.features.sentence import register_graph
@@ -60,11 +62,12 @@ def _per_iteration(manifest: dict) -> int:
     return _n_classes(manifest) if manifest["task"] == "multiclass" else 1
 
 
-def fewer_trees(folder: Path, manifest: dict, enc: EncodedInputs) -> list[Candidate] | str:
+def fewer_trees(parent: Parent) -> list[Candidate] | str:
     """A candidate per fraction that keeps fewer trees, or why trees does not apply to this bundle."""
+    folder, manifest, enc = parent.folder, parent.manifest, parent.rows
     if not any(m["family"] == FAMILY for m in manifest.get("ensemble", [])):
         return NONE_HERE
-    pre, members = _load(folder, manifest)
+    pre, members = load_members(folder, manifest)
     full = {m["model"]: learner.best_iteration for m, learner in members if m["family"] == FAMILY}
     per = _per_iteration(manifest)
     out, seen = [], set()
@@ -82,7 +85,10 @@ def fewer_trees(folder: Path, manifest: dict, enc: EncodedInputs) -> list[Candid
         graph = build_graph(pre, manifest["task"], manifest.get("labels"), pairs, threshold).SerializeToString()
         out.append(Candidate(f"{num}/{den} of the trees", f"{num}/{den}", cut,
                              {k: v * per for k, v in cut.items()}, graph,
-                             _native_parity(graph, pre, pairs, enc, manifest["task"]), _cut_files(members, cut)))
+                             native_parity(graph, pre, pairs, enc, manifest["task"]),
+                             {**_cut_files(members, cut),
+                              **explain_files(parent, [(m["model"], learner, float(m["weight"]))
+                                                       for m, learner in members], set(cut))}))
     for m, learner in members:  # as loaded, should the caller look again
         if m["model"] in full:
             learner.best_iteration = full[m["model"]]
@@ -91,7 +97,7 @@ def fewer_trees(folder: Path, manifest: dict, enc: EncodedInputs) -> list[Candid
     return out
 
 
-def _native_parity(graph: bytes, pre: Preprocessor, pairs: list[tuple[Learner, float]], enc: EncodedInputs,
+def native_parity(graph: bytes, pre: Preprocessor, pairs: list[tuple[Learner, float]], enc: EncodedInputs,
                    task: str) -> float:
     """Max abs difference of the graph's first output from the cut native members', on ``enc``."""
     from tandem.optimize import measure
@@ -125,7 +131,7 @@ def _cut_files(members: list[tuple[dict, Learner]], cut: dict[str, int]) -> dict
 
 def variants(parent: Parent) -> list[Variant] | str:
     """A variant per fraction of each LightGBM member's trees, or why the method does not apply."""
-    made = fewer_trees(parent.folder, parent.manifest, parent.rows)
+    made = fewer_trees(parent)
     if isinstance(made, str):
         return made
     out = []
