@@ -15,6 +15,7 @@ import io
 import json
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +30,14 @@ from tandem.learners.torch_loop import LoopConfig, fit
 
 
 class _Block(nn.Module):
-    def __init__(self, c_in: int, c_out: int, stride: int):
+    def __init__(self, c_in: int, c_out: int, stride: int, inner: int | None = None):
         super().__init__()
+        # ``inner``: the channels between the two convolutions (``c_out`` unless pruned); the residual add ties
+        # the block's output to its input, the inner width is free
+        mid = c_out if inner is None else inner
         self.body = nn.Sequential(
-            nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
-            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out))
+            nn.Conv2d(c_in, mid, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(),
+            nn.Conv2d(mid, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out))
         self.skip = (nn.Identity() if stride == 1 and c_in == c_out else
                      nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)))
         self.act = nn.ReLU()
@@ -43,13 +47,13 @@ class _Block(nn.Module):
 
 
 class _Net(nn.Module):
-    def __init__(self, channels: list[int], n_out: int, dropout: float):
+    def __init__(self, channels: list[int], n_out: int, dropout: float, inner: list[int] | None = None):
         super().__init__()
         stem = channels[0]
         layers: list[nn.Module] = [nn.Conv2d(3, stem, 3, padding=1, bias=False), nn.BatchNorm2d(stem), nn.ReLU()]
         c = stem
         for i, width in enumerate(channels):
-            layers.append(_Block(c, width, 1 if i == 0 else 2))
+            layers.append(_Block(c, width, 1 if i == 0 else 2, None if inner is None else inner[i]))
             c = width
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(c, n_out))
@@ -90,8 +94,9 @@ class CNNLearner(Learner):
     view = "image"
 
     def _build(self) -> _Net:
+        inner = self.params.get("inner")  # set by channel pruning (tandem optimize): the blocks' inner widths
         return _Net(list(self.params.get("channels", [32, 64, 128])), self.n_outputs,
-                    float(self.params.get("dropout", 0.2)))
+                    float(self.params.get("dropout", 0.2)), None if inner is None else list(inner))
 
     def _fit(self, X, y, X_val, y_val, deadline):
         if self.task == "regression":
@@ -102,8 +107,7 @@ class CNNLearner(Learner):
                             schedule=str(self.params.get("schedule", "cosine")),
                             precision=str(self.params.get("precision", "auto")))
         side = X.shape[-1]
-        augment = _augment(float(self.params.get("shift", 0.1)), float(self.params.get("rotate", 10.0)),
-                           float(self.params.get("zoom", 0.1)), float(self.params.get("jitter", 0.2)))
+        augment = self.augmentation()
         result = fit(self._build, X, torch.as_tensor(y, dtype=torch.long), X_val,
                      None if y_val is None else torch.as_tensor(y_val, dtype=torch.long),
                      nn.CrossEntropyLoss(label_smoothing=float(self.params.get("label_smoothing", 0.1))),
@@ -112,6 +116,17 @@ class CNNLearner(Learner):
         self.net, self.best_epoch, self.curve = result.net, result.best_epoch, result.curve
         self.stopped_by_deadline = result.stopped_by_deadline
         self.side, self.precision = side, result.precision
+
+    def augmentation(self) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
+        """What training does to each batch (random shift, rotation, zoom, brightness/contrast), from the params:
+        ``augment(batch, generator)``. A fine-tune of a trained net (tandem optimize's prune) uses it too."""
+        return _augment(float(self.params.get("shift", 0.1)), float(self.params.get("rotate", 10.0)),
+                        float(self.params.get("zoom", 0.1)), float(self.params.get("jitter", 0.2)))
+
+    def residual_blocks(self) -> list[tuple[str, nn.Module]]:
+        """The net's residual blocks with their state-dict prefixes. Each ``body`` is conv, batch norm, ReLU, conv,
+        batch norm: the inner channels (first conv's outputs, second conv's inputs) are free to change width."""
+        return [(name, m) for name, m in self.net.named_modules() if isinstance(m, _Block)]
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         out = []
@@ -140,12 +155,14 @@ class CNNLearner(Learner):
         meta = {"channels": list(self.params.get("channels", [32, 64, 128])),
                 "dropout": self.params.get("dropout", 0.2),
                 "side": self.side, "epochs": self.best_epoch, "training_precision": self.precision}
+        if self.params.get("inner") is not None:  # written only when pruned: other bundles' files stay as they were
+            meta["inner"] = list(self.params["inner"])
         (folder / "cnn.json").write_text(json.dumps(meta))
         return ["cnn.safetensors", "cnn.json"]
 
     def _load(self, folder: Path) -> None:
         meta = json.loads((folder / "cnn.json").read_text())
-        self.params.update(channels=meta["channels"], dropout=meta["dropout"])
+        self.params.update(channels=meta["channels"], dropout=meta["dropout"], inner=meta.get("inner"))
         self.side, self.best_epoch = meta["side"], meta["epochs"]
         self.precision = meta.get("training_precision", "fp32")
         self.net = self._build()

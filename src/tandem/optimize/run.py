@@ -22,7 +22,7 @@ from tandem.data.readers import read_table
 from tandem.errors import ConfigError, DataError
 from tandem.footprint import MeterSettings
 from tandem.inference import Predictor
-from tandem.optimize import fast_trees, measure, members, nbits, quantize, trees
+from tandem.optimize import fast_trees, measure, members, nbits, prune, quantize, trees
 from tandem.optimize.energy import EnergyWindows
 from tandem.optimize.variants import OptimizeResult, Parent, Variant
 from tandem.registry import Registry
@@ -33,7 +33,7 @@ GOALS = ("latency", "throughput", "size", "energy")
 # each method: the parent in, its variants out (or one line on why it does not apply to this parent)
 _MAKERS: dict[str, Callable[[Parent], list[Variant] | str]] = {
     "int8": quantize.variants, "int8w": nbits.int8w_variants, "int4": nbits.int4_variants,
-    "int2": nbits.int2_variants, "members": members.variants, "trees": trees.variants,
+    "int2": nbits.int2_variants, "prune": prune.variants, "members": members.variants, "trees": trees.variants,
     "fast_trees": fast_trees.variants}
 METHODS = tuple(_MAKERS)
 ALIAS = "optimized"
