@@ -12,6 +12,9 @@ from tandem.learners.base import Learner, deadline_passed, probabilities_from_lo
 from tandem.learners.lgbm_onnx import flatten_trees, tree_ensemble
 
 _CONTROL = {"n_estimators", "early_stopping_rounds", "categorical"}
+# binary objectives that keep the booster's sigmoid output: "cross_entropy" also learns from labels in [0, 1]
+# (a teacher's probabilities, for a distilled student)
+_BINARY_OBJECTIVES = {"cross_entropy": "cross_entropy", "xentropy": "cross_entropy"}
 
 
 class LightGBMLearner(Learner):
@@ -22,11 +25,23 @@ class LightGBMLearner(Learner):
         super().__init__(params, **kw)
         self.booster: lgb.Booster | None = None
         self.best_iteration = 0
+        self._weights: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
+
+    def fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
+            *, deadline: float | None = None, weight: np.ndarray | None = None,
+            weight_val: np.ndarray | None = None) -> LightGBMLearner:
+        """:meth:`Learner.fit`, with optional per-row weights of the training and validation rows (a distilled
+        multiclass student learns a teacher's probabilities as one weighted row per class)."""
+        self._weights = (weight, weight_val)
+        try:
+            return super().fit(X, y, X_val, y_val, deadline=deadline)
+        finally:
+            self._weights = (None, None)
 
     def _lgb_params(self) -> dict:
         p = {k: v for k, v in self.params.items() if k not in _CONTROL}
         if self.task == "binary":
-            p.update(objective="binary")
+            p.update(objective=_BINARY_OBJECTIVES.get(str(p.get("objective")), "binary"))
         elif self.task == "multiclass":
             p.update(objective="multiclass", num_class=self.n_classes)
         else:
@@ -41,15 +56,16 @@ class LightGBMLearner(Learner):
         patience = int(self.params.get("early_stopping_rounds", 50))
         # "categorical": false reads category codes as ordered numbers: other splits, a diverse member
         cat = (self.categorical or "auto") if self.params.get("categorical", True) else []
-        train = lgb.Dataset(X, label=y, categorical_feature=cat, free_raw_data=False,
+        weight, weight_val = self._weights
+        train = lgb.Dataset(X, label=y, weight=weight, categorical_feature=cat, free_raw_data=False,
                             params={"max_bin": params.get("max_bin", 255)})
         history: dict = {}
         callbacks = [self._stopper(patience if X_val is not None else None, deadline)]
         valid_sets, names = [], None
         if X_val is not None:
             # the training rows as a "valid" set cost only the metric (their scores are kept anyway): the curve
-            valid_sets = [train, lgb.Dataset(X_val, label=y_val, categorical_feature=cat, reference=train,
-                                             params={"max_bin": params.get("max_bin", 255)})]
+            valid_sets = [train, lgb.Dataset(X_val, label=y_val, weight=weight_val, categorical_feature=cat,
+                                             reference=train, params={"max_bin": params.get("max_bin", 255)})]
             names = ["train", "valid"]
             callbacks.append(lgb.record_evaluation(history))
         self.booster = lgb.train(params, train, num_boost_round=n_rounds, valid_sets=valid_sets,

@@ -22,7 +22,7 @@ from tandem.data.readers import read_table
 from tandem.errors import ConfigError, DataError
 from tandem.footprint import MeterSettings
 from tandem.inference import Predictor
-from tandem.optimize import fast_trees, measure, members, nbits, prune, quantize, trees
+from tandem.optimize import distill, fast_trees, measure, members, nbits, prune, quantize, trees
 from tandem.optimize.energy import EnergyWindows
 from tandem.optimize.variants import OptimizeResult, Parent, Variant
 from tandem.registry import Registry
@@ -34,7 +34,7 @@ GOALS = ("latency", "throughput", "size", "energy")
 _MAKERS: dict[str, Callable[[Parent], list[Variant] | str]] = {
     "int8": quantize.variants, "int8w": nbits.int8w_variants, "int4": nbits.int4_variants,
     "int2": nbits.int2_variants, "prune": prune.variants, "members": members.variants, "trees": trees.variants,
-    "fast_trees": fast_trees.variants}
+    "distill": distill.variants, "fast_trees": fast_trees.variants}
 METHODS = tuple(_MAKERS)
 ALIAS = "optimized"
 _GOAL_FIGURE = {"latency": "one_row_us", "throughput": "rows_per_s", "size": "bytes", "energy": "energy_j_per_1000"}
