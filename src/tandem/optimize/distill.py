@@ -30,9 +30,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnx
 
-from tandem.bundle.files import EXPLAIN_FILE, NATIVE_DIR
+from tandem.bundle.files import ENCODER_FILE, EXPLAIN_FILE, NATIVE_DIR, PREPROCESSING_FILE, TOKENIZER_FILE
 from tandem.bundle.inputs import EncodedInputs
 from tandem.features.preprocess import Preprocessor
 from tandem.learners import Learner
@@ -210,27 +209,25 @@ def _variant(parent: Parent, pre: Preprocessor, student: Learner, settings: dict
     folder = f"{NATIVE_DIR}/{name}"
     model = build_graph(pre, manifest["task"], manifest.get("labels"), [(student, 1.0)],
                         float(manifest.get("threshold", 0.5)))
-    if parent.rows.tokens is not None:
-        _accept_tokens(model, pre)
     graph = model.SerializeToString()
     files = _native_files(student, folder)
     explain = _explain_data(parent, pre, student, name)
     files[EXPLAIN_FILE] = json.dumps(explain).encode()
+    drop = [m["native"] for m in manifest["ensemble"] if m.get("native")]
+    replaces: dict = {}
+    if manifest["preprocessing"].get("text_encoder"):  # the student reads no token ids: the encoder leaves too
+        preprocessing = {**manifest["preprocessing"], "text_encoder": None}
+        replaces["preprocessing"] = preprocessing
+        files[f"{NATIVE_DIR}/{PREPROCESSING_FILE}"] = json.dumps(preprocessing).encode()
+        drop += [f"{NATIVE_DIR}/{ENCODER_FILE}", TOKENIZER_FILE]
     entry = {"model": name, "family": student.family, "weight": 1.0, "native": folder, "refit_on_all_rows": False,
              **student.describe()}
     return Variant("distill", settings, graph=graph, native_parity=_native_parity(graph, pre, student, parent),
                    label=label or f"distill {student.family} {settings['trees']} trees", files=files,
-                   drop=[m["native"] for m in manifest["ensemble"] if m.get("native")],
-                   replaces={"ensemble": [entry],
+                   drop=drop,
+                   replaces={**replaces, "ensemble": [entry],
                              "explain": {"available": "unavailable" not in explain,
                                          "reason": explain.get("unavailable"), "output": explain["output"]}})
-
-
-def _accept_tokens(model: onnx.ModelProto, pre: Preprocessor) -> None:
-    """Declare the token ids input the student does not read: the bundle keeps its sentence encoder's tokenizer,
-    so its rows (and the labelled rows every variant is scored on) still carry them."""
-    model.graph.input.append(onnx.helper.make_tensor_value_info("tokens", onnx.TensorProto.INT64,
-                                                                ["N", len(pre.text_names), "L"]))
 
 
 def _native_files(student: Learner, folder: str) -> dict[str, bytes]:

@@ -30,10 +30,17 @@ def session(graph: bytes, threads: int = 1) -> ort.InferenceSession:
     return ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
 
 
+def declared(sess: ort.InferenceSession, enc: EncodedInputs) -> EncodedInputs:
+    """``enc`` without the token ids when the graph does not read them (a student of an encoder model)."""
+    if enc.tokens is None or "tokens" in {i.name for i in sess.get_inputs()}:
+        return enc
+    return EncodedInputs(enc.num, enc.cat, enc.text, enc.image)
+
+
 def outputs(sess: ort.InferenceSession, enc: EncodedInputs) -> dict[str, np.ndarray]:
     """The graph's outputs on ``enc``, by name."""
     names = [o.name for o in sess.get_outputs()]
-    return dict(zip(names, run_graph(sess.run, names, enc), strict=True))
+    return dict(zip(names, run_graph(sess.run, names, declared(sess, enc)), strict=True))
 
 
 def answer(task: str, out: dict[str, np.ndarray]) -> np.ndarray:
@@ -50,6 +57,7 @@ def metric_loss(metric: str, y: np.ndarray, pred: np.ndarray, threshold: float) 
 def costs(graph: bytes, enc: EncodedInputs) -> dict:
     """One-row p50 (µs) and batch rows/s on one thread, and the graph's bytes."""
     sess = session(graph)
+    enc = declared(sess, enc)
     names = [o.name for o in sess.get_outputs()]
     rows = [enc.take(np.array([i % enc.n_rows])) for i in range(min(ONE_ROW_CALLS, 50))]
     feeds = [r.trimmed().feeds() if r.tokens is not None else r.feeds() for r in rows]

@@ -211,7 +211,7 @@ def _write_variant(parent: Parent, folder: Path, version: int, variant: Variant,
     def write_files(tmp: Path) -> None:
         for path in sorted(p for p in parent.folder.rglob("*") if p.is_file()):
             rel = path.relative_to(parent.folder).as_posix()
-            if rel in skip or any(rel.startswith(f"{d}/") for d in variant.drop):
+            if rel in skip or any(rel == d or rel.startswith(f"{d}/") for d in variant.drop):
                 continue
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, tmp / rel)
