@@ -65,3 +65,18 @@ def run_cli() -> Callable[..., subprocess.CompletedProcess]:
 @pytest.fixture(scope="session")
 def snapshot() -> Callable[[Path], dict[str, str]]:
     return _snapshot
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    """A registry home of the test module's own (module-scoped: a module trains its models once)."""
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture(scope="module")
+def frames() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A churn table (numbers, categories, a boolean, a date): 1,000 training rows and 600 held out."""
+    from helpers import mixed_frame
+
+    frame = mixed_frame(1600, task="binary", seed=4)
+    return frame.iloc[:1000], frame.iloc[1000:]

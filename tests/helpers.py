@@ -107,3 +107,12 @@ def post(port: int, path: str, body: dict | bytes, ctype: str = "application/jso
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+def tree_count(graph: bytes) -> int:
+    """How many trees an ONNX graph's TreeEnsemble nodes hold (one root each)."""
+    import onnx
+
+    model = onnx.load_from_string(graph)
+    return sum(len(next(a for a in n.attribute if a.name == "tree_roots").ints)
+               for n in model.graph.node if n.op_type == "TreeEnsemble")

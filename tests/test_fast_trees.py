@@ -93,11 +93,6 @@ def test_a_small_ensemble_and_other_aggregations_are_left_whole(lightgbm_graph):
     assert fast_trees.split_node(averaged, 64, set()) is None
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    return tmp_path_factory.mktemp("home")
-
-
 def test_optimize_registers_a_split_variant_with_the_parents_answers(home):
     frame = mixed_frame(1400, task="binary", seed=6)
     train, held_out = frame.iloc[:1000], frame.iloc[1000:]

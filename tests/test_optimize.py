@@ -8,11 +8,10 @@ import subprocess
 import sys
 
 import numpy as np
-import onnx
 import pytest
 
 import tandem
-from helpers import mixed_frame
+from helpers import tree_count
 from tandem.errors import BundleError, ConfigError, DataError
 from tandem.inference import Predictor
 from tandem.optimize import METHODS, Variant, optimize
@@ -22,24 +21,6 @@ INT8_PARITY = 0.05  # int8 weights and activations move a probability by a few h
 NO_TREES = ("trees", "trees keeps fewer trees of LightGBM members; this model has none")
 INT8_NO_MATMULS = ("int8", "int8 quantizes dense and convolution layers; this model has none (trees and "
                            "lookups only)")
-
-
-def tree_count(graph: bytes) -> int:
-    """How many trees the graph's TreeEnsemble nodes hold (one root each)."""
-    model = onnx.load_from_string(graph)
-    return sum(len(next(a for a in n.attribute if a.name == "tree_roots").ints)
-               for n in model.graph.node if n.op_type == "TreeEnsemble")
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    return tmp_path_factory.mktemp("home")
-
-
-@pytest.fixture(scope="module")
-def frames():
-    frame = mixed_frame(1600, task="binary", seed=4)
-    return frame.iloc[:1000], frame.iloc[1000:]
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
 
 import tandem
-from helpers import mixed_frame
+from helpers import mixed_frame, tree_count
 from tandem.bundle.format import read_manifest
 from tandem.errors import DataError
 from tandem.learners.lgbm import LightGBMLearner
@@ -18,18 +17,6 @@ from tandem.study.native import native_predict
 
 STUDENT = "native/distilled_lightgbm"
 PARITY = 1e-5  # the bundle's tolerance between its graph and its native learners
-
-
-def tree_count(graph: bytes) -> int:
-    """How many trees the graph's TreeEnsemble nodes hold (one root each)."""
-    model = onnx.load_from_string(graph)
-    return sum(len(next(a for a in n.attribute if a.name == "tree_roots").ints)
-               for n in model.graph.node if n.op_type == "TreeEnsemble")
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    return tmp_path_factory.mktemp("distill")
 
 
 def split(task: str, n: int = 1200) -> tuple:

@@ -23,11 +23,6 @@ def blended_frame(n: int, seed: int) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    return tmp_path_factory.mktemp("home")
-
-
-@pytest.fixture(scope="module")
 def frames():
     frame = blended_frame(1600, seed=0)
     return frame.iloc[:1000], frame.iloc[1000:]

@@ -12,7 +12,6 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import tandem
-from helpers import mixed_frame
 from tandem.data.readers import read_table
 from tandem.errors import ConfigError
 from tandem.inference import Predictor
@@ -69,17 +68,6 @@ def reference(graph: bytes, x: np.ndarray) -> np.ndarray:
         else:
             raise AssertionError(f"unexpected {node.op_type}")
     return h["y"]
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    return tmp_path_factory.mktemp("home")
-
-
-@pytest.fixture(scope="module")
-def frames():
-    frame = mixed_frame(1600, task="binary", seed=4)
-    return frame.iloc[:1000], frame.iloc[1000:]
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from PIL import Image
 from safetensors.numpy import load_file
 
 import tandem
-from helpers import mixed_frame
 from tandem.learners.cnn import CNNLearner
 from tandem.learners.mlp import MLPLearner
 from tandem.optimize import optimize, prune
@@ -34,17 +33,6 @@ def zero_share(array: np.ndarray) -> float:
 
 def initializers(graph_path) -> list[np.ndarray]:
     return [numpy_helper.to_array(t) for t in onnx.load(str(graph_path)).graph.initializer]
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    return tmp_path_factory.mktemp("prune-home")
-
-
-@pytest.fixture(scope="module")
-def frames():
-    frame = mixed_frame(1600, task="binary", seed=4)
-    return frame.iloc[:1000], frame.iloc[1000:]
 
 
 @pytest.fixture(scope="module")
