@@ -127,3 +127,8 @@ def test_a_variant_bundle_shows_what_optimize_tried(model):
     latency_chart = section.split("<svg")[1]
     assert latency_chart.count("<circle") == 3 and latency_chart.count('fill="white"') == 1
     assert "trees 1/4" in section and "0.9099" in section
+    # with energy figures (the meter was on), a third chart: accuracy against joules per 1,000 predictions
+    for row, joules in zip(manifest["optimization"]["candidates"], (0.9, 1.4, 0.3), strict=True):
+        row["energy_j_per_1000"] = joules
+    section = dict(re.findall(r'<section id="(\w+)">(.*?)</section>', render_report(manifest), re.S))["optimization"]
+    assert section.count("<svg") == 3 and "against energy" in section and "J per 1,000 one-row predictions" in section

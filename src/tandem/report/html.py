@@ -247,6 +247,8 @@ def _optimization(m: dict) -> str:
               if r.get("one_row_us") is not None and r.get("value") is not None]
     sized = [(r["variant"], r["bytes"] / 1000, r.get("value"), r.get("kept", False)) for r in rows
              if r.get("bytes") is not None and r.get("value") is not None]
+    spent = [(r["variant"], r["energy_j_per_1000"], r.get("value"), r.get("kept", False)) for r in rows
+             if r.get("energy_j_per_1000") is not None and r.get("value") is not None]
     parent = m.get("lineage", {}).get("parent")
     intro = (f"<p>This bundle is the <b>{_esc(o['method'])}</b> variant of <code>{_esc(parent)}</code>, "
              f"scored on {_esc(o.get('rows'))} labelled rows its parent never trained on. Filled: kept "
@@ -254,7 +256,10 @@ def _optimization(m: dict) -> str:
     charts = (_figure(points_chart(points, title=f"{metric} against one-row latency", x_label="one-row p50 (µs)",
                                    y_label=metric), "Up and to the left is better.")
               + _figure(points_chart(sized, title=f"{metric} against size", x_label="graph size (KB)",
-                                     y_label=metric), "Up and to the left is better."))
+                                     y_label=metric), "Up and to the left is better.")
+              + (_figure(points_chart(spent, title=f"{metric} against energy", x_label="J per 1,000 one-row "
+                                      "predictions", y_label=metric), "Up and to the left is better.")
+                 if spent else ""))
     return intro + f"<div class='charts'>{charts}</div>" + _table(rows)
 
 
