@@ -22,7 +22,7 @@ from tandem.data.readers import read_table
 from tandem.errors import ConfigError, DataError
 from tandem.footprint import MeterSettings
 from tandem.inference import Predictor
-from tandem.optimize import distill, fast_trees, measure, members, nbits, prune, quantize, trees
+from tandem.optimize import distill, encoder_layers, fast_trees, measure, members, nbits, prune, quantize, trees
 from tandem.optimize.energy import EnergyWindows
 from tandem.optimize.variants import OptimizeResult, Parent, Variant
 from tandem.registry import Registry
@@ -34,7 +34,7 @@ GOALS = ("latency", "throughput", "size", "energy")
 _MAKERS: dict[str, Callable[[Parent], list[Variant] | str]] = {
     "int8": quantize.variants, "int8w": nbits.int8w_variants, "int4": nbits.int4_variants,
     "int2": nbits.int2_variants, "prune": prune.variants, "members": members.variants, "trees": trees.variants,
-    "distill": distill.variants, "fast_trees": fast_trees.variants}
+    "distill": distill.variants, "fast_trees": fast_trees.variants, "encoder": encoder_layers.variants}
 METHODS = tuple(_MAKERS)
 ALIAS = "optimized"
 _GOAL_FIGURE = {"latency": "one_row_us", "throughput": "rows_per_s", "size": "bytes", "energy": "energy_j_per_1000"}
@@ -125,7 +125,7 @@ def _labelled(parent: Predictor, folder: Path, data: object, train_data: object 
     if fingerprint(enc, y) == manifest.get("lineage", {}).get("data_fingerprint"):
         raise DataError("labelled data is the data this model was trained on: score variants on rows it never saw "
                         "(a held-out file)")
-    teach, teach_y = None, None
+    teach, teach_y, teach_texts = None, None, None
     if train_data is not None:
         taught = read_table(train_data, what="training data")
         if target not in taught.column_names:
@@ -133,10 +133,11 @@ def _labelled(parent: Predictor, folder: Path, data: object, train_data: object 
                             "from labelled rows")
         teach = parent.encoder.encode_table(taught, what="training data")
         teach_y = parent.target_values(taught.column(target), "training data")
+        teach_texts = {name: taught.column(name).to_pylist() for name in manifest.get("inputs", {}).get("text", [])}
         if fingerprint(teach, teach_y) == fingerprint(enc, y):
             raise DataError("training data and labelled data are the same rows: variants must be scored on rows "
                             "none of them trained on")
-    return Parent(folder, manifest, (folder / MODEL_FILE).read_bytes(), enc, teach, teach_y), y
+    return Parent(folder, manifest, (folder / MODEL_FILE).read_bytes(), enc, teach, teach_y, teach_texts), y
 
 
 def _energy_figures(energy: EnergyWindows | None, parent_figures: dict, variants: list[Variant]) -> dict:
@@ -197,7 +198,7 @@ def _judge(variant: Variant, task: str, metric: str, threshold: float, y: np.nda
     variant.one_row_us, variant.rows_per_s, variant.bytes = (figures["one_row_us"], figures["rows_per_s"],
                                                              figures["bytes"])
     variant.kept = variant.loss <= max_loss
-    variant.why = (f"{metric} {value:.4f} ({'+' if -variant.loss >= 0 else ''}{-variant.loss:.4f} against the "
+    variant.why = (f"{metric} {value:.4f} ({0.0 - variant.loss:+.4f} against the "
                    f"parent): {'within' if variant.kept else 'beyond'} --max-loss {max_loss:g}"
                    + ("" if variant.kept else ", not registered"))
 
