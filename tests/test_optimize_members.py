@@ -106,3 +106,24 @@ def test_members_does_not_apply_to_a_single_model(home, frames):
                           name="single")
     result = optimize(f"single:{single.version}", held_out, methods="members", home=home)
     assert [(v.method, v.skipped) for v in result.variants] == [("members", NONE_HERE)]
+
+
+def test_a_variant_is_served_like_any_bundle(blend, frames, home):
+    from helpers import free_port, post, records, start_server, stop_server
+
+    _, held_out = frames
+    result = optimize(f"blend:{blend.version}", held_out, max_loss=1.0, methods="members", goal="size", home=home)
+    assert result.best is not None  # one member alone is smaller than two
+    variant = tandem.load("blend@optimized", home=home)
+    assert variant.version == result.best.version
+    rows = held_out.drop(columns=["y"]).head(5)
+    port = free_port()
+    proc = start_server(home, port, ref="blend@optimized")
+    try:
+        status, answer = post(port, "/v1/models/blend/predict", {"instances": records(rows), "explain": True})
+        assert status == 200, answer
+        np.testing.assert_allclose(np.array(answer["probabilities"])[:, 1], variant.predict_proba(rows)[:, 1],
+                                   atol=1e-6)
+        assert len(answer["explanations"]["contributions"]) == 5
+    finally:
+        stop_server(proc)
