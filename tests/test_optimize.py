@@ -214,6 +214,19 @@ def test_the_energy_goal_picks_the_variant_that_spends_least(mlp, frames, home):
     assert variant.kept and (result.best is variant) == less
 
 
+def test_name_registers_the_variants_under_another_name(mlp, frames, home):
+    _, held_out = frames
+    result = optimize(f"churn-mlp:{mlp.version}", held_out, max_loss=0.05, methods="int8", goal="size",
+                      name="churn-small", home=home)
+    (variant,) = result.variants
+    record = Registry(home).get("churn-small@optimized")
+    assert variant.kept and record.version == variant.version == 1 and result.best is variant
+    manifest = Predictor(record.path).manifest
+    assert manifest["name"] == "churn-small" and manifest["lineage"]["parent"] == f"churn-mlp:{mlp.version}"
+    with pytest.raises(tandem.TandemError, match="model name"):
+        optimize(f"churn-mlp:{mlp.version}", held_out, methods="int8", name="../escape", home=home)
+
+
 def test_bad_options_and_data_are_one_line_errors(trees, frames, home):
     _, held_out = frames
     with pytest.raises(ConfigError, match="--goal must be one of latency, throughput, size, energy, got 'speed'"):

@@ -26,6 +26,8 @@ def optimize(
     train_data: Path | None = typer.Option(None, "--train-data", help="Labelled rows the methods that learn (the "
                                                                       "fine-tune after pruning, distillation's "
                                                                       "student) train on: the model's training file."),
+    name: str | None = typer.Option(None, "--name", help="Register the variants under this name instead of the "
+                                                          "model's own."),
     country: str | None = COUNTRY,
     no_footprint: bool = typer.Option(False, "--no-footprint", help="Do not meter the energy of each variant's "
                                                                     "predictions."),
@@ -38,7 +40,7 @@ def optimize(
     with doing("optimizing"):
         result = run(model, str(data), goal=goal, max_loss=max_loss, methods=methods,
                      train_data=None if train_data is None else str(train_data),
-                     footprint=False if no_footprint else MeterSettings.from_env(country=country),
+                     name=name, footprint=False if no_footprint else MeterSettings.from_env(country=country),
                      progress=lambda m: err.print(m, markup=False, highlight=False))
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict()) + "\n")

@@ -26,6 +26,7 @@ from tandem.optimize import distill, encoder_layers, fast_trees, measure, member
 from tandem.optimize.energy import EnergyWindows
 from tandem.optimize.variants import OptimizeResult, Parent, Variant
 from tandem.registry import Registry
+from tandem.registry.names import check_name
 from tandem.report import render_report
 from tandem.study.prepare import fingerprint
 
@@ -50,8 +51,8 @@ def _goal_cost(goal: str, figures: Variant | dict) -> float:
 
 
 def optimize(model: str, data: object, *, goal: str = "latency", max_loss: float = 0.002,
-             methods: str | list[str] = "auto", train_data: object | None = None, home: str | Path | None = None,
-             footprint: bool | MeterSettings = True,
+             methods: str | list[str] = "auto", train_data: object | None = None, name: str | None = None,
+             home: str | Path | None = None, footprint: bool | MeterSettings = True,
              progress: Callable[[str], None] | None = None) -> OptimizeResult:
     """Try ``methods`` on registered ``model`` (``name``, ``name:3``, ``name@alias``), score every variant on
     labelled ``data`` (a file or frame holding the target column), register those within ``max_loss`` of the
@@ -61,6 +62,7 @@ def optimize(model: str, data: object, *, goal: str = "latency", max_loss: float
     ``train_data`` (labelled rows, typically the parent's training file) is what the methods that learn
     train on: pruning's fine-tune and distillation's student. Without it pruning does not fine-tune and
     distillation says it needs them. It must not be ``data``: variants are scored on rows none of them saw.
+    ``name`` registers the variants (and the alias) under another name than the parent's.
 
     With ``footprint`` (the default; :class:`~tandem.footprint.MeterSettings` or False for no meter) the
     energy of 1,000 one-row predictions of the parent and of every variant is metered, and each kept
@@ -69,6 +71,7 @@ def optimize(model: str, data: object, *, goal: str = "latency", max_loss: float
     chosen = _check_options(goal, max_loss, methods, footprint)
     registry = Registry(home)
     record = registry.get(model)
+    target = record.name if name is None else check_name(name)
     parent = Predictor(record.path, threads=1)  # every hash verified: a tampered parent is refused here
     here, y = _labelled(parent, record.path, data, train_data)
     manifest, enc = parent.manifest, here.rows
@@ -98,18 +101,18 @@ def optimize(model: str, data: object, *, goal: str = "latency", max_loss: float
     ledgers = _energy_figures(energy, parent_figures, variants)
     for variant in (v for v in variants if v.kept):
         variant.version = registry.add(
-            record.name, lambda folder, version, v=variant: _write_variant(
-                here, folder, version, v, metric, parent_value, _candidates(variants, parent_value, parent_figures),
-                ledgers),
+            target, lambda folder, version, v=variant: _write_variant(
+                here, folder, target, version, v, metric, parent_value,
+                _candidates(variants, parent_value, parent_figures), ledgers),
             summary={"task": parent.task, "metric": metric, "score": variant.metric_value}).version
     # the alias moves only to a variant that beats its parent on the goal: kept is not the same as better
     better = [v for v in variants if v.kept and _goal_cost(goal, v) < _goal_cost(goal, parent_figures)]
     best = min(better, key=lambda v: _goal_cost(goal, v)) if better else None
     if best is not None:
-        registry.set_alias(record.name, best.version, ALIAS)
-        say(f"{record.name}@{ALIAS} -> version {best.version} ({best.label})")
+        registry.set_alias(target, best.version, ALIAS)
+        say(f"{target}@{ALIAS} -> version {best.version} ({best.label})")
     elif any(v.kept for v in variants):
-        say(f"no kept variant beats the parent on {goal}: {record.name}@{ALIAS} is left as it was")
+        say(f"no kept variant beats the parent on {goal}: {target}@{ALIAS} is left as it was")
     return OptimizeResult(f"{record.name}:{record.version}", metric, parent_value, parent_figures, goal, max_loss,
                           variants, best)
 
@@ -203,8 +206,8 @@ def _judge(variant: Variant, task: str, metric: str, threshold: float, y: np.nda
                    + ("" if variant.kept else ", not registered"))
 
 
-def _write_variant(parent: Parent, folder: Path, version: int, variant: Variant, metric: str, parent_value: float,
-                   candidates: list[dict], ledgers: dict) -> None:
+def _write_variant(parent: Parent, folder: Path, name: str, version: int, variant: Variant, metric: str,
+                   parent_value: float, candidates: list[dict], ledgers: dict) -> None:
     """The variant as a bundle: the parent's files with the variant's own over them, and a manifest whose lineage
     names the parent."""
     skip = {MANIFEST_FILE, MODEL_FILE, REPORT_FILE, *variant.files}
@@ -225,7 +228,7 @@ def _write_variant(parent: Parent, folder: Path, version: int, variant: Variant,
     rows = parent.rows.n_rows
     manifest = {**json.loads(json.dumps(source)), **json.loads(json.dumps(variant.replaces))}
     parent_ref = f"{source['name']}:{source.get('version')}"
-    manifest.update(version=version, lineage={
+    manifest.update(name=name, version=version, lineage={
         **manifest.get("lineage", {}), "parent": parent_ref,
         "parent_model_sha256": source["files"][MODEL_FILE]["sha256"]})
     manifest["optimization"] = {"method": variant.method, "settings": variant.settings, "metric": metric,

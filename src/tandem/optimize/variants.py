@@ -25,6 +25,8 @@ class Parent:
     rows: EncodedInputs
     teach: EncodedInputs | None = None
     teach_y: np.ndarray | None = None
+    # the teaching rows' raw text columns, by name (what a sentence encoder's int8 scales are calibrated on)
+    teach_texts: dict[str, list] | None = None
 
 
 @dataclass
