@@ -45,13 +45,20 @@ def optimize(
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict()) + "\n")
         return
-    rows = [{"variant": "parent", result.metric: round(result.parent_value, 4), "loss": 0.0,
-             "1-row µs": result.parent_figures["one_row_us"], "rows/s": result.parent_figures["rows_per_s"],
-             "bytes": result.parent_figures["bytes"], "J/1k": result.parent_figures.get("energy_j_per_1000"),
-             "kept": "-", "why": result.parent}]
-    rows += [{"variant": v.label, result.metric: v.metric_value, "loss": v.loss, "1-row µs": v.one_row_us,
-              "rows/s": v.rows_per_s, "bytes": v.bytes, "J/1k": v.energy_j_per_1000,
-              "kept": f"version {v.version}" if v.kept else "no", "why": v.why or v.skipped} for v in result.variants]
+    def shown(label: str, value: float | None, loss: float | None, figures: dict, kept: str, why: str) -> dict:
+        return {"variant": label, result.metric: _fixed(value, 4), "loss": _fixed(loss, 4),
+                "1-row µs": _fixed(figures.get("one_row_us"), 1), "rows/s": figures.get("rows_per_s"),
+                "bytes": figures.get("bytes"), "J/1k": _fixed(figures.get("energy_j_per_1000"), 3), "kept": kept,
+                "why": why}
+
+    rows = [shown("parent", result.parent_value, 0.0, result.parent_figures, "-", result.parent)]
+    rows += [shown(v.label, v.metric_value, v.loss, v.to_dict(), f"version {v.version}" if v.kept else "no",
+                   v.why or v.skipped) for v in result.variants]
     out.print(rows_table(rows, f"optimize {result.parent} (goal: {result.goal})"))
     if result.best is None:
         err.print("no variant was kept: the parent stays the best")
+
+
+def _fixed(value: float | None, places: int) -> str | None:
+    """``value`` with ``places`` decimals (a zero never signed), or None."""
+    return None if value is None else f"{round(value, places) + 0.0:.{places}f}"

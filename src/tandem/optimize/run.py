@@ -201,7 +201,7 @@ def _judge(variant: Variant, task: str, metric: str, threshold: float, y: np.nda
     variant.one_row_us, variant.rows_per_s, variant.bytes = (figures["one_row_us"], figures["rows_per_s"],
                                                              figures["bytes"])
     variant.kept = variant.loss <= max_loss
-    variant.why = (f"{metric} {value:.4f} ({0.0 - variant.loss:+.4f} against the "
+    variant.why = (f"{metric} {value:.4f} ({round(-variant.loss, 4) + 0.0:+.4f} against the "
                    f"parent): {'within' if variant.kept else 'beyond'} --max-loss {max_loss:g}"
                    + ("" if variant.kept else ", not registered"))
 
