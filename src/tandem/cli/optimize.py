@@ -21,8 +21,8 @@ def optimize(
     max_loss: float = typer.Option(0.002, "--max-loss", help="How much worse than the parent a variant may score "
                                                              "on the model's metric and still be kept."),
     methods: str = typer.Option("auto", "--methods", help="Comma-separated methods to try: int8, int8w, int4, "
-                                                          "int2, prune, members, trees, fast_trees, distill (auto: "
-                                                          "every one)."),
+                                                          "int2, prune, members, trees, fast_trees, distill, "
+                                                          "encoder (auto: every one)."),
     train_data: Path | None = typer.Option(None, "--train-data", help="Labelled rows the methods that learn (the "
                                                                       "fine-tune after pruning, distillation's "
                                                                       "student) train on: the model's training file."),
