@@ -33,6 +33,7 @@ class EnergyWindows:
 
     def measure(self, key: str, graph: bytes, rows: EncodedInputs) -> None:
         """Meter one-row predictions of ``graph`` cycling over ``rows``, as window ``key``."""
+        self.meter.wait_ready()  # CodeCarbon's start-up runs in this process: never inside a window
         sess = session(graph)
         feeds = one_row_feeds(sess, rows)
         for f in feeds[:10]:  # warm-up, outside the window
