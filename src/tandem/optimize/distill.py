@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -38,6 +36,7 @@ from tandem.learners import Learner
 from tandem.learners.lgbm import LightGBMLearner
 from tandem.learners.linear import LinearLearner
 from tandem.optimize import measure
+from tandem.optimize.natives import n_classes, native_files, native_parity
 from tandem.optimize.variants import Parent, Variant
 from tandem.study.graph import build_graph
 
@@ -101,7 +100,7 @@ def variants(parent: Parent) -> list[Variant] | str:
     tree, extra_tree = pre.view("tree", parent.teach), pre.view("tree", extra) if extra is not None else None
     out = []
     for params in SIZES:
-        student = _lightgbm_student(params, task, _n_classes(manifest), seed, pre, tree, teacher, y, fit, stop,
+        student = _lightgbm_student(params, task, n_classes(manifest), seed, pre, tree, teacher, y, fit, stop,
                                     extra_tree, extra_soft)
         out.append(_variant(parent, pre, student, {
             "student": "lightgbm", "trees": student.describe()["trees"], "num_leaves": params["num_leaves"],
@@ -113,7 +112,7 @@ def variants(parent: Parent) -> list[Variant] | str:
         if labels.count(v.label) > 1:
             v.label += f" ({v.settings['num_leaves']} leaves, rate {v.settings['learning_rate']:g})"
     if pre.text_names and pre.text_width:
-        student = _linear_student(task, _n_classes(manifest), seed, pre.view("dense", parent.teach), teacher, y)
+        student = _linear_student(task, n_classes(manifest), seed, pre.view("dense", parent.teach), teacher, y)
         out.append(_variant(parent, pre, student, {
             "student": "linear", "view": "dense (TF-IDF of the text columns)", "coefficients":
             student.describe()["coefficients"], "teacher_share": ALPHA if task == "regression" else 0.5,
@@ -129,10 +128,6 @@ _LABELS = {"binary": f"{ALPHA:g} x the teacher's probability + {1 - ALPHA:g} x t
 _LINEAR_LABELS = {"binary": "each row twice: the teacher's class and the true class",
                   "multiclass": "each row twice: the teacher's class and the true class",
                   "regression": _LABELS["regression"]}
-
-
-def _n_classes(manifest: dict) -> int:
-    return len(manifest["labels"]) if manifest.get("labels") else 1
 
 
 def _deadline() -> float:
@@ -210,7 +205,7 @@ def _variant(parent: Parent, pre: Preprocessor, student: Learner, settings: dict
     model = build_graph(pre, manifest["task"], manifest.get("labels"), [(student, 1.0)],
                         float(manifest.get("threshold", 0.5)))
     graph = model.SerializeToString()
-    files = _native_files(student, folder)
+    files = native_files([(folder, student)])
     explain = _explain_data(parent, pre, student, name)
     files[EXPLAIN_FILE] = json.dumps(explain).encode()
     drop = [m["native"] for m in manifest["ensemble"] if m.get("native")]
@@ -222,28 +217,13 @@ def _variant(parent: Parent, pre: Preprocessor, student: Learner, settings: dict
         drop += [f"{NATIVE_DIR}/{ENCODER_FILE}", TOKENIZER_FILE]
     entry = {"model": name, "family": student.family, "weight": 1.0, "native": folder, "refit_on_all_rows": False,
              **student.describe()}
-    return Variant("distill", settings, graph=graph, native_parity=_native_parity(graph, pre, student, parent),
+    parity = native_parity(graph, pre, [(student, 1.0)], parent.rows, manifest["task"])
+    return Variant("distill", settings, graph=graph, native_parity=parity,
                    label=label or f"distill {student.family} {settings['trees']} trees", files=files,
                    drop=drop,
                    replaces={**replaces, "ensemble": [entry],
                              "explain": {"available": "unavailable" not in explain,
                                          "reason": explain.get("unavailable"), "output": explain["output"]}})
-
-
-def _native_files(student: Learner, folder: str) -> dict[str, bytes]:
-    """The student's native files (its learner's own ``save``), by bundle-relative path."""
-    with tempfile.TemporaryDirectory(prefix="tandem-distill-") as tmp:
-        return {f"{folder}/{name}": (Path(tmp) / name).read_bytes() for name in student.save(Path(tmp))}
-
-
-def _native_parity(graph: bytes, pre: Preprocessor, student: Learner, parent: Parent) -> float:
-    """Max abs difference of the student's graph from its native predict, on the labelled rows."""
-    enc: EncodedInputs = parent.rows
-    if not enc.n_rows:
-        return 0.0
-    got = measure.answer(parent.manifest["task"], measure.outputs(measure.session(graph), enc))
-    native = student.predict(pre.view(student.view, enc))
-    return float(np.max(np.abs(got.astype(np.float64) - np.asarray(native, dtype=np.float64))))
 
 
 def _explain_data(parent: Parent, pre: Preprocessor, student: Learner, name: str) -> dict:

@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -35,7 +33,7 @@ from tandem.features import sentence
 from tandem.features.preprocess import Preprocessor
 from tandem.learners import Learner, family_view, load_portfolio
 from tandem.learners.linear import EncoderLinearLearner
-from tandem.optimize.trees import load_members, native_parity
+from tandem.optimize.natives import load_members, native_files, native_parity
 from tandem.optimize.variants import Parent, Variant
 from tandem.study.graph import build_graph
 
@@ -126,7 +124,7 @@ def _variant(parent: Parent, pre: Preprocessor, members: list[tuple[dict, Learne
     encoder = sentence.encoder_graph(described)
     files = {f"{NATIVE_DIR}/{ENCODER_FILE}": encoder,
              f"{NATIVE_DIR}/{PREPROCESSING_FILE}": json.dumps(preprocessing).encode(),
-             **_native_files(heads, {m["model"]: m["native"] for m, _ in members})}
+             **native_files([(m["native"], heads[m["model"]]) for m, _ in members if m["model"] in heads])}
     # no explain.json of its own: every variant keeps a minilm_linear head, which has no exact attribution, so
     # the parent's file (contributions unavailable, for that same member) holds for the variant too
     ensemble = [{**m, **heads[m["model"]].describe()} if m["model"] in heads else m for m, _ in members]
@@ -142,14 +140,3 @@ def _variant(parent: Parent, pre: Preprocessor, members: list[tuple[dict, Learne
                    native_parity=native_parity(graph, small, pairs, parent.rows, task),
                    label=f"encoder {depth}/{old['layers']} layers", files=files,
                    replaces={"preprocessing": preprocessing, "ensemble": ensemble})
-
-
-def _native_files(heads: dict[str, Learner], folders: dict[str, str]) -> dict[str, bytes]:
-    """The refit heads' native files (their learner's own ``save``), by bundle-relative path."""
-    files = {}
-    with tempfile.TemporaryDirectory(prefix="tandem-encoder-") as tmp:
-        for name, head in heads.items():
-            folder = Path(tmp) / name
-            folder.mkdir()
-            files.update({f"{folders[name]}/{f}": (folder / f).read_bytes() for f in head.save(folder)})
-    return files

@@ -12,7 +12,7 @@ native folders left out of its bundle.
 from __future__ import annotations
 
 from tandem.optimize.explanations import explain_files
-from tandem.optimize.trees import load_members, native_parity
+from tandem.optimize.natives import load_members, native_parity
 from tandem.optimize.variants import Parent, Variant
 from tandem.study.graph import build_graph
 

@@ -29,17 +29,15 @@ from __future__ import annotations
 
 import copy
 import math
-import tempfile
 import time
 import zlib
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tandem.learners import Learner
 from tandem.optimize.explanations import explain_files
-from tandem.optimize.trees import load_members, native_parity
+from tandem.optimize.natives import load_members, native_files, native_parity
 from tandem.optimize.variants import Parent, Variant
 from tandem.study.graph import build_graph
 
@@ -129,7 +127,7 @@ def _variant(parent: Parent, kind: str) -> Variant:
                 if m["family"] in FAMILIES else m for m, learner in members]
     return Variant("prune", settings, graph=graph, label=label,
                    native_parity=native_parity(graph, pre, pairs, parent.rows, manifest["task"]),
-                   files={**_native_files(neural),
+                   files={**native_files([(m["native"], learner) for m, learner in neural]),
                           **explain_files(parent, [(m["model"], learner, float(m["weight"])) for m, learner in members],
                                           {m["model"] for m, _ in neural})},
                    replaces={"ensemble": ensemble})
@@ -320,16 +318,3 @@ def fine_tune(learner: Learner, teacher: nn.Module, X: np.ndarray, y: np.ndarray
 def _augmentation(learner: Learner):
     """The CNN's training augmentation (its own defaults), or None for the MLP."""
     return learner.augmentation() if learner.family == "cnn" else None
-
-
-def _native_files(members: list[tuple[dict, Learner]]) -> dict[str, bytes]:
-    """The pruned members' native files, by bundle-relative path."""
-    files = {}
-    with tempfile.TemporaryDirectory(prefix="tandem-prune-") as tmp:
-        for m, learner in members:
-            folder = Path(tmp) / m["model"]
-            folder.mkdir()
-            for name in learner.save(folder):
-                files[f"{m['native']}/{name}"] = (folder / name).read_bytes()
-    return files
-

@@ -9,17 +9,11 @@ native files of a kept variant are cut the same way, so the bundle's graph and n
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
-
-from tandem.bundle.files import ENCODER_FILE, NATIVE_DIR
-from tandem.bundle.inputs import EncodedInputs
-from tandem.features.preprocess import Preprocessor
-from tandem.learners import Learner, learner_class
+from tandem.learners import Learner
 from tandem.optimize.explanations import explain_files
+from tandem.optimize.natives import load_members, n_classes, native_files, native_parity
 from tandem.optimize.variants import Parent, Variant
 from tandem.study.graph import build_graph
 
@@ -41,25 +35,8 @@ class Candidate:
     files: dict[str, bytes]  # the cut members' native files and the explanations, by bundle-relative path
 
 
-def _n_classes(manifest: dict) -> int:
-    return len(manifest["labels"]) if manifest.get("labels") else 1
-
-
-def load_members(folder: Path, manifest: dict) -> tuple[Preprocessor, list[tuple[dict, Learner]]]:
-    """The bundle's preprocessing and its members (manifest entry, learner) from their native files."""
-    pre = Preprocessor.from_dict(manifest["preprocessing"])
-    if pre.text_encoder and (folder / NATIVE_DIR / ENCODER_FILE).is_file():
-        from tandem.features.sentence import register_graph
-
-        register_graph((folder / NATIVE_DIR / ENCODER_FILE).read_bytes())
-    members = [(m, learner_class(m["family"]).load(folder / m["native"], task=manifest["task"],
-                                                   n_classes=_n_classes(manifest)))
-               for m in manifest["ensemble"]]
-    return pre, members
-
-
 def _per_iteration(manifest: dict) -> int:
-    return _n_classes(manifest) if manifest["task"] == "multiclass" else 1
+    return n_classes(manifest) if manifest["task"] == "multiclass" else 1
 
 
 def fewer_trees(parent: Parent) -> list[Candidate] | str:
@@ -97,36 +74,12 @@ def fewer_trees(parent: Parent) -> list[Candidate] | str:
     return out
 
 
-def native_parity(graph: bytes, pre: Preprocessor, pairs: list[tuple[Learner, float]], enc: EncodedInputs,
-                   task: str) -> float:
-    """Max abs difference of the graph's first output from the cut native members', on ``enc``."""
-    from tandem.optimize import measure
-
-    if not enc.n_rows:
-        return 0.0
-    views: dict[str, np.ndarray] = {}
-    total = 0.0
-    for learner, weight in pairs:
-        if learner.view not in views:
-            views[learner.view] = pre.view(learner.view, enc)
-        total = total + weight * learner.predict(views[learner.view])
-    got = measure.answer(task, measure.outputs(measure.session(graph), enc))
-    return float(np.max(np.abs(got.astype(np.float64) - np.asarray(total, dtype=np.float64))))
-
-
 def _cut_files(members: list[tuple[dict, Learner]], cut: dict[str, int]) -> dict[str, bytes]:
     """The native files of the LightGBM members cut to ``cut`` iterations, by bundle-relative path."""
-    files = {}
-    with tempfile.TemporaryDirectory(prefix="tandem-trees-") as tmp:
-        for m, learner in members:
-            if m["model"] not in cut:
-                continue
+    for m, learner in members:
+        if m["model"] in cut:
             learner.best_iteration = cut[m["model"]]
-            folder = Path(tmp) / m["model"]
-            folder.mkdir()
-            for name in learner.save(folder):
-                files[f"{m['native']}/{name}"] = (folder / name).read_bytes()
-    return files
+    return native_files([(m["native"], learner) for m, learner in members if m["model"] in cut])
 
 
 def variants(parent: Parent) -> list[Variant] | str:
