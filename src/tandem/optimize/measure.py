@@ -15,8 +15,10 @@ import onnxruntime as ort
 from tandem.bundle.inputs import EncodedInputs
 from tandem.inference import run_graph
 from tandem.study import metrics as M
+from tandem.study.graph import one_row_feeds
 
 ONE_ROW_CALLS = 300
+ONE_ROW_FEEDS = 50  # different rows the one-row calls cycle over
 BATCH_ROWS = 4096
 
 
@@ -59,8 +61,7 @@ def costs(graph: bytes, enc: EncodedInputs) -> dict:
     sess = session(graph)
     enc = declared(sess, enc)
     names = [o.name for o in sess.get_outputs()]
-    rows = [enc.take(np.array([i % enc.n_rows])) for i in range(min(ONE_ROW_CALLS, 50))]
-    feeds = [r.trimmed().feeds() if r.tokens is not None else r.feeds() for r in rows]
+    feeds = one_row_feeds(sess, enc, ONE_ROW_FEEDS)
     for f in feeds[:10]:  # warm-up
         sess.run(names, f)
     times = []
