@@ -238,6 +238,11 @@ def test_bad_options_and_data_are_one_line_errors(trees, frames, home):
         optimize("churn-trees", held_out, max_loss=float("nan"), home=home)
     with pytest.raises(DataError, match="labelled data has no target column 'churn'"):
         optimize("churn-trees", held_out.drop(columns=["churn"]), home=home)
+    train, _ = frames
+    with pytest.raises(DataError, match="training data has no target column 'churn': a student or a fine-tune"):
+        optimize("churn-trees", held_out, train_data=train.drop(columns=["churn"]), home=home)
+    with pytest.raises(DataError, match="no-such-file.csv"):
+        optimize("churn-trees", held_out, train_data="/nonexistent/no-such-file.csv", home=home)
 
 
 def test_the_command_line_prints_the_table_and_json(mlp, frames, home, tmp_path):
