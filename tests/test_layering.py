@@ -46,6 +46,8 @@ MAY_IMPORT: dict[str, tuple[str, tuple[str, ...] | str]] = {
     "optimize": ("a bundle in, faster or smaller variants out, each guarded by labelled rows",
                  ("bundle", "registry", "inference", "footprint", "data", "features", "learners", "report",
                   "study")),
+    "foreign": ("a model trained elsewhere in, a verified bundle out", ("bundle", "inference", "footprint", "data",
+                                                                          "features", "learners", "report", "study")),
     "batch": ("batch predictions from a file to a file", ("data", "inference", "bundle")),
     "console": ("what the front doors print", ("bundle", "footprint", "registry")),
     "api": ("the Python front door", EVERYTHING),

@@ -31,6 +31,14 @@ def check(*args: object, **kwargs: object) -> object:
     return _check(*args, **kwargs)
 
 
+def import_model(*args: object, **kwargs: object) -> Model:
+    """Import a model trained elsewhere (PyTorch, TensorFlow/Keras, scikit-learn, LightGBM, XGBoost, ONNX);
+    see :func:`tandem.api.import_model`."""
+    from tandem.api import import_model as _import_model
+
+    return _import_model(*args, **kwargs)
+
+
 def __getattr__(name: str) -> object:
     if name == "optimize":  # the package is callable: tandem.optimize(...) runs tandem.optimize.optimize
         import tandem.optimize
@@ -41,4 +49,4 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'tandem' has no attribute {name!r}")
 
 
-__all__ = ["Client", "TandemError", "__version__", "check", "load", "optimize", "train"]
+__all__ = ["Client", "TandemError", "__version__", "check", "import_model", "load", "optimize", "train"]

@@ -210,6 +210,61 @@ def train(data: object, target: str, *, time_limit: float = 60.0, metric: str | 
         raise
 
 
+def import_model(source: object, *, name: str | None = None, sample: object = None, framework: str = "auto",
+                 target: str | None = None, labels: list[str] | None = None, task: str | None = None,
+                 max_diff: float = 1e-5, output: str | None = None, meaning: str | None = None,
+                 metric: str | None = None, weights: str | Path | None = None, threshold: float = 0.5,
+                 train_kwh: float | None = None, path: str | Path | None = None, home: str | Path | None = None,
+                 progress: Callable[[str], None] | None = None, country: str | None = None,
+                 footprint: bool | MeterSettings = True, signing_key: str | Path | None = None) -> Model:
+    """Import a model trained elsewhere as a verified bundle, and return it loaded.
+
+    ``source`` is a live model (``torch.nn.Module``, ``keras.Model``, scikit-learn estimator or ``Pipeline``,
+    LightGBM or XGBoost booster or sklearn-API wrapper) or a file: ONNX, a ``torch.export`` program (``.pt2``),
+    Keras v3 ``.keras`` (safe mode), a SavedModel folder, skops, LightGBM text, XGBoost JSON/UBJSON. Pickles
+    are refused unread. With ``weights`` (a safetensors file), ``source`` is the torch module they fit.
+    ``sample``: rows for a table model (file, frame, rows; it gives the schema, ranges, categories, the drift
+    profile and, with ``target``, metrics and the quality gate) or arrays for a tensor model (numpy, a dict per
+    input, ``.npy``/``.npz``). The bundle graph is checked against the source framework on the sample rows: a
+    difference over ``max_diff`` refuses the import (nothing written). ``labels`` name the classes; ``task`` and
+    ``meaning`` (probabilities, logits or values) are inferred from the answer when not given; ``output`` picks
+    an ONNX file's answer. ``train_kwh`` records the energy of training done elsewhere. The bundle goes into the
+    registry under ``name`` (default ``model``), or to ``path``.
+    """
+    from tandem.bundle.signing import load_signing_key, signing_key_from_env, use_signing_key
+    from tandem.foreign import ImportRequest, prepare, write_import
+
+    key = load_signing_key(signing_key) if signing_key is not None else signing_key_from_env()
+    name = check_name(name or "model")
+    if path is not None and Path(path).exists():
+        raise ConfigError(f"bundle path '{path}' already exists: bundles are never overwritten")
+    if train_kwh is not None and not (isinstance(train_kwh, (int, float)) and train_kwh >= 0):
+        raise ConfigError(f"train_kwh must be a number of kWh >= 0, got {train_kwh!r}")
+    module = None
+    if weights is not None:
+        source, module = weights, source
+    request = ImportRequest(source=source, name=name, framework=framework, sample=sample, target=target,
+                            labels=labels, task=task, output=output, meaning=meaning, metric=metric,
+                            max_diff=max_diff, module=module, threshold=threshold,
+                            train_footprint={"energy_kwh": float(train_kwh)} if train_kwh is not None else None)
+    say = progress or (lambda _m: None)
+    meter = _start_meter(footprint, country)
+    try:
+        prepared = prepare(request, say)
+        with use_signing_key(key):
+            if path is not None:
+                write_import(prepared, Path(path), name=name, version=None, meter=meter, say=say)
+                return Model(path)
+            summary = {"task": prepared.task, "metric": None, "score": None, "imported": prepared.converted.framework}
+            record = Registry(home).add(name, lambda folder, version: write_import(
+                prepared, folder, name=name, version=version, meter=meter, say=say), summary=summary)
+        return Model(record.path)
+    except BaseException:
+        if meter is not None:
+            meter.cancel()
+        raise
+
+
 def _start_meter(footprint: bool | MeterSettings, country: str | None) -> Meter | None:
     if footprint is False:
         if country is not None:

@@ -12,7 +12,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-KINDS = ("numeric", "boolean", "categorical", "datetime", "text", "image", "id")
+#: A ``tensor`` column holds one array per row (an imported model's image, token ids or plain vector), of
+#: the column's ``shape`` (per row; -1 = any length) and ``dtype``.
+KINDS = ("numeric", "boolean", "categorical", "datetime", "text", "image", "tensor", "id")
+TENSOR_DTYPES = ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool")
 TASKS = ("binary", "multiclass", "regression")
 
 
@@ -29,10 +32,12 @@ class ColumnSpec:
     max: float | None = None
     note: str | None = None
     size: int | None = None  # images: the side, in pixels, every image is resized to for the model
+    shape: list[int] | None = None  # tensors: the dimensions of one row's array (-1 = any length)
+    dtype: str | None = None  # tensors: one of TENSOR_DTYPES
 
     @property
     def is_feature(self) -> bool:
-        return self.kind in ("numeric", "boolean", "categorical", "datetime", "text", "image")
+        return self.kind in ("numeric", "boolean", "categorical", "datetime", "text", "image", "tensor")
 
 
 @dataclass

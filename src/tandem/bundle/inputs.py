@@ -12,7 +12,9 @@ A bundle's graph takes up to five tensors:
   schema's side S by :func:`decode_images`;
 - ``tokens``: int64 N x T x L, each text column's token ids for a model with a sentence encoder
   (the encoder's tokenizer, given to the :class:`InputEncoder`; 0 = padding, L = the batch's
-  longest text).
+  longest text);
+- one tensor per ``tensor`` column (an imported model's own inputs, named as the column), of the column's
+  dtype and shape [N, *shape] (:mod:`tandem.bundle.tensors`).
 
 This module is the one place that turns tables, frames and dicts into those tensors, checking them
 against the schema; training and inference both use it, so a row is encoded the same way in both
@@ -29,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tandem.bundle.media import as_text, char_tokens, decode_images, normalize_text
+from tandem.bundle.tensors import tensor_block
 from tandem.bundle.tokens import padded, tokenize
 from tandem.bundle.values import (
     DATETIME_PARTS,
@@ -46,16 +49,18 @@ from tandem.schema import Schema, categorical_strings
 class EncodedInputs:
     """The ONNX inputs of a batch of rows."""
 
-    __slots__ = ("num", "cat", "text", "image", "tokens", "n_rows")
+    __slots__ = ("num", "cat", "text", "image", "tokens", "tensors", "n_rows")
 
     def __init__(self, num: np.ndarray | None, cat: np.ndarray | None, text: np.ndarray | None = None,
-                 image: np.ndarray | None = None, tokens: np.ndarray | None = None):
+                 image: np.ndarray | None = None, tokens: np.ndarray | None = None,
+                 tensors: dict[str, np.ndarray] | None = None):
         self.num = num  # float32 [N, n_num]
         self.cat = cat  # object (str) [N, n_cat]
         self.text = text  # object (normalised str) [N, 2 * n_text]
         self.image = image  # float32 [N, 3, S, S]
         self.tokens = tokens  # int64 [N, n_text, L]: sentence-encoder token ids, 0 = padding
-        self.n_rows = next(len(a) for a in (num, cat, text, image) if a is not None)
+        self.tensors = tensors  # tensor columns by name: [N, *shape] each
+        self.n_rows = next(len(a) for a in (num, cat, text, image, *(tensors or {}).values()) if a is not None)
 
     def feeds(self) -> dict[str, np.ndarray]:
         out = {}
@@ -69,6 +74,8 @@ class EncodedInputs:
             out["image"] = self.image
         if self.tokens is not None:
             out["tokens"] = self.tokens
+        if self.tensors:
+            out.update(self.tensors)
         return out
 
     def take(self, index: np.ndarray) -> EncodedInputs:
@@ -76,14 +83,15 @@ class EncodedInputs:
                              None if self.cat is None else self.cat[index],
                              None if self.text is None else self.text[index],
                              None if self.image is None else self.image[index],
-                             None if self.tokens is None else self.tokens[index])
+                             None if self.tokens is None else self.tokens[index],
+                             None if self.tensors is None else {k: v[index] for k, v in self.tensors.items()})
 
     def trimmed(self) -> EncodedInputs:
         """These rows with their token ids cut to the longest row's length (no all-padding columns)."""
         if self.tokens is None or self.n_rows == 0:
             return self
         width = max(int(self.token_lengths().max()), 1)
-        return EncodedInputs(self.num, self.cat, self.text, self.image, self.tokens[:, :, :width])
+        return EncodedInputs(self.num, self.cat, self.text, self.image, self.tokens[:, :, :width], self.tensors)
 
     def token_lengths(self) -> np.ndarray:
         """Per row, the longest of its texts in tokens (padding excluded)."""
@@ -99,8 +107,10 @@ class EncodedInputs:
             return None if arrays[0] is None else np.concatenate(arrays)
 
         tokens = None if parts[0].tokens is None else np.concatenate(padded([p.tokens for p in parts]))
+        tensors = None if parts[0].tensors is None else {
+            k: np.concatenate([p.tensors[k] for p in parts]) for k in parts[0].tensors}
         return EncodedInputs(joined([p.num for p in parts]), joined([p.cat for p in parts]),
-                             joined([p.text for p in parts]), joined([p.image for p in parts]), tokens)
+                             joined([p.text for p in parts]), joined([p.image for p in parts]), tokens, tensors)
 
 
 class InputEncoder:
@@ -114,6 +124,7 @@ class InputEncoder:
         self.cat_columns = [c for c in feats if c.kind == "categorical"]
         self.text_columns = [c for c in feats if c.kind == "text"]
         self.image_columns = [c for c in feats if c.kind == "image"]
+        self.tensor_columns = [c for c in feats if c.kind == "tensor"]
         if len(self.image_columns) > 1:
             raise SchemaError(f"one image column per model: this data has {len(self.image_columns)} "
                               f"({', '.join(c.name for c in self.image_columns)}); leave the others out with --ignore")
@@ -175,7 +186,21 @@ class InputEncoder:
             c = self.image_columns[0]
             image = decode_images(table.column(c.name), c.size or 32, c.name, what, row_offset)
         texts = [table.column(c.name) for c in self.text_columns]
-        return EncodedInputs(num, cat, self._texts(texts, what), image, self._tokens(texts))
+        tensors = {c.name: tensor_block(table.column(c.name).to_pylist(), c, what, row_offset)
+                   for c in self.tensor_columns} or None
+        return EncodedInputs(num, cat, self._texts(texts, what), image, self._tokens(texts), tensors)
+
+    def encode_columns(self, columns: dict, *, what: str = "input") -> EncodedInputs:
+        """Encode ``{column: values}`` where a tensor column's values are per-row arrays (or one array [N, ...]);
+        a model without tensor columns reads the columns as a table."""
+        if not self.tensor_columns:
+            return self.encode_table(pa.table(columns), what=what)
+        self._check_columns(columns, what)
+        tensors = {c.name: tensor_block(columns[c.name], c, what) for c in self.tensor_columns}
+        if len({len(v) for v in tensors.values()}) > 1:
+            raise SchemaError(f"{what}: every tensor needs the same number of rows, got "
+                              f"{sorted({len(v) for v in tensors.values()})}")
+        return EncodedInputs(None, None, tensors=tensors)
 
     def _texts(self, columns: list[pa.ChunkedArray | pa.Array], what: str) -> np.ndarray | None:
         if not self.text_columns:
@@ -198,7 +223,7 @@ class InputEncoder:
     # -- one row as a dict (the latency-critical path) ------------------------------------------
     def encode_row(self, row: dict, *, what: str = "input") -> EncodedInputs:
         """Encode one row given as ``{column: value}``."""
-        if self.text_columns or self.image_columns:
+        if self.text_columns or self.image_columns or self.tensor_columns:
             return self.encode_rows([row], what=what)
         if self._simple_num:  # the common case in a few C calls: numbers (or null) and text categories
             fast = self._encode_plain_row(row, what)
@@ -263,6 +288,12 @@ class InputEncoder:
 
         Only the model's columns are read; other fields are ignored. Errors name the row and column.
         """
+        if self.tensor_columns:
+            for i, row in enumerate(rows):
+                if not self._required_set <= row.keys():
+                    self._check_columns(row, f"{what} row {i + 1}")
+            return EncodedInputs(None, None, tensors={
+                c.name: tensor_block([r[c.name] for r in rows], c, what) for c in self.tensor_columns})
         if len(rows) == 1 and not (self.text_columns or self.image_columns):
             return self.encode_row(rows[0], what=what)
         if not self._simple_num or self.text_columns or self.image_columns:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from tandem.bundle.files import MODEL_FILE, TOKENIZER_FILE
 from tandem.errors import BundleError
+from tandem.schema import TENSOR_DTYPES
 
 #: Deeper JSON than this is refused before anything walks it recursively (tandem writes at most ~8 levels).
 MAX_DEPTH = 64
@@ -81,9 +82,12 @@ def one_of(*values: str) -> Rule:
 
 
 _FILE = {"sha256": SHA256, "bytes": COUNT}
-_COLUMN_KEYS = {"name", "kind", "nullable", "missing", "categories", "min", "max", "note", "size"}
+_COLUMN_KEYS = {"name", "kind", "nullable", "missing", "categories", "min", "max", "note", "size", "shape", "dtype"}
 _COLUMN = {"name": NAME, "kind": NAME, "nullable": Opt(BOOL), "missing": Opt(COUNT), "categories": Opt(ListOf(STR)),
-           "min": Opt(NUMBER), "max": Opt(NUMBER), "note": Opt(STR), "size": Opt(COUNT)}
+           "min": Opt(NUMBER), "max": Opt(NUMBER), "note": Opt(STR), "size": Opt(COUNT),
+           "shape": Opt(ListOf(Rule(lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= -1,
+                                    "an integer >= -1 (-1: any length)"))),
+           "dtype": Opt(one_of(*TENSOR_DTYPES))}
 _CURVE = {"fpr": ListOf(NUMBER), "tpr": ListOf(NUMBER), "auc": NUMBER}
 _PR = {"recall": ListOf(NUMBER), "precision": ListOf(NUMBER), "average_precision": NUMBER}
 
@@ -245,6 +249,9 @@ def check_manifest(manifest: object, where: str) -> None:
         if unknown:
             raise BundleError(f"{where} field 'schema.columns[{i}]' has unknown key(s) "
                               f"{', '.join(repr(k) for k in unknown)}: expected only {', '.join(sorted(_COLUMN_KEYS))}")
+        if column.get("kind") == "tensor" and (column.get("shape") is None or column.get("dtype") is None):
+            raise BundleError(f"{where} field 'schema.columns[{i}]' is a tensor column without its shape and dtype: "
+                              "expected both")
     _check_labels(manifest, where)
     files = manifest["files"]
     for rel in files:

@@ -3,7 +3,7 @@
 A user's mistake prints one line on stderr and exits non-zero; a traceback means a bug.
 
 The commands live by group (``train``: train, report, drift, check, quickstart; ``predict``: predict, evaluate;
-``models``: the registry and signing keys; ``serve``; ``optimize``; ``footprint``) and are registered below, in
+``models``: the registry and signing keys; ``serve``; ``optimize``; ``import``; ``footprint``) and are registered below, in
 the order ``tandem --help`` lists them.
 """
 
@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from tandem.cli import footprint, models, optimize, predict, serve, train
+from tandem.cli import footprint, imports, models, optimize, predict, serve, train
 from tandem.cli.common import app, err, keys_app, models_app, os_error_line
 from tandem.errors import TandemError
 
@@ -22,6 +22,7 @@ __all__ = ["app", "main"]
 for _command in (train.train, train.report, train.drift, train.check, predict.predict, predict.evaluate,
                  serve.serve, optimize.optimize, train.quickstart, footprint.footprint):
     app.command()(_command)
+app.command("import")(imports.import_)
 for _name, _command in (("list", models.models_list), ("show", models.models_show), ("alias", models.models_alias),
                         ("delete", models.models_delete)):
     models_app.command(_name)(_command)

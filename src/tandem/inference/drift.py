@@ -118,12 +118,51 @@ def word_counts(texts: np.ndarray) -> np.ndarray:
     return np.array([len(t.split(" ")) if t else 0 for t in texts], dtype=np.float64)
 
 
+PERCENTILES_MAX_COLUMNS = 1000  # numeric columns beyond which profile.json keeps deciles only
+
+
+def training_profile(enc: EncodedInputs, num_names: list[str], cat_names: list[str], text_names: list[str]) -> dict:
+    """The training rows ``enc`` as drift checks remember them (a bundle's ``profile.json``): each numeric
+    column's quantiles, each category's share, each text's words per row, and each tensor column's per-row mean
+    and standard deviation (an image's brightness and contrast, say)."""
+    cols = {}
+    percentiles = len(num_names) <= PERCENTILES_MAX_COLUMNS
+    if enc.num is not None:
+        cols.update(zip(num_names, numeric_profiles(enc.num, percentiles=percentiles), strict=True))
+    if enc.cat is not None:
+        for j, name in enumerate(cat_names):
+            cols[name] = categorical_profile(enc.cat[:, j])
+    if enc.text is not None:
+        for j, name in enumerate(text_names):
+            cols[name] = {**numeric_profile(word_counts(enc.text[:, 2 * j])), "kind": "text"}
+    for name, values in tensor_summaries(enc).items():
+        cols[name] = numeric_profile(values)
+    out = {"rows": int(enc.n_rows), "columns": cols}
+    if not percentiles:
+        out["note"] = (f"{len(num_names):,} numeric columns: each keeps its deciles, not 101 percentiles, to keep "
+                       "profile.json small; drift's KS distances come from the deciles")
+    return out
+
+
+def tensor_summaries(enc: EncodedInputs) -> dict[str, np.ndarray]:
+    """Per tensor column, the mean and the standard deviation of each row's numbers (``x.mean``, ``x.std``)."""
+    out = {}
+    for name, block in (enc.tensors or {}).items():
+        flat = block.reshape(len(block), -1).astype(np.float64)
+        out[f"{name}.mean"] = flat.mean(axis=1) if flat.shape[1] else np.zeros(len(flat))
+        out[f"{name}.std"] = flat.std(axis=1) if flat.shape[1] else np.zeros(len(flat))
+    return out
+
+
 def compare(profile: dict, enc: EncodedInputs, num_names: list[str], cat_names: list[str],
             known_categories: dict[str, list[str]], text_names: list[str] | None = None) -> dict:
     """Per-feature drift of the rows ``enc`` against ``profile``; features that moved come first."""
     features = []
     cols = profile.get("columns", {})
     n_train = int(profile.get("rows") or 10_000)
+    for name, values in tensor_summaries(enc).items():
+        if name in cols and cols[name].get("kind") == "numeric":
+            features.append(_numeric(name, cols[name], values, n_train))
     for j, name in enumerate(num_names):
         if name in cols and cols[name].get("kind") == "numeric":
             features.append(_numeric(name, cols[name], enc.num[:, j].astype(np.float64), n_train))

@@ -263,33 +263,56 @@ def _optimization(m: dict) -> str:
     return intro + f"<div class='charts'>{charts}</div>" + _table(rows)
 
 
+def _imported(m: dict) -> str:
+    """An imported model's card: where it came from, how it was converted and checked, what it takes."""
+    i, parity = m["imported"], m["parity"]
+    rows = [{"column": c["name"], "kind": c["kind"], "shape": c.get("shape"), "dtype": c.get("dtype"),
+             "categories": len(c["categories"]) if c.get("categories") else None, "min": c.get("min"),
+             "max": c.get("max"), "missing": c.get("missing")} for c in m["schema"]["columns"]]
+    return (f"<p>Trained with <b>{_esc(i['framework'])}</b> {_esc(i.get('library_version') or '')} outside "
+            f"tandem; imported from <code>{_esc(i['from'])}</code>, converted by {_esc(i['converted_by'])}. Its "
+            f"answer (output <code>{_esc(i['output'])}</code>) is read as {_esc(i['meaning'])}. The bundle graph "
+            f"agrees with the source framework to {_fmt(parity['max_abs_diff'])} (allowed "
+            f"{_fmt(parity.get('tolerance'))}) on {_esc(parity.get('on', parity.get('rows')))}.</p>"
+            + "<h3>Inputs</h3>" + _table(rows))
+
+
 def render_report(manifest: dict) -> str:
-    """The report page for ``manifest``."""
+    """The report page for ``manifest``: a model card without the training sections for an imported model."""
     m = manifest
     metrics = m["metrics"]["validation"]
     notes = m.get("warnings", []) + m.get("notes", [])
-    body = [
-        _section("quality", "Data quality", _quality(m)),
-        _section("leaderboard", "Leaderboard", _leaderboard(m)),
-        _section("curves", "ROC and precision-recall" if m["task"] != "regression" else "Predictions",
-                 _curves(m)),
-        _section("confusion", "Confusion matrix", _confusion(m)),
-        _section("calibration", "Calibration", _calibration(m)),
-        _section("learning", "Learning curves", _learning(m)),
-        _section("importance", "Importance", _importance(m)),
-        _section("fairness", "Fairness", _fairness(m)),
-        _section("footprint", "Footprint", _footprint(m)),
-        _section("ensemble", "Ensemble", _table(m["ensemble"])),
-        _section("optimization", "Optimization", _optimization(m)) if m.get("optimization") else "",
-        _section("notes", "Notes", "<ul>" + ("".join(f"<li>{_esc(n)}</li>" for n in notes) or "<li>none</li>")
-                 + "</ul>"),
-    ]
+    if m.get("imported"):
+        body = [
+            _section("imported", "Model card", _imported(m)),
+            _section("quality", "Data quality (the sample)", _quality(m)) if m.get("quality") else "",
+            _section("footprint", "Footprint", _footprint(m)),
+            _section("optimization", "Optimization", _optimization(m)) if m.get("optimization") else "",
+            _section("notes", "Notes", "<ul>" + "".join(f"<li>{_esc(n)}</li>" for n in notes) + "</ul>"),
+        ]
+    else:
+        body = [
+            _section("quality", "Data quality", _quality(m)),
+            _section("leaderboard", "Leaderboard", _leaderboard(m)),
+            _section("curves", "ROC and precision-recall" if m["task"] != "regression" else "Predictions",
+                     _curves(m)),
+            _section("confusion", "Confusion matrix", _confusion(m)),
+            _section("calibration", "Calibration", _calibration(m)),
+            _section("learning", "Learning curves", _learning(m)),
+            _section("importance", "Importance", _importance(m)),
+            _section("fairness", "Fairness", _fairness(m)),
+            _section("footprint", "Footprint", _footprint(m)),
+            _section("ensemble", "Ensemble", _table(m["ensemble"])),
+            _section("optimization", "Optimization", _optimization(m)) if m.get("optimization") else "",
+            _section("notes", "Notes", "<ul>" + ("".join(f"<li>{_esc(n)}</li>" for n in notes) or "<li>none</li>")
+                     + "</ul>"),
+        ]
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>tandem: {_esc(m['name'])}</title><style>{_STYLE}</style></head>
 <body><h1>{_esc(m['name'])} v{_esc(m.get('version'))}</h1>
 <p>Task: {_esc(m['task'])}; target: <code>{_esc(m['target'])}</code>; metric: {_esc(m['metric'])}; validation:
 {_esc(m['metrics']['validation_scheme'])}; created {_esc(m.get('created_at', ''))}.</p>
-<h2>Validation metrics (ensemble)</h2>{_table([metrics])}
+<h2>{"Metrics on the sample" if m.get("imported") else "Validation metrics (ensemble)"}</h2>{_table([metrics])}
 {''.join(body)}
 </body></html>
 """

@@ -42,9 +42,14 @@ def datatype_of(kind: str) -> str:
     return {"numeric": "FP32", "boolean": "BOOL", "datetime": "BYTES"}.get(kind, "BYTES")
 
 
+#: a tensor column's numpy dtype as a v2 datatype
+TENSOR_DATATYPES = {np.dtype(v).name: k for k, v in FIXED_DTYPES.items()}
+
+
 def metadata(name: str, version: int | None, p: Predictor) -> dict:
     """The model metadata document: inputs from the bundle's schema, outputs from its task."""
-    inputs = [{"name": c.name, "datatype": datatype_of(c.kind), "shape": [-1]} for c in p.schema.features]
+    inputs = [{"name": c.name, "datatype": TENSOR_DATATYPES[c.dtype], "shape": [-1, *c.shape]} if c.kind == "tensor"
+              else {"name": c.name, "datatype": datatype_of(c.kind), "shape": [-1]} for c in p.schema.features]
     return {"name": name, "versions": [str(version)] if version else [], "platform": "tandem-onnx",
             "inputs": inputs, "outputs": output_specs(p)}
 
@@ -101,6 +106,11 @@ def decode_request(body: bytes, header_length: int | None,
             values = _flatten(data, where, shape)
         if shape is not None and math.prod(shape) != len(values):
             raise V2Error(f"{where}: shape {shape} does not match {len(values)} values")
+        if shape is not None and len(shape) > 1:  # a batch of arrays (a tensor column): rows are the first axis
+            try:
+                values = np.asarray(values).reshape(shape)
+            except (ValueError, TypeError):
+                raise V2Error(f"{where}: 'data' must hold numbers of one type for shape {shape}") from None
         columns[tensor["name"]] = values
     if offset != len(binary):
         raise V2Error(f"body has {len(binary) - offset} bytes of binary data that no input claims")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from tandem.inference.predictor import Predictor
 
 
@@ -46,4 +48,6 @@ def warm_one(m: ServedModel) -> None:
     for c in columns:
         if c.kind == "datetime":
             row[c.name] = "2000-01-01"
+        elif c.kind == "tensor":  # zeros of the column's shape (a free dimension: length 1)
+            row[c.name] = np.zeros([max(d, 1) for d in c.shape], dtype=c.dtype)
     m.predictor.run(m.predictor.encode(row))

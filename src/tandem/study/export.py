@@ -27,7 +27,7 @@ from tandem.bundle.files import (
     TOKENIZER_FILE,
 )
 from tandem.bundle.inputs import EncodedInputs
-from tandem.inference.drift import categorical_profile, numeric_profile, numeric_profiles, word_counts
+from tandem.inference.drift import training_profile
 from tandem.inference.predictor import run_graph
 from tandem.report.html import render_report
 from tandem.study.explain import ROWS as IMPORTANCE_ROWS
@@ -55,28 +55,13 @@ def _library_versions() -> dict[str, str]:
     return out
 
 
-PERCENTILES_MAX_COLUMNS = 1000  # numeric columns beyond which profile.json keeps deciles only
 PROXY_VALUES = 5_000_000  # numbers of training rows the cheap importance ordering reads at most
 
 
 def _profile(result: StudyResult, enc: EncodedInputs) -> dict:
     """The training data as drift checks remember it (tandem.inference.drift)."""
-    cols = {}
-    names = result.encoder.num_feature_names
-    percentiles = len(names) <= PERCENTILES_MAX_COLUMNS
-    if enc.num is not None:
-        cols.update(zip(names, numeric_profiles(enc.num, percentiles=percentiles), strict=True))
-    if enc.cat is not None:
-        for j, name in enumerate(result.encoder.cat_feature_names):
-            cols[name] = categorical_profile(enc.cat[:, j])
-    if enc.text is not None:
-        for j, name in enumerate(result.encoder.text_feature_names):
-            cols[name] = {**numeric_profile(word_counts(enc.text[:, 2 * j])), "kind": "text"}
-    out = {"rows": int(enc.n_rows), "columns": cols}
-    if not percentiles:
-        out["note"] = (f"{len(names):,} numeric columns: each keeps its deciles, not 101 percentiles, to keep "
-                       "profile.json small; drift's KS distances come from the deciles")
-    return out
+    e = result.encoder
+    return training_profile(enc, e.num_feature_names, e.cat_feature_names, e.text_feature_names)
 
 
 def _importance(result: StudyResult, run, deadline: float, say) -> dict:

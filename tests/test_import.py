@@ -1,0 +1,311 @@
+"""`tandem import` / `tandem.import_model`: models trained elsewhere become verified bundles that serve over REST
+and KServe v2 with their answers equal to the source framework's; unsafe or unreadable models are refused in one
+line with nothing written."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import urllib.request
+
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+import torch
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+import tandem
+from helpers import free_port, post, start_server, stop_server
+from tandem.errors import ConfigError
+from tandem.registry import Registry
+
+PARITY = 1e-5
+
+
+class SmallCNN(torch.nn.Module):
+    """A real (if small) image classifier: conv, batch norm, pooling, a linear head of 4 classes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.norm = torch.nn.BatchNorm2d(8)
+        self.head = torch.nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.norm(self.conv(x)))
+        return self.head(torch.nn.functional.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+def _cnn() -> SmallCNN:
+    torch.manual_seed(0)
+    net = SmallCNN()
+    with torch.no_grad():  # running statistics that are not the identity, as a trained network has
+        net.norm.running_mean.uniform_(-0.2, 0.2)
+        net.norm.running_var.uniform_(0.5, 2.0)
+    return net.eval()
+
+
+def _images(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).random((n, 3, 16, 16), dtype=np.float32)
+
+
+def _table(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({"age": rng.normal(40, 10, n), "hours": rng.integers(1, 80, n).astype(float),
+                       "city": rng.choice(["lyon", "oslo", "rome"], n), "plan": rng.choice(["basic", "pro"], n)})
+    df.loc[::17, "age"] = np.nan
+    score = (df.age.fillna(40) - 40) / 10 + (df.city == "oslo") * 1.5 - (df.plan == "pro") + rng.normal(0, 0.5, n)
+    df["churn"] = np.where(score > 0, "yes", "no")
+    return df
+
+
+def _pipeline(train: pd.DataFrame) -> Pipeline:
+    columns = ColumnTransformer([
+        ("num", Pipeline([("impute", SimpleImputer()), ("scale", StandardScaler())]), ["age", "hours"]),
+        ("cat", OneHotEncoder(handle_unknown="ignore"), ["city", "plan"])])
+    return Pipeline([("columns", columns), ("model", LogisticRegression(max_iter=500))]).fit(
+        train.drop(columns="churn"), train.churn)
+
+
+@pytest.fixture(scope="module")
+def imported(home, tmp_path_factory):
+    """Three imports into one registry: a live CNN, a torch.export file (by the CLI), a scikit-learn pipeline."""
+    work = tmp_path_factory.mktemp("import")
+    net = _cnn()
+    cnn = tandem.import_model(net, sample=_images(32, 1), name="cnn", labels=["stop", "yield", "limit", "turn"],
+                              home=home)
+    program = torch.export.export(net, (torch.from_numpy(_images(4, 2)),),
+                                  dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},))
+    torch.export.save(program, str(work / "cnn.pt2"))
+    train, held_out = _table(600, 0), _table(200, 1)
+    pipe = _pipeline(train)
+    held_out.to_csv(work / "held_out.csv", index=False)
+    sklearn_model = tandem.import_model(pipe, sample=work / "held_out.csv", target="churn", name="pipe", home=home)
+    return {"net": net, "cnn": cnn, "pipe": pipe, "sklearn": sklearn_model, "work": work, "held_out": held_out}
+
+
+def test_a_live_pytorch_cnn_imports_with_its_answers_and_a_tensor_schema(imported):
+    model, net = imported["cnn"], imported["net"]
+    m = model.manifest
+    assert m["imported"]["framework"] == "pytorch" and m["imported"]["meaning"] == "logits"
+    assert m["parity"]["max_abs_diff"] <= PARITY and m["parity"]["rows"] == 32
+    assert m["schema"]["columns"] == [{"name": "input", "kind": "tensor", "nullable": False, "missing": 0,
+                                       "categories": None, "min": None, "max": None, "note": None, "size": None,
+                                       "shape": [3, 16, 16], "dtype": "float32"}]
+    x = _images(20, 7)  # rows the import never saw
+    with torch.no_grad():
+        expected = torch.softmax(net(torch.from_numpy(x)), dim=1).numpy()
+    assert np.abs(model.predict_proba(x) - expected).max() <= PARITY
+    assert list(model.predict(x)) == [model.labels[i] for i in expected.argmax(axis=1)]
+    assert m["footprint"]["train"]["not_trained_here"].startswith("trained with pytorch outside tandem")
+    assert m["footprint"]["inference"]["predictions"] == 1000
+    report = (model.path / "report.html").read_text()
+    assert "Model card" in report and "Leaderboard" not in report and "torch.onnx" in report
+
+
+def test_a_torch_export_file_imports_from_the_command_line(imported, home, run_cli):
+    done = run_cli(["import", imported["work"] / "cnn.pt2", "--name", "exported", "--labels", "a,b,c,d", "--json"],
+                   home=home, cwd=imported["work"])
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["framework"] == "pytorch" and summary["labels"] == ["a", "b", "c", "d"]
+    assert summary["inputs"] == [{"name": "x", "kind": "tensor", "shape": [3, 16, 16], "dtype": "float32"}]
+    assert summary["parity_max_abs_diff"] <= PARITY and summary["parity_on"] == "4 sample rows"
+    model = tandem.load("exported", home=home)
+    x = _images(5, 9)
+    with torch.no_grad():
+        expected = torch.softmax(imported["net"](torch.from_numpy(x)), dim=1).numpy()
+    assert np.abs(model.predict_proba({"x": x}) - expected).max() <= PARITY
+
+
+def test_a_scikit_learn_pipeline_imports_with_a_table_schema_metrics_and_drift(imported):
+    model, pipe, held_out = imported["sklearn"], imported["pipe"], imported["held_out"]
+    m = model.manifest
+    kinds = {c["name"]: (c["kind"], c.get("categories")) for c in m["schema"]["columns"]}
+    assert kinds == {"age": ("numeric", None), "hours": ("numeric", None), "city": ("categorical", ["lyon", "oslo",
+                                                                                                     "rome"]),
+                     "plan": ("categorical", ["basic", "pro"])}
+    assert model.labels == ["no", "yes"] and m["parity"]["max_abs_diff"] <= PARITY
+    x = held_out.drop(columns="churn")
+    assert np.abs(model.predict_proba(x) - pipe.predict_proba(x)).max() <= PARITY
+    assert list(model.predict(x)) == list(pipe.predict(x))
+    assert m["metrics"]["validation"]["accuracy"] == pytest.approx((pipe.predict(x) == held_out.churn).mean())
+    assert m["quality"]["rows"] == 200
+    assert model.evaluate(imported["work"] / "held_out.csv")["metrics"]["accuracy"] == pytest.approx(
+        m["metrics"]["validation"]["accuracy"])
+    moved = held_out.assign(age=held_out.age + 30)
+    moved.to_csv(imported["work"] / "moved.csv", index=False)
+    assert model.drift(imported["work"] / "moved.csv")["moved"] == ["age"]
+    with pytest.raises(tandem.TandemError, match="column 'city'"):
+        model.predict({"age": 30, "hours": 10, "city": ["nested"], "plan": "pro"})
+
+
+def test_imported_models_serve_over_rest_and_v2_with_the_source_answers(imported, home):
+    port = free_port()
+    proc = start_server(home, port, "pipe", ref="cnn")
+    try:
+        x = _images(3, 11)
+        expected = imported["cnn"].predict_proba(x)
+        status, body = post(port, "/v1/models/cnn/predict", {"instances": [{"input": r.tolist()} for r in x]})
+        assert status == 200, body
+        assert np.abs(np.array(body["probabilities"]) - expected).max() <= PARITY
+        status, body = post(port, "/v2/models/cnn/infer", {"inputs": [
+            {"name": "input", "shape": [3, 3, 16, 16], "datatype": "FP32", "data": x.reshape(-1).tolist()}]})
+        assert status == 200, body
+        probs = next(o for o in body["outputs"] if o["name"] == "probabilities")
+        assert probs["shape"] == [3, 4] and np.abs(np.array(probs["data"]).reshape(3, 4) - expected).max() <= PARITY
+        head = json.dumps({"inputs": [{"name": "input", "shape": [3, 3, 16, 16], "datatype": "FP32",
+                                       "parameters": {"binary_data_size": x.nbytes}}]}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/cnn/infer", data=head + x.tobytes(),
+                                     headers={"inference-header-content-length": str(len(head)),
+                                              "content-type": "application/octet-stream"})
+        with urllib.request.urlopen(req, timeout=20) as resp:
+            answer = json.loads(resp.read())
+        assert [o["name"] for o in answer["outputs"]] == ["label", "probabilities"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/models/cnn", timeout=10) as resp:
+            meta = json.loads(resp.read())
+        assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 3, 16, 16]}]
+        status, body = post(port, "/v1/models/cnn/predict", {"instances": [{"input": x[0, :, :8].tolist()}]})
+        assert status == 422 and "column 'input'" in body["error"] and "[3, 16, 16]" in body["error"]
+        status, body = post(port, "/v2/models/cnn/infer", {"inputs": [
+            {"name": "input", "shape": [1, 3, 16], "datatype": "FP32", "data": [0.5] * 48}]})
+        assert status == 422 and "column 'input'" in body["error"]
+
+        rows = imported["held_out"].drop(columns="churn").head(5)
+        expected = imported["pipe"].predict_proba(rows)
+        instances = rows.astype(object).where(rows.notna(), None).to_dict(orient="records")
+        status, body = post(port, "/v1/models/pipe/predict", {"instances": instances})
+        assert status == 200 and np.abs(np.array(body["probabilities"]) - expected).max() <= PARITY
+        assert body["predictions"] == list(imported["pipe"].predict(rows))
+        status, body = post(port, "/v2/models/pipe/infer", {"inputs": [
+            {"name": "age", "shape": [2], "datatype": "FP32", "data": [30.0, 55.0]},
+            {"name": "hours", "shape": [2], "datatype": "FP32", "data": [10.0, 40.0]},
+            {"name": "city", "shape": [2], "datatype": "BYTES", "data": ["oslo", "rome"]},
+            {"name": "plan", "shape": [2], "datatype": "BYTES", "data": ["pro", "basic"]}]})
+        assert status == 200, body
+        frame = pd.DataFrame({"age": [30.0, 55.0], "hours": [10.0, 40.0], "city": ["oslo", "rome"],
+                              "plan": ["pro", "basic"]})
+        probs = next(o for o in body["outputs"] if o["name"] == "probabilities")
+        assert np.abs(np.array(probs["data"]).reshape(2, 2) - imported["pipe"].predict_proba(frame)).max() <= PARITY
+    finally:
+        stop_server(proc)
+
+
+# -- refusals: one line, nothing written ------------------------------------------------------------------------
+def _error_line(done) -> str:
+    """The one error line of a failed command (progress lines aside), and no traceback."""
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("tandem: error:")]
+    assert len(errors) == 1, done.stderr
+    return errors[0]
+
+
+def _versions(home) -> list[str]:
+    return sorted(r.name for r in Registry(home).list())
+
+
+def test_a_pickle_is_refused_unread_naming_the_safe_formats(home, tmp_path, run_cli):
+    before = _versions(home)
+    trap = tmp_path / "model.pkl"
+    trap.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
+    done = run_cli(["import", trap, "--name", "trap"], home=home, cwd=tmp_path)
+    line = _error_line(done)
+    assert "is a pickle" in line and "never unpickles" in line and ".pt2" in line
+    torch.save(_cnn().state_dict(), tmp_path / "weights.bin.dat")  # a zip holding data.pkl, whatever its name
+    with pytest.raises(ConfigError, match="is a pickle"):
+        tandem.import_model(tmp_path / "weights.bin.dat", framework="pytorch", name="trap", home=home)
+    assert _versions(home) == before
+
+
+def _tiny_onnx(tmp_path, location: str):
+    """A one-layer ONNX model [N, 4] -> [N, 1] whose weight is kept as external data at ``location``."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((4, 1), dtype=np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    return model
+
+
+def test_a_plain_onnx_file_imports_and_external_data_outside_its_folder_is_refused(home, tmp_path, run_cli):
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    inside = tmp_path / "inside"
+    inside.mkdir()
+    model = _tiny_onnx(tmp_path, "w.bin")
+    convert_model_to_external_data(model, location="w.bin", size_threshold=0)
+    onnx.save_model(model, str(inside / "plain.onnx"))
+    done = run_cli(["import", inside / "plain.onnx", "--name", "plain", "--json"], home=home, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["task"] == "regression" and summary["inputs"] == [
+        {"name": "x", "kind": "tensor", "shape": [4], "dtype": "float32"}]
+    assert summary["parity_on"].startswith("8 random rows")
+    loaded = tandem.load("plain", home=home)
+    assert loaded.predict({"x": [1.0, 2.0, 3.0, 4.5]}).tolist() == [10.5]
+    assert not any(p.name == "w.bin" for p in loaded.path.rglob("*"))  # the weight lives inside the one graph
+
+    before = _versions(home)
+    for escaping in ("../w.bin", str(tmp_path / "w.bin")):
+        bad = _tiny_onnx(tmp_path, escaping)
+        convert_model_to_external_data(bad, location="w.bin", size_threshold=0)
+        onnx.save_model(bad, str(inside / "bad.onnx"))
+        (inside / "w.bin").rename(tmp_path / "w.bin")
+        loaded_bad = onnx.load(str(inside / "bad.onnx"), load_external_data=False)
+        for t in loaded_bad.graph.initializer:
+            for entry in t.external_data:
+                if entry.key == "location":
+                    entry.value = escaping
+        onnx.save_model(loaded_bad, str(inside / "bad.onnx"))
+        done = run_cli(["import", inside / "bad.onnx", "--name", "escape"], home=home, cwd=tmp_path)
+        line = _error_line(done)
+        assert "outside the model's folder" in line and escaping in line
+        (tmp_path / "w.bin").rename(inside / "w.bin")
+    assert _versions(home) == before
+
+
+def test_a_table_graph_without_a_sample_and_a_parity_failure_are_refused(imported, home, tmp_path, run_cli):
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+
+    before = _versions(home)
+    types = [("age", FloatTensorType([None, 1])), ("hours", FloatTensorType([None, 1])),
+             ("city", StringTensorType([None, 1])), ("plan", StringTensorType([None, 1]))]
+    graph = to_onnx(imported["pipe"], initial_types=types, options={id(imported["pipe"]): {"zipmap": False}},
+                    target_opset={"": 17, "ai.onnx.ml": 3})
+    onnx.save_model(graph, str(tmp_path / "pipe.onnx"))
+    done = run_cli(["import", tmp_path / "pipe.onnx", "--name", "columns"], home=home, cwd=tmp_path)
+    assert "takes table columns (age, hours, city, plan): give --sample rows" in _error_line(done)
+    # with the rows, the same file imports (the answer is its 'probabilities' output)
+    done = run_cli(["import", tmp_path / "pipe.onnx", "--name", "columns", "--sample",
+                    imported["work"] / "held_out.csv", "--target", "churn", "--labels", "no,yes", "--json"],
+                   home=home, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["parity_max_abs_diff"] <= PARITY
+
+    class Drifting(torch.nn.Module):
+        """Exports one graph, then answers differently (Python state the tracer cannot see)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls = 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.calls += 1
+            return x.sum(dim=1, keepdim=True) * self.calls
+
+    with pytest.raises(ConfigError, match=r"parity failed: the bundle graph differs from pytorch by up to .* "
+                                          r"nothing was written"):
+        tandem.import_model(Drifting(), sample=np.ones((4, 3), dtype=np.float32), name="drifting", home=home)
+    with pytest.raises(ConfigError, match="the sample has no column.*'plan', which the scikit-learn model reads"):
+        tandem.import_model(imported["pipe"], sample=imported["held_out"].drop(columns="plan"), target="churn",
+                            name="partial", home=home)
+    assert _versions(home) == sorted(before + ["columns"])
