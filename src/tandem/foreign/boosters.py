@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 ML_OPSET = 5  # TreeEnsemble: double thresholds, per-node missing routing
 INPUT = "input"
 BRANCH_LT = 1
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 #: LightGBM objective (first word of the dump's ``objective``) -> link from the raw score to the answer
 LIGHTGBM_LINKS = {
@@ -163,6 +164,7 @@ def lightgbm_converted(booster: lightgbm.Booster) -> Converted:
         if word.startswith("sigmoid:"):
             scale = float(word.split(":", 1)[1])
     _check_lightgbm_trees(dump)
+    _float32_thresholds(dump)
     n_targets = int(dump["num_tree_per_iteration"])
     if dump.get("average_output"):  # rf: the mean of each class's trees, not their sum
         scale /= max(1, len(dump["tree_info"]) // n_targets)
@@ -185,7 +187,7 @@ def lightgbm_converted(booster: lightgbm.Booster) -> Converted:
     binary = link == "logistic"
 
     def reference(feeds: dict[str, np.ndarray]) -> np.ndarray:
-        pred = np.asarray(booster.predict(np.asarray(feeds[INPUT], dtype=np.float32)), dtype=np.float64)
+        pred = np.asarray(booster.predict(np.asarray(feeds[INPUT], dtype=np.float64)), dtype=np.float64)
         return _shaped(pred, binary, n_targets)
 
     notes = [f"LightGBM {objective}: {len(dump['tree_info'])} trees"]
@@ -198,6 +200,21 @@ def lightgbm_converted(booster: lightgbm.Booster) -> Converted:
                      "right branch)")
     return Converted(graph=graph, framework="lightgbm", reference=reference, output=output, meaning=output,
                      labels=_checked_labels(labels, output, n_targets, binary), columns=columns, notes=notes)
+
+
+def _float32_thresholds(dump: dict) -> None:
+    """Round every numeric threshold to the nearest float32. A bundle's numbers arrive as float32 while LightGBM
+    learnt its thresholds on float64 data, often at a data value itself: 0.103 <= 0.103 must stay true once
+    0.103 is float32 (rounding is monotonic, so no value at or below a threshold is sent right)."""
+    stack = [tree["tree_structure"] for tree in dump["tree_info"]]
+    while stack:
+        node = stack.pop()
+        if "leaf_value" in node:
+            continue
+        threshold = float(node["threshold"]) if node.get("decision_type") == "<=" else np.inf
+        if abs(threshold) <= FLOAT32_MAX:  # (LightGBM writes ±1e300 for "everything": left as it is)
+            node["threshold"] = float(np.float32(threshold))
+        stack.extend((node["left_child"], node["right_child"]))
 
 
 def xgboost_converted(booster: xgboost.Booster) -> Converted:

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import pyarrow as pa
 
-from tandem.errors import ConfigError
+from tandem.errors import ConfigError, TandemError
 from tandem.foreign.convert import convert, example_from_table
 from tandem.foreign.samples import Bound, bind_table, bind_tensors, feature_columns, read_sample, table_inputs
 from tandem.foreign.source import MEANINGS, Converted
@@ -86,7 +86,13 @@ def prepare(request: ImportRequest, say: Callable[[str], None] = lambda _m: None
     else:
         bound = bind_tensors(converted.graph, sample, what)
     say(f"asking {converted.framework} for its answers on {bound.rows}")
-    raw = np.asarray(converted.reference(bound.feeds), dtype=np.float64)
+    try:
+        raw = np.asarray(converted.reference(bound.feeds), dtype=np.float64)
+    except TandemError:
+        raise
+    except Exception as exc:  # the framework's own error: the sample does not fit the model
+        raise ConfigError(f"{converted.framework} could not answer the sample rows: "
+                          f"{' '.join(str(exc).split())[:300]}") from None
     task, meaning, width = _read_answer(raw, request, converted)
     labels, label_type, label_notes = _labels(request, converted, task, width)
     graph = bundle_graph(converted.graph, converted.output, bound.bindings,

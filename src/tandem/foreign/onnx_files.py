@@ -11,6 +11,9 @@ import onnx
 from tandem.errors import ConfigError
 from tandem.foreign.source import MAX_OPSET, Converted
 
+_NUMPY = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
+          "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8,
+          "tensor(bool)": np.bool_, "tensor(string)": object}
 #: protobuf's own limit on one message
 MAX_ONNX_BYTES = 2 << 30
 
@@ -67,8 +70,9 @@ def onnx_converted(model: onnx.ModelProto, output: str | None = None) -> Convert
     elif output not in outputs:
         raise ConfigError(f"the ONNX model has no output '{output}': it has {', '.join(outputs)}")
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    types = {i.name: _NUMPY.get(i.type, object) for i in session.get_inputs()}
 
     def reference(feeds: dict[str, np.ndarray]) -> np.ndarray:
-        return session.run([output], feeds)[0]
+        return session.run([output], {k: np.asarray(v).astype(types.get(k, object)) for k, v in feeds.items()})[0]
 
     return Converted(model, "onnx", reference, output)

@@ -119,12 +119,18 @@ def bind_table(graph: onnx.ModelProto, table: pa.Table, target: str | None, colu
                 n_num += 1
     schema = Schema(columns=specs, target=target)
     enc = InputEncoder(schema).encode_table(table, what="sample")
+    # the source framework reads the sample's own numbers (float64), the bundle graph tandem's float32: parity
+    # then measures what a served row really gets
+    exact = np.column_stack([pc.cast(table.column(c.name), pa.float64()).to_numpy(zero_copy_only=False)
+                             for c in specs if c.kind == "numeric"]) if enc.num is not None else None
     feeds = {}
     for b in bindings:
-        block = (enc.num if b.source == "num" else enc.cat)[:, b.columns]
+        block = exact[:, b.columns].astype(np.float64) if b.source == "num" else enc.cat[:, b.columns]
         if b.rank == 1:
             block = block.reshape(-1)
-        feeds[b.graph_input] = block if b.source == "cat" else block.astype(_numpy_type(b.elem_type))
+        if b.source == "num" and np.dtype(_numpy_type(b.elem_type)).kind in "iub":
+            block = block.astype(_numpy_type(b.elem_type))
+        feeds[b.graph_input] = block
     return Bound(schema, bindings, {}, enc, feeds, table.column(target) if target else None,
                  f"{table.num_rows} sample rows")
 
