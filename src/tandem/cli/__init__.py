@@ -3,8 +3,8 @@
 A user's mistake prints one line on stderr and exits non-zero; a traceback means a bug.
 
 The commands live by group (``train``: train, report, drift, check, quickstart; ``predict``: predict, evaluate;
-``models``: the registry and signing keys; ``serve``; ``optimize``; ``import``; ``footprint``) and are registered below, in
-the order ``tandem --help`` lists them.
+``models``: the registry and signing keys; ``serve``; ``optimize``; ``import``; ``footprint``) and are registered
+below, in the order ``tandem --help`` lists them.
 """
 
 from __future__ import annotations
