@@ -13,13 +13,9 @@ import onnx
 import pandas as pd
 import pytest
 import torch
-from sklearn.compose import ColumnTransformer
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 import tandem
+from foreign_models import churn_pipeline, churn_table, images, small_cnn
 from helpers import free_port, post, start_server, stop_server
 from tandem.errors import ConfigError
 from tandem.registry import Registry
@@ -27,63 +23,18 @@ from tandem.registry import Registry
 PARITY = 1e-5
 
 
-class SmallCNN(torch.nn.Module):
-    """A real (if small) image classifier: conv, batch norm, pooling, a linear head of 4 classes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
-        self.norm = torch.nn.BatchNorm2d(8)
-        self.head = torch.nn.Linear(8, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.norm(self.conv(x)))
-        return self.head(torch.nn.functional.adaptive_avg_pool2d(x, 1).flatten(1))
-
-
-def _cnn() -> SmallCNN:
-    torch.manual_seed(0)
-    net = SmallCNN()
-    with torch.no_grad():  # running statistics that are not the identity, as a trained network has
-        net.norm.running_mean.uniform_(-0.2, 0.2)
-        net.norm.running_var.uniform_(0.5, 2.0)
-    return net.eval()
-
-
-def _images(n: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).random((n, 3, 16, 16), dtype=np.float32)
-
-
-def _table(n: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    df = pd.DataFrame({"age": rng.normal(40, 10, n), "hours": rng.integers(1, 80, n).astype(float),
-                       "city": rng.choice(["lyon", "oslo", "rome"], n), "plan": rng.choice(["basic", "pro"], n)})
-    df.loc[::17, "age"] = np.nan
-    score = (df.age.fillna(40) - 40) / 10 + (df.city == "oslo") * 1.5 - (df.plan == "pro") + rng.normal(0, 0.5, n)
-    df["churn"] = np.where(score > 0, "yes", "no")
-    return df
-
-
-def _pipeline(train: pd.DataFrame) -> Pipeline:
-    columns = ColumnTransformer([
-        ("num", Pipeline([("impute", SimpleImputer()), ("scale", StandardScaler())]), ["age", "hours"]),
-        ("cat", OneHotEncoder(handle_unknown="ignore"), ["city", "plan"])])
-    return Pipeline([("columns", columns), ("model", LogisticRegression(max_iter=500))]).fit(
-        train.drop(columns="churn"), train.churn)
-
-
 @pytest.fixture(scope="module")
 def imported(home, tmp_path_factory):
     """Three imports into one registry: a live CNN, a torch.export file (by the CLI), a scikit-learn pipeline."""
     work = tmp_path_factory.mktemp("import")
-    net = _cnn()
-    cnn = tandem.import_model(net, sample=_images(32, 1), name="cnn", labels=["stop", "yield", "limit", "turn"],
+    net = small_cnn()
+    cnn = tandem.import_model(net, sample=images(32, 1), name="cnn", labels=["stop", "yield", "limit", "turn"],
                               home=home)
-    program = torch.export.export(net, (torch.from_numpy(_images(4, 2)),),
+    program = torch.export.export(net, (torch.from_numpy(images(4, 2)),),
                                   dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},))
     torch.export.save(program, str(work / "cnn.pt2"))
-    train, held_out = _table(600, 0), _table(200, 1)
-    pipe = _pipeline(train)
+    train, held_out = churn_table(600, 0), churn_table(200, 1)
+    pipe = churn_pipeline(train)
     held_out.to_csv(work / "held_out.csv", index=False)
     sklearn_model = tandem.import_model(pipe, sample=work / "held_out.csv", target="churn", name="pipe", home=home)
     return {"net": net, "cnn": cnn, "pipe": pipe, "sklearn": sklearn_model, "work": work, "held_out": held_out}
@@ -97,7 +48,7 @@ def test_a_live_pytorch_cnn_imports_with_its_answers_and_a_tensor_schema(importe
     assert m["schema"]["columns"] == [{"name": "input", "kind": "tensor", "nullable": False, "missing": 0,
                                        "categories": None, "min": None, "max": None, "note": None, "size": None,
                                        "shape": [3, 16, 16], "dtype": "float32"}]
-    x = _images(20, 7)  # rows the import never saw
+    x = images(20, 7)  # rows the import never saw
     with torch.no_grad():
         expected = torch.softmax(net(torch.from_numpy(x)), dim=1).numpy()
     assert np.abs(model.predict_proba(x) - expected).max() <= PARITY
@@ -117,7 +68,7 @@ def test_a_torch_export_file_imports_from_the_command_line(imported, home, run_c
     assert summary["inputs"] == [{"name": "x", "kind": "tensor", "shape": [3, 16, 16], "dtype": "float32"}]
     assert summary["parity_max_abs_diff"] <= PARITY and summary["parity_on"] == "4 sample rows"
     model = tandem.load("exported", home=home)
-    x = _images(5, 9)
+    x = images(5, 9)
     with torch.no_grad():
         expected = torch.softmax(imported["net"](torch.from_numpy(x)), dim=1).numpy()
     assert np.abs(model.predict_proba({"x": x}) - expected).max() <= PARITY
@@ -149,7 +100,7 @@ def test_imported_models_serve_over_rest_and_v2_with_the_source_answers(imported
     port = free_port()
     proc = start_server(home, port, "pipe", ref="cnn")
     try:
-        x = _images(3, 11)
+        x = images(3, 11)
         expected = imported["cnn"].predict_proba(x)
         status, body = post(port, "/v1/models/cnn/predict", {"instances": [{"input": r.tolist()} for r in x]})
         assert status == 200, body
@@ -216,7 +167,7 @@ def test_a_pickle_is_refused_unread_naming_the_safe_formats(home, tmp_path, run_
     done = run_cli(["import", trap, "--name", "trap"], home=home, cwd=tmp_path)
     line = _error_line(done)
     assert "is a pickle" in line and "never unpickles" in line and ".pt2" in line
-    torch.save(_cnn().state_dict(), tmp_path / "weights.bin.dat")  # a zip holding data.pkl, whatever its name
+    torch.save(small_cnn().state_dict(), tmp_path / "weights.bin.dat")  # a zip holding data.pkl, whatever its name
     with pytest.raises(ConfigError, match="is a pickle"):
         tandem.import_model(tmp_path / "weights.bin.dat", framework="pytorch", name="trap", home=home)
     assert _versions(home) == before
@@ -309,3 +260,39 @@ def test_a_table_graph_without_a_sample_and_a_parity_failure_are_refused(importe
         tandem.import_model(imported["pipe"], sample=imported["held_out"].drop(columns="plan"), target="churn",
                             name="partial", home=home)
     assert _versions(home) == sorted(before + ["columns"])
+
+
+def test_an_imported_model_predicts_evaluates_drifts_reports_and_optimizes_from_the_command_line(imported, home,
+                                                                                                 run_cli):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    work = imported["work"]
+    done = run_cli(["predict", "pipe", work / "held_out.csv", "--output", work / "scored.csv"], home=home, cwd=work)
+    assert done.returncode == 0, done.stderr
+    scored = pd.read_csv(work / "scored.csv")
+    assert list(scored["churn"]) == list(imported["pipe"].predict(imported["held_out"].drop(columns="churn")))
+    done = run_cli(["evaluate", "pipe", work / "held_out.csv"], home=home, cwd=work)
+    assert done.returncode == 0 and "accuracy" in done.stdout, done.stderr
+    done = run_cli(["report", "pipe", "--output", work / "card.html"], home=home, cwd=work)
+    assert done.returncode == 0, done.stderr
+    assert "Model card" in (work / "card.html").read_text()
+
+    # a tensor model's labelled rows: a Parquet file whose image column holds nested lists
+    net = imported["net"]
+    x = images(120, 21)
+    with torch.no_grad():
+        y = net(torch.from_numpy(x)).argmax(1).numpy()
+    labels = np.array(imported["cnn"].labels)
+    pq.writechurn_table(pa.table({"input": x.tolist(), "target": labels[y]}), work / "images.parquet")
+    done = run_cli(["optimize", "cnn", "--data", work / "images.parquet", "--methods", "int8,prune", "--max-loss",
+                    "0.05", "--goal", "size", "--no-footprint", "--json"], home=home, cwd=work)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    by_method = {v["method"]: v for v in result["variants"]}
+    assert "imported model has no tandem members" in by_method["prune"]["skipped"]
+    assert by_method["int8"]["skipped"] is None and by_method["int8"]["parity"] < 0.05
+    if by_method["int8"]["kept"]:
+        variant = tandem.load(f"cnn:{by_method['int8']['version']}", home=home)
+        assert variant.manifest["imported"]["framework"] == "pytorch"
+        assert variant.predict_proba(x[:3]).shape == (3, 4)

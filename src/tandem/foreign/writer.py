@@ -140,7 +140,7 @@ def _sample_checks(prepared: Prepared, metric: str, all_metrics) -> tuple[dict, 
 def _footprint(meter: object | None, marks: tuple | None, supplied: dict | None, framework: str) -> dict:
     """Inference per 1,000 one-row predictions (metered here), the import's own cost, and training: the user's
     figures when given, else "not trained here"."""
-    train = dict(supplied) if supplied else {
+    train = {**supplied, "supplied_by_user": True} if supplied else {
         "not_trained_here": f"trained with {framework} outside tandem: its cost is unknown to tandem (give "
                             "--train-kwh to record it)"}
     out: dict = {"train": train}

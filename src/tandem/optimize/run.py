@@ -174,8 +174,15 @@ def _check_options(goal: str, max_loss: float, methods: str | list[str], footpri
     return list(dict.fromkeys(names))
 
 
+#: the methods that rewrite the graph alone; the others rebuild tandem's own members from their native files
+GRAPH_METHODS = ("int8", "int8w", "int4", "int2", "fast_trees")
+
+
 def _try(method: str, parent: Parent) -> list[Variant]:
     """The method's variants of the parent (one, skipped, when the method does not apply)."""
+    if parent.manifest.get("imported") and method not in GRAPH_METHODS:
+        return [Variant(method, skipped=f"an imported model has no tandem members to rebuild: the graph methods "
+                                        f"apply ({', '.join(GRAPH_METHODS)})")]
     made = _MAKERS[method](parent)
     return [Variant(method, skipped=made)] if isinstance(made, str) else made
 

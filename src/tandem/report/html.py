@@ -195,6 +195,8 @@ def _fairness(m: dict) -> str:
 def _footprint(m: dict) -> str:
     fp = m.get("footprint") or {}
     train = fp.get("train") or {}
+    if train.get("supplied_by_user"):
+        return _supplied_footprint(fp)
     if "energy_kwh" not in train:
         return _table([{"phase": k, **v} for k, v in fp.items()]) if fp else _missing("The footprint is")
     from tandem.footprint.life import life_lines, life_report
@@ -220,6 +222,20 @@ def _footprint(m: dict) -> str:
                       unit=" Wh"), "training energy per learner family (trials, refits and learning-curve fits)")
             + "</div>" + _table(learners))
     return "".join(parts)
+
+
+def _supplied_footprint(fp: dict) -> str:
+    """The ledger of a model trained elsewhere whose training energy the user gave."""
+    from tandem.footprint.life import life_lines, life_report
+
+    train = fp["train"]
+    parts = [f"<p>Training (outside tandem): {_fmt(train['energy_kwh'])} kWh, as supplied by the user.</p>"]
+    if fp.get("inference") and train.get("grid"):
+        life = life_report(fp)
+        parts.append("<ul>" + "".join(f"<li>{_esc(line)}</li>" for line in life_lines(life)) + "</ul>")
+        parts.append(_life_chart(life))
+    rest = [{"phase": k, **v} for k, v in fp.items() if k != "train"]
+    return "".join(parts) + (_table(rest) if rest else "")
 
 
 def _life_chart(life: dict) -> str:

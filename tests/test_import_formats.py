@@ -1,0 +1,69 @@
+"""The safe file formats beside ONNX: safetensors weights into a given module, skops files behind an allow-list;
+and what cannot be converted says so in one line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+import tandem
+from foreign_models import churn_pipeline, churn_table, images, small_cnn
+from tandem.errors import ConfigError
+
+
+def test_safetensors_weights_load_into_the_given_module(home, tmp_path):
+    from safetensors.torch import save_file
+
+    trained = small_cnn()
+    save_file(trained.state_dict(), str(tmp_path / "cnn.safetensors"))
+    torch.manual_seed(99)
+    fresh = type(trained)()  # the architecture, with other (random) weights until the file's are read
+    model = tandem.import_model(fresh, weights=tmp_path / "cnn.safetensors", sample=images(8, 3), name="weights",
+                                home=home, footprint=False)
+    x = images(5, 4)
+    with torch.no_grad():
+        expected = torch.softmax(trained(torch.from_numpy(x)), dim=1).numpy()
+    assert np.abs(model.predict_proba(x) - expected).max() <= 1e-5
+    assert any("safetensors" in n for n in model.manifest["notes"])
+    with pytest.raises(ConfigError, match="does not fit the module"):
+        tandem.import_model(torch.nn.Linear(3, 2), weights=tmp_path / "cnn.safetensors", sample=np.ones((2, 3)),
+                            name="mismatch", home=home, footprint=False)
+
+
+def test_a_skops_file_imports_and_a_type_outside_the_allow_list_is_refused(home, tmp_path, run_cli):
+    import skops.io as sio
+
+    train, held_out = churn_table(400, 0), churn_table(100, 1)
+    sio.dump(churn_pipeline(train), tmp_path / "pipe.skops")
+    held_out.to_csv(tmp_path / "held.csv", index=False)
+    done = run_cli(["import", tmp_path / "pipe.skops", "--name", "skops", "--sample", tmp_path / "held.csv",
+                    "--target", "churn", "--train-kwh", "0.25", "--json"], home=home, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["framework"] == "sklearn" and summary["labels"] == ["no", "yes"]
+    assert summary["parity_max_abs_diff"] <= 1e-5
+    done = run_cli(["footprint", "skops"], home=home, cwd=tmp_path)
+    assert done.returncode == 0 and "training" in done.stdout.lower(), done.stderr
+
+    custom = Pipeline([("shift", FunctionTransformer(_shift)), ("model", HistGradientBoostingClassifier(max_iter=5))])
+    sio.dump(custom.fit(np.ones((20, 2)) * np.arange(20)[:, None], np.arange(20) % 2), tmp_path / "custom.skops")
+    done = run_cli(["import", tmp_path / "custom.skops", "--name", "custom"], home=home, cwd=tmp_path)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "outside the allow-list" in done.stderr and "_shift" in done.stderr
+
+
+def _shift(x: np.ndarray) -> np.ndarray:
+    return x + 1
+
+
+def test_a_model_skl2onnx_cannot_convert_is_refused_in_one_line(home):
+    x = np.random.default_rng(0).random((60, 3))
+    model = HistGradientBoostingClassifier(max_iter=5).fit(x, (x[:, 0] > 0.5).astype(int))
+    with pytest.raises(ConfigError, match="skl2onnx could not convert HistGradientBoostingClassifier"):
+        tandem.import_model(model, sample=x.astype(np.float32), name="hist", home=home, footprint=False)
