@@ -284,7 +284,7 @@ def test_an_imported_model_predicts_evaluates_drifts_reports_and_optimizes_from_
     with torch.no_grad():
         y = net(torch.from_numpy(x)).argmax(1).numpy()
     labels = np.array(imported["cnn"].labels)
-    pq.writechurn_table(pa.table({"input": x.tolist(), "target": labels[y]}), work / "images.parquet")
+    pq.write_table(pa.table({"input": x.tolist(), "target": labels[y]}), work / "images.parquet")
     done = run_cli(["optimize", "cnn", "--data", work / "images.parquet", "--methods", "int8,prune", "--max-loss",
                     "0.05", "--goal", "size", "--no-footprint", "--json"], home=home, cwd=work)
     assert done.returncode == 0, done.stderr
