@@ -5,7 +5,10 @@ line with nothing written."""
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import subprocess
+import sys
 import urllib.request
 
 import numpy as np
@@ -143,6 +146,32 @@ def test_imported_models_serve_over_rest_and_v2_with_the_source_answers(imported
                               "plan": ["pro", "basic"]})
         probs = next(o for o in body["outputs"] if o["name"] == "probabilities")
         assert np.abs(np.array(probs["data"]).reshape(2, 2) - imported["pipe"].predict_proba(frame)).max() <= PARITY
+
+        # hostile tensor bodies: each a 4xx naming what is wrong, never a 500
+        row = x[0].tolist()
+        hostile = [
+            ("/v1/models/cnn/predict", {"instances": [{"input": [[[1.0, 2.0], [3.0]]]}]}, 422, "column 'input'"),
+            ("/v1/models/cnn/predict", {"instances": [{"input": row}, {"input": x[0, :2].tolist()}]}, 422,
+             "row 2"),
+            ("/v1/models/cnn/predict", {"instances": [{"input": [[["a"] * 16] * 16] * 3}]}, 422, "numbers"),
+            ("/v1/models/cnn/predict", {"instances": [{"other": row}]}, 422, "missing column"),
+            ("/v1/models/cnn/predict", {"inputs": {"input": [row, 5]}}, 422, "column 'input'"),
+            ("/v2/models/cnn/infer", {"inputs": [{"name": "input", "shape": [2, 3, 16, 16], "datatype": "FP32",
+                                                  "data": x[0].reshape(-1).tolist()}]}, 400, "does not match"),
+            ("/v2/models/cnn/infer", {"inputs": [{"name": "input", "shape": [1, 3, 16, 16], "datatype": "BYTES",
+                                                  "data": ["x"] * 768}]}, 422, "column 'input'"),
+        ]
+        for path, body, status_wanted, words in hostile:
+            status, answer = post(port, path, body)
+            assert status == status_wanted and words in answer["error"], (path, status, answer)
+        nested = b'{"instances": [{"input": ' + b"[" * 5000 + b"]" * 5000 + b"}]}"
+        status, answer = post(port, "/v1/models/cnn/predict", nested)
+        assert status == 400 and "deep" in answer["error"]
+
+        exe = os.path.join(os.path.dirname(sys.executable), "schemathesis")
+        run = subprocess.run([exe, "run", f"http://127.0.0.1:{port}/openapi.json", "--checks", "not_a_server_error",
+                              "-n", "25", "--seed", "1"], capture_output=True, text=True, timeout=240)
+        assert run.returncode == 0 and "No issues found" in run.stdout, run.stdout[-3000:]
     finally:
         stop_server(proc)
 

@@ -65,7 +65,10 @@ class Explainer:
         path = Path(bundle) / EXPLAIN_FILE
         if not path.exists():
             raise ExplainError("this bundle was written before tandem kept explanations: retrain it to explain")
-        return cls(json.loads(path.read_text(encoding="utf-8")), manifest["preprocessing"], encoder)
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if "preprocessing" not in manifest:  # an imported model: explain.json says why it cannot explain
+            raise ExplainError(data.get("unavailable") or "this bundle has no preprocessing to explain with")
+        return cls(data, manifest["preprocessing"], encoder)
 
     def explain(self, enc: EncodedInputs) -> dict:
         """Base value and per-column contributions [N, columns] of the rows ``enc``, in the model's output."""

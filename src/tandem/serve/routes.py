@@ -14,10 +14,12 @@ version, then the rest of the path; then, on every route, the method (405 with `
 from __future__ import annotations
 
 import hmac
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from tandem.schema import ColumnSpec
 from tandem.serve import admin, kserve, rest, v2
 from tandem.serve.protocol import MAX_ROWS, Answer, HTTPError, Later, RawResponse, Request
 
@@ -273,13 +275,34 @@ def _v2_value_schema(kind: str, categories: list[str] | None) -> dict:
     return {**_value_schema(kind, categories), "type": "string"}
 
 
+def _tensor_row_schema(c: ColumnSpec) -> dict:
+    """One row's array of a tensor column: nested arrays of its shape (a free dimension: any length)."""
+    item: dict = {"type": "boolean"} if c.dtype == "bool" else {"type": "number"} if c.dtype.startswith(
+        "float") else {"type": "integer"}
+    for d in reversed(c.shape):
+        item = {"type": "array", "items": item, **({"minItems": d, "maxItems": d} if d >= 0 else {})}
+    return item
+
+
+def _v2_tensor(c: ColumnSpec) -> dict:
+    """A v2 tensor of one row of a column: one value, or a tensor column's one array, flat."""
+    if c.kind != "tensor":
+        return {"name": {"const": c.name}, "shape": {"const": [1]}, "datatype": {"const": kserve.datatype_of(c.kind)},
+                "data": {"type": "array", "minItems": 1, "maxItems": 1,
+                         "items": _v2_value_schema(c.kind, c.categories)}}
+    fixed = all(d >= 0 for d in c.shape)
+    size = math.prod(c.shape) if fixed else None
+    flat = _tensor_row_schema(ColumnSpec(c.name, "tensor", shape=[-1], dtype=c.dtype))
+    return {"name": {"const": c.name}, "shape": {"const": [1, *c.shape]} if fixed else {"type": "array"},
+            "datatype": {"const": kserve.TENSOR_DATATYPES[c.dtype]},
+            "data": {**flat, **({"minItems": size, "maxItems": size} if fixed else {})}}
+
+
 def _v2_body(m: ServedModel) -> dict:
     """A v2 inference request of one row: one tensor per column, in the schema's order (any order is read)."""
     features = m.predictor.schema.features
-    tensors = [{"type": "object", "required": ["name", "shape", "datatype", "data"], "properties": {
-        "name": {"const": c.name}, "shape": {"const": [1]}, "datatype": {"const": kserve.datatype_of(c.kind)},
-        "data": {"type": "array", "minItems": 1, "maxItems": 1, "items": _v2_value_schema(c.kind, c.categories)}}}
-        for c in features]
+    tensors = [{"type": "object", "required": ["name", "shape", "datatype", "data"], "properties": _v2_tensor(c)}
+               for c in features]
     outputs = [o["name"] for o in kserve.output_specs(m.predictor)]
     request = {"type": "object", "required": ["inputs"], "properties": {
         "id": {"type": "string"},
@@ -361,7 +384,8 @@ def openapi_document(models: list[ServedModel], *, api_key: bool = False, admin:
     for m in models:
         features = m.predictor.schema.features
         schemas[f"{m.name}_row"] = {"type": "object", "required": [c.name for c in features],
-                                    "properties": {c.name: _value_schema(c.kind, c.categories) for c in features}}
+                                    "properties": {c.name: _tensor_row_schema(c) if c.kind == "tensor" else
+                                                   _value_schema(c.kind, c.categories) for c in features}}
     paths: dict = {}
     guarded = {"": False, "api_key": api_key, "admin": True}
     for route in ROUTES:
