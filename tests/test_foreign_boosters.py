@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import xgboost as xgb
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 
 from tandem.errors import ConfigError, DataError
@@ -24,12 +25,6 @@ from tandem.foreign.boosters import (
 )
 from tandem.foreign.source import OPSET, Converted
 
-try:
-    import xgboost as xgb
-except ImportError:  # xgboost is an optional dependency
-    xgb = None
-
-needs_xgboost = pytest.mark.skipif(xgb is None, reason="xgboost is not installed")
 pytestmark = pytest.mark.filterwarnings("ignore:X does not have valid feature names")
 
 TOL = 1e-5
@@ -211,7 +206,6 @@ def xgb_train(X: np.ndarray, y: np.ndarray, params: dict, rounds: int = 20, **dm
     return xgb.train({**XGB, **params}, xgb.DMatrix(X, label=y, **dmatrix), rounds)
 
 
-@needs_xgboost
 @pytest.mark.parametrize("objective", ["binary:logistic", "reg:logistic", "binary:logitraw"])
 def test_xgboost_binary_booster(binary, objective, tmp_path):
     X, y = binary
@@ -227,7 +221,6 @@ def test_xgboost_binary_booster(binary, objective, tmp_path):
         assert_close(run_graph(xgboost_converted(read_xgboost(tmp_path / name)), X), got, values=False)
 
 
-@needs_xgboost
 @pytest.mark.parametrize("params", [
     {"objective": "multi:softprob"},
     {"objective": "multi:softmax"},
@@ -246,7 +239,6 @@ def test_xgboost_multiclass_booster(multiclass, params):
     check(c, X, own, framework="xgboost", n_classes=3)
 
 
-@needs_xgboost
 @pytest.mark.parametrize("params", [
     {"objective": "reg:squarederror"},
     {"objective": "reg:absoluteerror"},
@@ -262,7 +254,6 @@ def test_xgboost_regression_booster(regression, params):
     check(c, X, booster.predict(xgb.DMatrix(X)), framework="xgboost", n_classes=None)
 
 
-@needs_xgboost
 def test_xgboost_poisson_counts(regression):
     X, y = regression
     counts = np.round(y / 25)  # small counts: XGBoost's own intercept estimate is sane there
@@ -270,7 +261,6 @@ def test_xgboost_poisson_counts(regression):
     check(xgboost_converted(booster), X, booster.predict(xgb.DMatrix(X)), framework="xgboost", n_classes=None)
 
 
-@needs_xgboost
 def test_xgboost_feature_names_round_trip(regression, tmp_path):
     X, y = regression
     names = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
@@ -286,7 +276,6 @@ def test_xgboost_feature_names_round_trip(regression, tmp_path):
     np.testing.assert_array_equal(run_graph(again, X), got)
 
 
-@needs_xgboost
 def test_xgboost_sklearn_wrappers(binary, multiclass, regression):
     X, y = binary
     clf = xgb.XGBClassifier(n_estimators=20, max_depth=3).fit(X, y)
@@ -339,7 +328,6 @@ def test_lightgbm_unsupported_models_are_one_line_config_errors(binary, regressi
     assert_one_line(lambda: lightgbm_converted([1, 2]), "list is not a booster")
 
 
-@needs_xgboost
 def test_xgboost_unsupported_models_are_one_line_config_errors(binary, regression):
     X, y = binary
     Xr, yr = regression
@@ -360,7 +348,6 @@ def test_xgboost_unsupported_models_are_one_line_config_errors(binary, regressio
     assert_one_line(lambda: lightgbm_converted(linear), "lightgbm_converted got xgboost.core.Booster: expected")
 
 
-@needs_xgboost
 def test_xgboost_categorical_splits_are_refused():
     rng = np.random.default_rng(6)
     import pandas as pd
@@ -382,7 +369,6 @@ def test_lightgbm_reader_refuses_what_is_not_a_model_file(tmp_path):
         read_lightgbm(junk)
 
 
-@needs_xgboost
 def test_xgboost_reader_refuses_what_is_not_a_model_file(tmp_path, regression):
     X, y = regression
     with pytest.raises(DataError, match="absent.json: no such file"):
