@@ -46,21 +46,28 @@ def detect(source: object) -> str:
                       + SAFE_FORMATS)
 
 
-def _detect_file(path: Path) -> str:
+def _refuse_unsafe(path: Path) -> None:
+    """Refuse a missing file, a pickle (by name or first bytes) and a legacy Keras HDF5 file, unread."""
     if not path.exists():
         raise ConfigError(f"model '{path}' not found")
+    if path.is_dir():
+        return
+    if path.suffix.lower() in PICKLE_SUFFIXES or _is_pickle(path):
+        raise ConfigError(f"'{path}' is a pickle (or a pickled torch file), which runs code when loaded: tandem "
+                          f"never unpickles a model file; save it as {SAFE_FORMATS}")
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        raise ConfigError(f"'{path}' is a legacy Keras HDF5 file, which can carry code: save it as a Keras v3 "
+                          "'.keras' file (loaded in safe mode) or a SavedModel")
+
+
+def _detect_file(path: Path) -> str:
+    _refuse_unsafe(path)
     suffix = path.suffix.lower()
     if path.is_dir():
         if (path / "saved_model.pb").is_file():
             return "tensorflow"
         raise ConfigError(f"'{path}' is a folder without saved_model.pb: expected a TensorFlow SavedModel or a "
                           "model file")
-    if suffix in PICKLE_SUFFIXES or _is_pickle(path):
-        raise ConfigError(f"'{path}' is a pickle (or a pickled torch file), which runs code when loaded: tandem "
-                          f"never unpickles a model file; save it as {SAFE_FORMATS}")
-    if suffix in (".h5", ".hdf5"):
-        raise ConfigError(f"'{path}' is a legacy Keras HDF5 file, which can carry code: save it as a Keras v3 "
-                          "'.keras' file (loaded in safe mode) or a SavedModel")
     known = {".onnx": "onnx", ".pt2": "pytorch", ".keras": "keras", ".skops": "sklearn", ".safetensors": "pytorch",
              ".ubj": "xgboost"}
     if suffix in known:
@@ -103,7 +110,11 @@ def convert(source: object, framework: str, sample: pa.Table | dict[str, np.ndar
     if framework not in FRAMEWORKS:
         raise ConfigError(f"framework '{framework}' is not one of {', '.join(FRAMEWORKS)}")
     path = Path(source) if isinstance(source, (str, os.PathLike)) else None
-    found = detect(source)
+    if path is not None and framework != "auto":  # the file's name may not tell; its first bytes still may refuse
+        _refuse_unsafe(path)
+        found = framework
+    else:
+        found = detect(source)
     if framework not in ("auto", found) and not (framework == "tensorflow" and found == "keras"):
         raise ConfigError(f"--framework {framework} does not fit the model given, which is {found}")
     if found == "onnx":
