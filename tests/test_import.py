@@ -26,9 +26,16 @@ from tandem.registry import Registry
 PARITY = 1e-5
 
 
+def _run_cli_json(run_cli, args: list, home, cwd) -> dict:
+    done = run_cli(args + ["--json"], home=home, cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
 @pytest.fixture(scope="module")
-def imported(home, tmp_path_factory):
-    """Three imports into one registry: a live CNN, a torch.export file (by the CLI), a scikit-learn pipeline."""
+def imported(home, tmp_path_factory, run_cli):
+    """Four imports into one registry: a live CNN, the same CNN as a torch.export file and a small MLP as a plain
+    ONNX file (both by the command line), a scikit-learn pipeline."""
     work = tmp_path_factory.mktemp("import")
     net = small_cnn()
     cnn = tandem.import_model(net, sample=images(32, 1), name="cnn", labels=["stop", "yield", "limit", "turn"],
@@ -36,11 +43,21 @@ def imported(home, tmp_path_factory):
     program = torch.export.export(net, (torch.from_numpy(images(4, 2)),),
                                   dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},))
     torch.export.save(program, str(work / "cnn.pt2"))
+    exported = _run_cli_json(run_cli, ["import", work / "cnn.pt2", "--name", "exported", "--labels", "a,b,c,d"],
+                             home, work)
+    torch.manual_seed(3)
+    mlp = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3),
+                              torch.nn.Softmax(dim=1)).eval()
+    torch.onnx.export(mlp, (torch.zeros(1, 4),), str(work / "mlp.onnx"), input_names=["features"],
+                      output_names=["scores"], dynamic_axes={"features": {0: "N"}, "scores": {0: "N"}},
+                      opset_version=17, dynamo=False)
+    plain = _run_cli_json(run_cli, ["import", work / "mlp.onnx", "--name", "plain"], home, work)
     train, held_out = churn_table(600, 0), churn_table(200, 1)
     pipe = churn_pipeline(train)
     held_out.to_csv(work / "held_out.csv", index=False)
     sklearn_model = tandem.import_model(pipe, sample=work / "held_out.csv", target="churn", name="pipe", home=home)
-    return {"net": net, "cnn": cnn, "pipe": pipe, "sklearn": sklearn_model, "work": work, "held_out": held_out}
+    return {"net": net, "cnn": cnn, "pipe": pipe, "sklearn": sklearn_model, "work": work, "held_out": held_out,
+            "exported": exported, "mlp": mlp, "plain": plain}
 
 
 def test_a_live_pytorch_cnn_imports_with_its_answers_and_a_tensor_schema(imported):
@@ -62,19 +79,28 @@ def test_a_live_pytorch_cnn_imports_with_its_answers_and_a_tensor_schema(importe
     assert "Model card" in report and "Leaderboard" not in report and "torch.onnx" in report
 
 
-def test_a_torch_export_file_imports_from_the_command_line(imported, home, run_cli):
-    done = run_cli(["import", imported["work"] / "cnn.pt2", "--name", "exported", "--labels", "a,b,c,d", "--json"],
-                   home=home, cwd=imported["work"])
-    assert done.returncode == 0, done.stderr
-    summary = json.loads(done.stdout)
+def _softmax_of(net: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return torch.softmax(net(torch.from_numpy(x)), dim=1).numpy()
+
+
+def test_a_torch_export_file_and_a_plain_onnx_file_import_from_the_command_line(imported, home):
+    summary = imported["exported"]
     assert summary["framework"] == "pytorch" and summary["labels"] == ["a", "b", "c", "d"]
     assert summary["inputs"] == [{"name": "x", "kind": "tensor", "shape": [3, 16, 16], "dtype": "float32"}]
     assert summary["parity_max_abs_diff"] <= PARITY and summary["parity_on"] == "4 sample rows"
-    model = tandem.load("exported", home=home)
     x = images(5, 9)
+    model = tandem.load("exported", home=home)
+    assert np.abs(model.predict_proba({"x": x}) - _softmax_of(imported["net"], x)).max() <= PARITY
+
+    plain = imported["plain"]
+    assert plain["framework"] == "onnx" and plain["task"] == "multiclass" and plain["meaning"] == "probabilities"
+    assert plain["inputs"] == [{"name": "features", "kind": "tensor", "shape": [4], "dtype": "float32"}]
+    assert plain["parity_on"].startswith("8 random rows") and plain["parity_max_abs_diff"] <= PARITY
+    rows = np.random.default_rng(8).normal(size=(6, 4)).astype(np.float32)
     with torch.no_grad():
-        expected = torch.softmax(imported["net"](torch.from_numpy(x)), dim=1).numpy()
-    assert np.abs(model.predict_proba({"x": x}) - expected).max() <= PARITY
+        expected = imported["mlp"](torch.from_numpy(rows)).numpy()
+    assert np.abs(tandem.load("plain", home=home).predict_proba({"features": rows}) - expected).max() <= PARITY
 
 
 def test_a_scikit_learn_pipeline_imports_with_a_table_schema_metrics_and_drift(imported):
@@ -101,10 +127,15 @@ def test_a_scikit_learn_pipeline_imports_with_a_table_schema_metrics_and_drift(i
 
 def test_imported_models_serve_over_rest_and_v2_with_the_source_answers(imported, home):
     port = free_port()
-    proc = start_server(home, port, "pipe", ref="cnn")
+    proc = start_server(home, port, "pipe", "exported", "plain", ref="cnn")
     try:
         x = images(3, 11)
-        expected = imported["cnn"].predict_proba(x)
+        expected = _softmax_of(imported["net"], x)
+        _tensor_model_answers_on_both_protocols(port, "exported", "x", x, expected)
+        rows = np.random.default_rng(13).normal(size=(4, 4)).astype(np.float32)
+        with torch.no_grad():
+            _tensor_model_answers_on_both_protocols(port, "plain", "features", rows,
+                                                    imported["mlp"](torch.from_numpy(rows)).numpy())
         status, body = post(port, "/v1/models/cnn/predict", {"instances": [{"input": r.tolist()} for r in x]})
         assert status == 200, body
         assert np.abs(np.array(body["probabilities"]) - expected).max() <= PARITY
@@ -176,6 +207,18 @@ def test_imported_models_serve_over_rest_and_v2_with_the_source_answers(imported
         stop_server(proc)
 
 
+def _tensor_model_answers_on_both_protocols(port: int, name: str, column: str, x: np.ndarray,
+                                           expected: np.ndarray) -> None:
+    """REST rows and a v2 JSON tensor of ``x``: both answer ``expected`` (the source framework's)."""
+    status, body = post(port, f"/v1/models/{name}/predict", {"instances": [{column: r.tolist()} for r in x]})
+    assert status == 200 and np.abs(np.array(body["probabilities"]) - expected).max() <= PARITY, body
+    status, body = post(port, f"/v2/models/{name}/infer", {"inputs": [
+        {"name": column, "shape": list(x.shape), "datatype": "FP32", "data": x.reshape(-1).tolist()}]})
+    assert status == 200, body
+    probs = next(o for o in body["outputs"] if o["name"] == "probabilities")
+    assert np.abs(np.array(probs["data"]).reshape(expected.shape) - expected).max() <= PARITY
+
+
 # -- refusals: one line, nothing written ------------------------------------------------------------------------
 def _error_line(done) -> str:
     """The one error line of a failed command (progress lines aside), and no traceback."""
@@ -215,21 +258,18 @@ def _tiny_onnx(tmp_path, location: str):
     return model
 
 
-def test_a_plain_onnx_file_imports_and_external_data_outside_its_folder_is_refused(home, tmp_path, run_cli):
+def test_onnx_external_data_is_read_from_beside_the_model_and_refused_outside_its_folder(home, tmp_path, run_cli):
     from onnx.external_data_helper import convert_model_to_external_data
 
     inside = tmp_path / "inside"
     inside.mkdir()
     model = _tiny_onnx(tmp_path, "w.bin")
     convert_model_to_external_data(model, location="w.bin", size_threshold=0)
-    onnx.save_model(model, str(inside / "plain.onnx"))
-    done = run_cli(["import", inside / "plain.onnx", "--name", "plain", "--json"], home=home, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    summary = json.loads(done.stdout)
+    onnx.save_model(model, str(inside / "sum.onnx"))
+    summary = _run_cli_json(run_cli, ["import", inside / "sum.onnx", "--name", "sum"], home, tmp_path)
     assert summary["task"] == "regression" and summary["inputs"] == [
         {"name": "x", "kind": "tensor", "shape": [4], "dtype": "float32"}]
-    assert summary["parity_on"].startswith("8 random rows")
-    loaded = tandem.load("plain", home=home)
+    loaded = tandem.load("sum", home=home)
     assert loaded.predict({"x": [1.0, 2.0, 3.0, 4.5]}).tolist() == [10.5]
     assert not any(p.name == "w.bin" for p in loaded.path.rglob("*"))  # the weight lives inside the one graph
 
