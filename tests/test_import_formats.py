@@ -97,3 +97,49 @@ def test_a_pipeline_on_hyphenated_whole_number_columns_with_missing_categories_k
     i = int(np.flatnonzero(frame["work class"].isna())[0])
     row = {k: (None if v is None else v.item() if hasattr(v, "item") else v) for k, v in frame.iloc[i].items()}
     assert np.abs(model.predict_proba(row) - pipe.predict_proba(frame)[i]).max() <= 1e-5
+
+
+class _Scorer(torch.nn.Module):
+    """One number per row: a logit, or with ``sigmoid`` the probability of the positive class."""
+
+    def __init__(self, sigmoid: bool) -> None:
+        super().__init__()
+        torch.manual_seed(5)
+        self.linear = torch.nn.Linear(3, 1)
+        self.sigmoid = sigmoid
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.linear(x) * 4
+        return torch.sigmoid(out) if self.sigmoid else out.reshape(-1)
+
+
+@pytest.mark.parametrize(("sigmoid", "meaning"), [(True, "probabilities"), (False, "logits")])
+def test_one_number_per_row_becomes_two_class_probabilities(home, sigmoid, meaning):
+    x = np.random.default_rng(1).normal(size=(30, 3)).astype(np.float32)
+    net = _Scorer(sigmoid)
+    model = tandem.import_model(net, sample=x, labels=["no", "yes"], name=f"scorer-{meaning}", home=home,
+                                footprint=False)
+    assert model.task == "binary" and model.manifest["imported"]["meaning"] == meaning
+    with torch.no_grad():
+        out = net(torch.from_numpy(x)).numpy().reshape(-1)
+    p = out if sigmoid else 1 / (1 + np.exp(-out.astype(np.float64)))
+    assert np.abs(model.predict_proba(x) - np.stack([1 - p, p], axis=1)).max() <= 1e-5
+    assert list(model.predict(x)) == ["yes" if v >= 0.5 else "no" for v in p]
+
+
+def test_an_answer_that_is_no_class_or_value_is_refused(home):
+    x = np.ones((4, 3), dtype=np.float32)
+    with pytest.raises(ConfigError, match="answers 3 numbers per row: a regression answers one"):
+        tandem.import_model(torch.nn.Linear(3, 3), sample=x, task="regression", name="embed", home=home,
+                            footprint=False)
+    with pytest.raises(ConfigError, match=r"answers an array of shape \[4, 2, 2\]"):
+        tandem.import_model(_Reshaper(), sample=np.ones((4, 4), dtype=np.float32), name="cube", home=home,
+                            footprint=False)
+    with pytest.raises(ConfigError, match="2 labels given"):
+        tandem.import_model(torch.nn.Linear(3, 3), sample=x, labels=["a", "b"], name="labels", home=home,
+                            footprint=False)
+
+
+class _Reshaper(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(-1, 2, 2)

@@ -92,6 +92,21 @@ def graft(g: GraphBuilder, sub: onnx.ModelProto, inputs: dict[str, str], prefix:
     return {o.name: rename[o.name] for o in graph.output}
 
 
+def classification_outputs(g: GraphBuilder, probs: str, task: str, n_classes: int,
+                           threshold: float) -> list[onnx.ValueInfoProto]:
+    """A bundle's classification outputs from class probabilities [N, C]: ``probabilities``, and ``label`` (the
+    class index: P(positive) >= ``threshold`` for a binary model, the most probable class otherwise)."""
+    g.alias(probs, "probabilities")
+    if task == "binary":
+        positive = g.op("Gather", [probs, g.const(np.array(1, dtype=np.int64), "pos")], axis=1)
+        hit = g.op("GreaterOrEqual", [positive, g.const(np.array(threshold, dtype=np.float32), "threshold")])
+        label = g.op("Cast", [hit], to=INT64)
+    else:
+        label = g.op("ArgMax", [probs], axis=1, keepdims=0)
+    g.alias(label, "label")
+    return [tensor_info("probabilities", FLOAT, ["N", n_classes]), tensor_info("label", INT64, ["N"])]
+
+
 def tensor_info(name: str, elem_type: int, shape: list[int | str | None]) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, elem_type, shape)
 

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from tandem.errors import ConfigError, DataError
 from tandem.features.graph import DOUBLE, FLOAT, GraphBuilder, tensor_info
 from tandem.foreign.source import OPSET, Converted
 from tandem.learners.base import probabilities_from_logit
-from tandem.learners.lgbm_onnx import tree_ensemble
+from tandem.learners.lgbm_onnx import ensemble_node, tree_ensemble
 from tandem.schema import category_key
 
 if TYPE_CHECKING:
@@ -337,23 +337,10 @@ def _xgboost_ensemble(g: GraphBuilder, x_double: str, trees_model: dict, weights
                     slots[child] = new_node()
                     ids[i], is_leaf[i] = slots[child], 0
                     stack.append(child)
-    return g.op(
-        "TreeEnsemble", [x_double], domain="ai.onnx.ml", prefix="trees",
-        n_targets=n_targets,
-        aggregate_function=1,
-        post_transform=0,
-        tree_roots=roots,
-        nodes_featureids=feature,
-        nodes_splits=numpy_helper.from_array(np.asarray(splits, dtype=np.float64)),
-        nodes_modes=numpy_helper.from_array(np.full(len(feature), BRANCH_LT, dtype=np.uint8)),
-        nodes_truenodeids=true_ids,
-        nodes_trueleafs=true_leaf,
-        nodes_falsenodeids=false_ids,
-        nodes_falseleafs=false_leaf,
-        nodes_missing_value_tracks_true=missing_true,
-        leaf_targetids=leaf_targets,
-        leaf_weights=numpy_helper.from_array(np.asarray(leaf_weights, dtype=np.float64)),
-    )
+    return ensemble_node(g, x_double, n_targets=n_targets, roots=roots, feature=feature, splits=splits,
+                         modes=[BRANCH_LT] * len(feature), true_ids=true_ids, true_leaf=true_leaf, false_ids=false_ids,
+                         false_leaf=false_leaf, missing_true=missing_true, leaf_targets=leaf_targets,
+                         leaf_weights=leaf_weights)
 
 
 def _graph(n_features: int, n_targets: int, trees: Callable[[GraphBuilder, str], str], link: str, scale: float,

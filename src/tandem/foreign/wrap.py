@@ -11,7 +11,7 @@ import onnx
 from onnx import TensorProto, compose, helper
 
 from tandem.errors import ConfigError
-from tandem.features.graph import FLOAT, INT64, STRING, GraphBuilder
+from tandem.features.graph import FLOAT, STRING, GraphBuilder, classification_outputs
 
 PREFIX = "m/"
 #: names the bundle graph gives its own inputs and outputs
@@ -98,16 +98,7 @@ def _outputs(g: GraphBuilder, answer: str, task: str, meaning: str, n_classes: i
     else:
         x = g.op("Reshape", [x, g.const(np.array([-1, n_classes], dtype=np.int64), "classes")])
         probs = g.op("Softmax", [x], axis=1) if meaning == "logits" else x
-    g.alias(probs, "probabilities")
-    if task == "binary":
-        positive = g.op("Gather", [probs, g.const(np.array(1, dtype=np.int64), "pos")], axis=1)
-        hit = g.op("GreaterOrEqual", [positive, g.const(np.array(threshold, dtype=np.float32), "threshold")])
-        label = g.op("Cast", [hit], to=INT64)
-    else:
-        label = g.op("ArgMax", [probs], axis=1, keepdims=0)
-    g.alias(label, "label")
-    return [helper.make_tensor_value_info("probabilities", FLOAT, ["N", n_classes]),
-            helper.make_tensor_value_info("label", INT64, ["N"])]
+    return classification_outputs(g, probs, task, n_classes, threshold)
 
 
 def check_names(names: list[str], what: str) -> None:

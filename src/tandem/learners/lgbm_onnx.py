@@ -72,6 +72,21 @@ def tree_ensemble(g: GraphBuilder, x_double: str, dump: dict, n_targets: int) ->
         else:
             roots.append(walk(structure, target))
 
+    return ensemble_node(g, x_double, n_targets=n_targets, roots=roots, feature=feature, splits=splits, modes=modes,
+                         true_ids=true_ids, true_leaf=true_leaf, false_ids=false_ids, false_leaf=false_leaf,
+                         missing_true=missing_true, leaf_targets=leaf_targets, leaf_weights=leaf_weights,
+                         members=members)
+
+
+def ensemble_node(g: GraphBuilder, x_double: str, *, n_targets: int, roots: list[int], feature: list[int],
+                  splits: list[float], modes: list[int], true_ids: list[int], true_leaf: list[int],
+                  false_ids: list[int], false_leaf: list[int], missing_true: list[int], leaf_targets: list[int],
+                  leaf_weights: list[float], members: list[float] | None = None) -> str:
+    """One ai.onnx.ml TreeEnsemble (opset 5) summing its trees' leaves in double: [N, n_targets] from ``x_double``.
+
+    Nodes are given as parallel lists (split feature, threshold, mode, true/false child and whether it is a
+    leaf, where a missing value goes), leaves by target and weight; ``members`` are the values of set-membership
+    splits, in node order, each set ended by NaN."""
     attrs = dict(
         n_targets=n_targets,
         aggregate_function=1,

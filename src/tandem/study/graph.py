@@ -9,7 +9,7 @@ import onnx
 import onnxruntime as ort
 
 from tandem.bundle.inputs import EncodedInputs
-from tandem.features.graph import FLOAT, INT64, STRING, GraphBuilder, tensor_info
+from tandem.features.graph import FLOAT, INT64, STRING, GraphBuilder, classification_outputs, tensor_info
 from tandem.features.preprocess import Preprocessor
 from tandem.learners import TEXT_ENCODER_VIEWS, Learner
 
@@ -49,15 +49,7 @@ def build_graph(pre: Preprocessor, task: str, labels: list[str] | None, members:
         g.alias(total, "prediction")
         outputs = [tensor_info("prediction", FLOAT, ["N", 1])]
     else:
-        g.alias(total, "probabilities")
-        if task == "binary":
-            positive = g.op("Gather", [total, g.const(np.array(1, dtype=np.int64), "pos")], axis=1)
-            hit = g.op("GreaterOrEqual", [positive, g.const(np.array(threshold, dtype=np.float32), "threshold")])
-            label = g.op("Cast", [hit], to=INT64)
-        else:
-            label = g.op("ArgMax", [total], axis=1, keepdims=0)
-        g.alias(label, "label")
-        outputs = [tensor_info("probabilities", FLOAT, ["N", len(labels)]), tensor_info("label", INT64, ["N"])]
+        outputs = classification_outputs(g, total, task, len(labels), threshold)
     return g.model(inputs, outputs, doc="tandem pipeline: preprocessing and ensemble")
 
 
