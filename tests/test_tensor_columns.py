@@ -64,8 +64,10 @@ def test_the_encoder_reads_rows_columns_and_arrow_list_columns_alike():
 def test_v2_reads_a_shape_of_more_than_one_dimension_as_a_batch_of_arrays():
     body = (b'{"inputs": [{"name": "pixels", "shape": [2, 2, 3], "datatype": "FP32", '
             b'"data": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]}]}')
-    request = kserve.decode_request(body, None)
+    request = kserve.decode_request(body, None, tensor_inputs=frozenset({"pixels"}))
     assert request.n_rows == 2 and np.asarray(request.columns["pixels"]).shape == (2, 2, 3)
+    request = kserve.decode_request(body, None)  # not a tensor column: one value per row, whatever the shape
+    assert request.n_rows == 12
     with pytest.raises(kserve.V2Error, match="does not match 5 values"):
         kserve.decode_request(b'{"inputs": [{"name": "pixels", "shape": [2, 3], "datatype": "FP32", '
                               b'"data": [1, 2, 3, 4, 5]}]}', None)

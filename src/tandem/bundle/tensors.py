@@ -59,7 +59,8 @@ def _cast(block: np.ndarray, dtype: np.dtype, where: str, row_offset: int) -> np
         raise SchemaError(f"{where}: expected numbers ({dtype.name}), got {block.dtype.name if kind != 'U' else 'text'}"
                           " values")
     if dtype.kind == "f":
-        out = block.astype(dtype, copy=False)
+        with np.errstate(over="ignore"):  # a number beyond the dtype becomes inf, refused just below
+            out = block.astype(dtype, copy=False)
         if kind == "f" and not np.isfinite(out).all():
             row = int(np.argwhere(~np.isfinite(out.reshape(len(out), -1)))[0][0])
             raise SchemaError(f"{where} row {row + 1 + row_offset}: expected finite numbers within {dtype.name} range")

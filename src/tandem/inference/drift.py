@@ -147,7 +147,7 @@ def training_profile(enc: EncodedInputs, num_names: list[str], cat_names: list[s
 def tensor_summaries(enc: EncodedInputs) -> dict[str, np.ndarray]:
     """Per tensor column, the mean and the standard deviation of each row's numbers (``x.mean``, ``x.std``)."""
     out = {}
-    for name, block in (enc.tensors or {}).items():
+    for name, block in (getattr(enc, "tensors", None) or {}).items():
         flat = block.reshape(len(block), -1).astype(np.float64)
         out[f"{name}.mean"] = flat.mean(axis=1) if flat.shape[1] else np.zeros(len(flat))
         out[f"{name}.std"] = flat.std(axis=1) if flat.shape[1] else np.zeros(len(flat))

@@ -61,12 +61,14 @@ def output_specs(p: Predictor) -> list[dict]:
             {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(p.labels)]}]
 
 
-def decode_request(body: bytes, header_length: int | None,
-                   raw_bytes_inputs: frozenset[str] = frozenset()) -> InferRequest:
+def decode_request(body: bytes, header_length: int | None, raw_bytes_inputs: frozenset[str] = frozenset(),
+                   tensor_inputs: frozenset[str] = frozenset()) -> InferRequest:
     """Parse an infer request (JSON, or JSON header + binary tensors); V2Error says what is wrong.
 
     Binary BYTES elements are text, except in the inputs named in ``raw_bytes_inputs`` (images), where an
-    element that is not UTF-8 stays bytes."""
+    element that is not UTF-8 stays bytes. An input named in ``tensor_inputs`` (a tensor column) is a batch of
+    arrays: its values come back shaped as sent, rows along the first dimension; any other input is one value
+    per row, whatever its shape."""
     if header_length is not None:
         if not 0 < header_length <= len(body):
             raise V2Error(f"Inference-Header-Content-Length {header_length} does not fit a body of {len(body)} bytes")
@@ -106,7 +108,7 @@ def decode_request(body: bytes, header_length: int | None,
             values = _flatten(data, where, shape)
         if shape is not None and math.prod(shape) != len(values):
             raise V2Error(f"{where}: shape {shape} does not match {len(values)} values")
-        if shape is not None and len(shape) > 1:  # a batch of arrays (a tensor column): rows are the first axis
+        if tensor["name"] in tensor_inputs and shape is not None and len(shape) > 1:  # rows: the first axis
             try:
                 values = np.asarray(values).reshape(shape)
             except (ValueError, TypeError):

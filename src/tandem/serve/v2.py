@@ -57,7 +57,8 @@ def infer(app: ServeApp, request: Request, model: ServedModel) -> Answer | Later
     app.admit(model)
     check_json_depth(raw if header_length is None else raw[:header_length])
     try:
-        v2 = kserve.decode_request(raw, header_length, frozenset(c.name for c in p.encoder.image_columns))
+        v2 = kserve.decode_request(raw, header_length, frozenset(c.name for c in p.encoder.image_columns),
+                                   frozenset(c.name for c in p.encoder.tensor_columns))
     except kserve.V2Error as exc:
         raise HTTPError(400, str(exc)) from None
     app.check_rows(v2.n_rows)
