@@ -143,3 +143,14 @@ def test_an_answer_that_is_no_class_or_value_is_refused(home):
 class _Reshaper(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.reshape(-1, 2, 2)
+
+
+def test_an_empty_sample_and_a_threshold_outside_zero_to_one_are_refused(home):
+    from tandem.errors import DataError
+
+    with pytest.raises(DataError, match="the sample has no rows"):
+        tandem.import_model(torch.nn.Linear(3, 2), sample=np.ones((0, 3), dtype=np.float32), name="empty",
+                            home=home, footprint=False)
+    with pytest.raises(ConfigError, match="threshold must be a number from 0 to 1, got 1.5"):
+        tandem.import_model(torch.nn.Linear(3, 2), sample=np.ones((2, 3), dtype=np.float32), threshold=1.5,
+                            name="threshold", home=home, footprint=False)

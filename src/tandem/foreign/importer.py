@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import pyarrow as pa
 
-from tandem.errors import ConfigError, TandemError
+from tandem.errors import ConfigError, DataError, TandemError
 from tandem.foreign.convert import convert, example_from_table
 from tandem.foreign.samples import Bound, bind_table, bind_tensors, feature_columns, read_sample, table_inputs
 from tandem.foreign.source import MEANINGS, Converted
@@ -67,7 +67,12 @@ def prepare(request: ImportRequest, say: Callable[[str], None] = lambda _m: None
         raise ConfigError(f"--task must be one of {', '.join(TASKS)}, got '{request.task}'")
     if request.meaning is not None and request.meaning not in MEANINGS:
         raise ConfigError(f"the output's meaning must be one of {', '.join(MEANINGS)}, got '{request.meaning}'")
+    if not (isinstance(request.threshold, (int, float)) and 0 <= request.threshold <= 1):
+        raise ConfigError(f"the decision threshold must be a number from 0 to 1, got {request.threshold!r}")
     sample = read_sample(request.sample)
+    if sample is not None and (sample.num_rows if isinstance(sample, pa.Table) else
+                               min(len(v) for v in sample.values())) == 0:
+        raise DataError("the sample has no rows: parity is checked on them")
     example = None
     if isinstance(sample, pa.Table) and _framework_hint(request) == "pytorch":
         example = example_from_table(sample, feature_columns(sample, request.target, None))
@@ -96,8 +101,8 @@ def prepare(request: ImportRequest, say: Callable[[str], None] = lambda _m: None
     task, meaning, width = _read_answer(raw, request, converted)
     labels, label_type, label_notes = _labels(request, converted, task, width)
     graph = bundle_graph(converted.graph, converted.output, bound.bindings,
-                         n_num=len(bound.enc.num[0]) if bound.enc.num is not None else 0,
-                         n_cat=len(bound.enc.cat[0]) if bound.enc.cat is not None else 0,
+                         n_num=bound.enc.num.shape[1] if bound.enc.num is not None else 0,
+                         n_cat=bound.enc.cat.shape[1] if bound.enc.cat is not None else 0,
                          tensor_specs=bound.tensor_specs, task=task, meaning=meaning, n_classes=width,
                          threshold=request.threshold)
     say("checking the bundle graph against the source framework")
@@ -125,7 +130,10 @@ def run(graph: onnx.ModelProto, bound: Bound) -> dict[str, np.ndarray]:
     """The bundle graph's outputs on the sample rows, in ONNX Runtime as the Predictor runs it."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's own exception classes: the converted graph is the cause
+        raise ConfigError(f"ONNX Runtime cannot run the converted graph: {' '.join(str(exc).split())[:300]}") from None
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(names, bound.enc.feeds()), strict=True))
 
