@@ -46,7 +46,6 @@ The last line on stdout is one JSON object, also written to ``bench/results/impo
 import argparse
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -54,7 +53,7 @@ import urllib.request
 from pathlib import Path
 
 from common import DATA, HERE, ROOT, git_head, load_dataset, machine, src_fingerprint, write_atomic
-from serve import WRK_SCRIPT, Server, medians, wrk
+from serve import WRK_SCRIPT, Server, medians, require_load_tools, wrk
 
 RESULTS = HERE / "results" / "import.json"
 PACKAGES = ("uvicorn", "uvloop", "httptools", "fastapi", "pydantic", "torch", "scikit-learn", "onnxruntime",
@@ -380,10 +379,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run the FastAPI CNN server with torch.set_num_threads(2) on its one CPU")
     parser.add_argument("--quick", action="store_true", help="2-second runs; writes no results file")
     args = parser.parse_args(argv)
-    if shutil.which("wrk") is None or shutil.which("taskset") is None:
-        raise SystemExit("bench/import.py needs wrk and taskset: apt-get install wrk util-linux")
-    if (os.cpu_count() or 1) < 2:
-        raise SystemExit("bench/import.py pins the server and the load generator to CPUs 0 and 1: needs 2 CPUs")
+    require_load_tools("bench/import.py")
     seconds = 2.0 if args.quick else args.seconds
     max_seconds = 10.0 if args.quick else args.max_seconds
     concurrencies = (1, 16, 64)

@@ -371,6 +371,14 @@ def checks(rows: list[dict], sat: dict | None, soaked: dict | None, concurrencie
     return out
 
 
+def require_load_tools(script: str) -> None:
+    """Stop with one line unless wrk, taskset and two CPUs (server and load generator pinned apart) are here."""
+    if shutil.which("wrk") is None or shutil.which("taskset") is None:
+        raise SystemExit(f"{script} needs wrk and taskset: apt-get install wrk util-linux")
+    if (os.cpu_count() or 1) < 2:
+        raise SystemExit(f"{script} pins the server and the load generator to CPUs 0 and 1: needs 2 CPUs")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--seconds", type=float, default=6.0, help="length of each measured run")
@@ -383,10 +391,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="only the floor and tandem as it ships, one-row tree requests at c=64 (writes "
                              "serve_focus.json): the CPU-per-request check, e.g. before and after a refactor")
     args = parser.parse_args(argv)
-    if shutil.which("wrk") is None or shutil.which("taskset") is None:
-        raise SystemExit("bench/serve.py needs wrk and taskset: apt-get install wrk util-linux")
-    if (os.cpu_count() or 1) < 2:
-        raise SystemExit("bench/serve.py pins the server and the load generator to CPUs 0 and 1: needs 2 CPUs")
+    require_load_tools("bench/serve.py")
     seconds = 2.0 if args.quick else args.seconds
     concurrencies = (64,) if args.focus else (1, 16, 64)
     head, src_start = git_head(), src_fingerprint()
