@@ -304,10 +304,13 @@ def test_a_table_graph_without_a_sample_and_a_parity_failure_are_refused(importe
     onnx.save_model(graph, str(tmp_path / "pipe.onnx"))
     done = run_cli(["import", tmp_path / "pipe.onnx", "--name", "columns"], home=home, cwd=tmp_path)
     assert "takes table columns (age, hours, city, plan): give --sample rows" in _error_line(done)
-    # with the rows, the same file imports (the answer is its 'probabilities' output)
-    done = run_cli(["import", tmp_path / "pipe.onnx", "--name", "columns", "--sample",
-                    imported["work"] / "held_out.csv", "--target", "churn", "--labels", "no,yes", "--json"],
+    sample = ["--sample", imported["work"] / "held_out.csv", "--target", "churn", "--labels", "no,yes"]
+    done = run_cli(["import", tmp_path / "pipe.onnx", "--name", "columns", *sample, "--graph-output", "scores"],
                    home=home, cwd=tmp_path)
+    assert "has no output 'scores': it has label, probabilities" in _error_line(done)
+    # with the rows, the same file imports (the answer is its 'probabilities' output)
+    done = run_cli(["import", tmp_path / "pipe.onnx", "--name", "columns", *sample, "--graph-output",
+                    "probabilities", "--json"], home=home, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["parity_max_abs_diff"] <= PARITY
 

@@ -29,7 +29,9 @@ def import_(
                                                              "0..C-1)."),
     task: str | None = typer.Option(None, "--task", help="binary, multiclass or regression (default: from the "
                                                          "model's answer)."),
-    output: str | None = typer.Option(None, "--output", help="Which output of an ONNX file is the answer."),
+    output: str | None = typer.Option(None, "--graph-output", help="Which output of an ONNX file is the answer "
+                                                                   "(default: a float output named like "
+                                                                   "probabilities, else the first float one)."),
     meaning: str | None = typer.Option(None, "--meaning", help="What the answer is: probabilities, logits or "
                                                                "values (default: from its values)."),
     max_diff: float = typer.Option(1e-5, "--max-diff", help="The most the bundle graph may differ from the source "
