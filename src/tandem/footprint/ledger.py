@@ -42,3 +42,11 @@ def training_ledger(total: Footprint, phases: list[tuple[str, Mark, Mark]], span
             row[k] += part[k]
     out["per_learner"] = sorted(families.values(), key=lambda r: -r["energy_kwh"])
     return out
+
+
+def inference_ledger(total: Footprint, start: Mark, end: Mark, predictions: int, where: str) -> dict:
+    """The ``predictions`` one-row predictions metered between ``start`` and ``end`` of ``total``, per 1,000, as a
+    manifest records them; ``where`` says on which machine and when."""
+    part = total.between(start, end)
+    return {"predictions": predictions, "mode": f"one row per call (a serving host's worst case), {where}",
+            "seconds": round(part.seconds, 3), **part.per_1000(predictions), "method": part.method}

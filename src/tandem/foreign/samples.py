@@ -31,7 +31,7 @@ class Bound:
     tensor_specs: dict[str, tuple[int, list]]
     enc: EncodedInputs  # the rows as the bundle's Predictor encodes them
     feeds: dict[str, np.ndarray]  # the same rows as the converted graph's inputs
-    target: pa.ChunkedArray | None
+    table: pa.Table | None  # a table model's sample as read (its target column included), else None
     rows: str  # what the rows are, for the manifest
 
 
@@ -131,8 +131,7 @@ def bind_table(graph: onnx.ModelProto, table: pa.Table, target: str | None, colu
         if b.source == "num" and np.dtype(_numpy_type(b.elem_type)).kind in "iub":
             block = block.astype(_numpy_type(b.elem_type))
         feeds[b.graph_input] = block
-    return Bound(schema, bindings, {}, enc, feeds, table.column(target) if target else None,
-                 f"{table.num_rows} sample rows")
+    return Bound(schema, bindings, {}, enc, feeds, table, f"{table.num_rows} sample rows")
 
 
 def bind_tensors(graph: onnx.ModelProto, arrays: dict[str, np.ndarray] | None, what: str) -> Bound:

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
+import pyarrow.compute as pc
 
 from tandem.bundle.files import EXPLAIN_FILE, MANIFEST_FILE, MODEL_FILE, PROFILE_FILE, REPORT_FILE
 from tandem.bundle.inputs import InputEncoder
 from tandem.foreign.importer import Prepared, source_description
 from tandem.inference.drift import training_profile
+from tandem.study.export import INFERENCE_WINDOW, THREADS, library_versions
 
-INFERENCE_WINDOW = 1000  # one-row predictions metered for the bundle's inference footprint
-THREADS = min(os.cpu_count() or 1, 4)
 _VERSIONS = {"pytorch": "torch", "keras": "keras", "tensorflow": "tensorflow", "sklearn": "scikit-learn",
              "lightgbm": "lightgbm", "xgboost": "xgboost", "onnx": "onnx"}
 
@@ -29,7 +26,7 @@ def write_import(prepared: Prepared, target: Path, *, name: str, version: int | 
     from tandem.bundle.format import write_bundle
     from tandem.report import render_report
     from tandem.study.graph import predict_one_row_each, single_row_seconds
-    from tandem.study.metrics import DEFAULT_METRIC, all_metrics, check_metric
+    from tandem.study.metrics import DEFAULT_METRIC, check_metric
 
     request, converted, bound = prepared.request, prepared.converted, prepared.bound
     encoder = InputEncoder(bound.schema)
@@ -44,8 +41,8 @@ def write_import(prepared: Prepared, target: Path, *, name: str, version: int | 
     profile = training_profile(enc, encoder.num_feature_names, encoder.cat_feature_names, encoder.text_feature_names)
     metric = check_metric(request.metric, prepared.task) if request.metric else DEFAULT_METRIC[prepared.task]
     sample_metrics, quality, y_note = {}, None, []
-    if bound.target is not None:
-        sample_metrics, quality, y_note = _sample_checks(prepared, metric, all_metrics)
+    if bound.table is not None and request.target is not None:
+        sample_metrics, quality, y_note = _sample_checks(prepared)
     framework = converted.framework
     source = source_description(request.source)
     notes = prepared.notes + y_note + [
@@ -82,7 +79,7 @@ def write_import(prepared: Prepared, target: Path, *, name: str, version: int | 
         "warnings": [],
         "notes": notes,
         "lineage": {"parent": None, "imported_from": source, "framework": framework,
-                    "libraries": _library_versions(framework)},
+                    "libraries": library_versions(_VERSIONS.get(framework, "onnx"), "tf2onnx", "skl2onnx")},
         "footprint": _footprint(meter, inference_marks, request.train_footprint, framework),
     }
 
@@ -97,37 +94,27 @@ def write_import(prepared: Prepared, target: Path, *, name: str, version: int | 
     return json.loads((target / MANIFEST_FILE).read_text())
 
 
-def _sample_checks(prepared: Prepared, metric: str, all_metrics) -> tuple[dict, dict | None, list[str]]:
-    """The model's metrics on the sample rows that carry the target, and the quality gate on the sample."""
+def _sample_checks(prepared: Prepared) -> tuple[dict, dict | None, list[str]]:
+    """The quality gate on the sample, and the model's metrics on its rows that carry the target."""
     from tandem.data.quality import check_quality
+    from tandem.schema import categorical_strings
+    from tandem.study.metrics import all_metrics
 
-    request, bound = prepared.request, prepared.bound
-    target = bound.target
-    keep = np.asarray(target.is_valid()) if hasattr(target, "is_valid") else np.ones(len(target), bool)
-    table = None
-    if isinstance(request.sample, pa.Table):
-        table = request.sample
-    quality = None
+    request, table = prepared.request, prepared.bound.table
     try:
-        from tandem.foreign.samples import read_sample
-
-        table = read_sample(request.sample) if table is None else table
         quality = check_quality(table, request.target, task=prepared.task).to_dict()
     except Exception as exc:  # the gate reports on the sample; its failure must not lose the import
         return {}, None, [f"the quality gate could not run on the sample: {exc}"]
+    target = table.column(request.target)
+    keep = np.asarray(pc.is_valid(target))
     if prepared.task == "regression":
         y = np.asarray(target.to_numpy(zero_copy_only=False), dtype=np.float64)
         pred = prepared.answers["prediction"]
     else:
         index = {label: i for i, label in enumerate(prepared.labels)}
-        from tandem.schema import categorical_strings
-
-        strings = categorical_strings(target)
-        known = np.array([s in index for s in strings])
-        keep = keep & known
-        y = np.array([index.get(s, -1) for s in strings])
+        y = np.array([index.get(s, -1) for s in categorical_strings(target)])
         pred = prepared.answers["probabilities"]
-        if not known.all():
+        if (keep & (y < 0)).any():
             return {}, quality, [f"sample target '{request.target}' holds values that are not among the labels "
                                  f"({', '.join(prepared.labels[:10])}): no metrics on the sample"]
     try:
@@ -147,6 +134,7 @@ def _footprint(meter: object | None, marks: tuple | None, supplied: dict | None,
     if meter is None:
         return out
     from tandem.errors import FootprintError
+    from tandem.footprint.ledger import inference_ledger
 
     try:
         total = meter.stop()
@@ -158,10 +146,7 @@ def _footprint(meter: object | None, marks: tuple | None, supplied: dict | None,
         train.setdefault("energy_kwh_high", train["energy_kwh"])
     out["import"] = {**total.to_dict(), "scope": "this process, from the call to import to the manifest"}
     if marks is not None:
-        part = total.between(*marks)
-        out["inference"] = {"predictions": INFERENCE_WINDOW, "mode": "one row per call (a serving host's worst "
-                            "case), on the importing machine", "seconds": round(part.seconds, 3),
-                            **part.per_1000(INFERENCE_WINDOW), "method": part.method}
+        out["inference"] = inference_ledger(total, *marks, INFERENCE_WINDOW, "on the importing machine")
     return out
 
 
@@ -175,13 +160,3 @@ def _version(framework: str) -> str | None:
 def _converter(framework: str) -> str:
     return {"pytorch": "torch.onnx", "keras": "tf2onnx", "tensorflow": "tf2onnx", "sklearn": "skl2onnx",
             "lightgbm": "tandem's tree writer", "xgboost": "tandem's tree writer", "onnx": "as it is"}[framework]
-
-
-def _library_versions(framework: str) -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist in ("tandem", "numpy", "onnx", "onnxruntime", _VERSIONS.get(framework, "onnx"), "tf2onnx", "skl2onnx"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    return out

@@ -45,9 +45,11 @@ FINISH_SECONDS, FINISH_PER_COLUMN, WRITE_BYTES_PER_SECOND = 0.3, 1.5e-4, 50e6
 IMPORTANCE_FLOOR = 0.01  # of the time limit: importance may overrun a spent budget by this much, no more
 
 
-def _library_versions() -> dict[str, str]:
+def library_versions(*extra: str) -> dict[str, str]:
+    """The versions of Python and of the libraries a bundle was made with (``extra`` distributions too)."""
     out = {"python": platform.python_version()}
-    for dist in ("tandem", "numpy", "pyarrow", "onnx", "onnxruntime", "lightgbm", "scikit-learn", "torch"):
+    for dist in dict.fromkeys(("tandem", "numpy", "pyarrow", "onnx", "onnxruntime", "lightgbm", "scikit-learn",
+                               "torch", *extra)):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -223,7 +225,7 @@ def export(result: StudyResult, target: Path, *, name: str, version: int | None,
         "notes": notes,
         "lineage": {"data_fingerprint": result.fingerprint, "rows": result.n_rows, "parent": None,
                     "seed": result.config.seed, "time_limit": result.config.time_limit,
-                    "search": result.config.search, "libraries": _library_versions()},
+                    "search": result.config.search, "libraries": library_versions()},
         "footprint": footprint,
     }
 
@@ -253,7 +255,7 @@ def _footprint(result: StudyResult, inference_marks: tuple | None, process: dict
     """The footprint ledger: the study's metered total (stopped here, before the manifest is written),
     its phases, trials and learners, and the energy of one-row predictions."""
     from tandem.errors import FootprintError
-    from tandem.footprint.ledger import training_ledger
+    from tandem.footprint.ledger import inference_ledger, training_ledger
 
     try:
         total = result.meter.stop()
@@ -268,11 +270,8 @@ def _footprint(result: StudyResult, inference_marks: tuple | None, process: dict
              "scope": "this process, from the call to train to the manifest (CodeCarbon process mode)"}
     out = {"train": train}
     if inference_marks is not None:
-        part = total.between(*inference_marks)
-        out["inference"] = {
-            "predictions": INFERENCE_WINDOW, "mode": "one row per call (a serving host's worst case), on the "
-            "training machine at export", "seconds": round(part.seconds, 3), **part.per_1000(INFERENCE_WINDOW),
-            "method": part.method}
+        out["inference"] = inference_ledger(total, *inference_marks, INFERENCE_WINDOW,
+                                            "on the training machine at export")
     return out
 
 
