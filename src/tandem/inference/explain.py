@@ -66,8 +66,8 @@ class Explainer:
         if not path.exists():
             raise ExplainError("this bundle was written before tandem kept explanations: retrain it to explain")
         data = json.loads(path.read_text(encoding="utf-8"))
-        if "preprocessing" not in manifest:  # an imported model: explain.json says why it cannot explain
-            raise ExplainError(data.get("unavailable") or "this bundle has no preprocessing to explain with")
+        if data.get("unavailable"):  # (a multiclass model, an imported one: no views to build)
+            raise ExplainError(data["unavailable"])
         return cls(data, manifest["preprocessing"], encoder)
 
     def explain(self, enc: EncodedInputs) -> dict:
