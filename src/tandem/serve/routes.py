@@ -275,10 +275,15 @@ def _v2_value_schema(kind: str, categories: list[str] | None) -> dict:
     return {**_value_schema(kind, categories), "type": "string"}
 
 
+def _tensor_item(dtype: str) -> dict:
+    """One number of a tensor column of ``dtype``."""
+    return {"type": "boolean"} if dtype == "bool" else {"type": "number"} if dtype.startswith("float") else {
+        "type": "integer"}
+
+
 def _tensor_row_schema(c: ColumnSpec) -> dict:
     """One row's array of a tensor column: nested arrays of its shape (a free dimension: any length)."""
-    item: dict = {"type": "boolean"} if c.dtype == "bool" else {"type": "number"} if c.dtype.startswith(
-        "float") else {"type": "integer"}
+    item = _tensor_item(c.dtype)
     for d in reversed(c.shape):
         item = {"type": "array", "items": item, **({"minItems": d, "maxItems": d} if d >= 0 else {})}
     return item
@@ -292,7 +297,7 @@ def _v2_tensor(c: ColumnSpec) -> dict:
                          "items": _v2_value_schema(c.kind, c.categories)}}
     fixed = all(d >= 0 for d in c.shape)
     size = math.prod(c.shape) if fixed else None
-    flat = _tensor_row_schema(ColumnSpec(c.name, "tensor", shape=[-1], dtype=c.dtype))
+    flat = {"type": "array", "items": _tensor_item(c.dtype)}
     return {"name": {"const": c.name}, "shape": {"const": [1, *c.shape]} if fixed else {"type": "array"},
             "datatype": {"const": kserve.TENSOR_DATATYPES[c.dtype]},
             "data": {**flat, **({"minItems": size, "maxItems": size} if fixed else {})}}
