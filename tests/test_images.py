@@ -62,7 +62,7 @@ def home(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(folder, home):
-    return tandem.train(str(folder), "label", time_limit=25, home=home, name="shapes", bagging="no")
+    return tandem.train(str(folder), "label", time_limit=25, home=home, name="shapes", bagging="no", families=["cnn"])
 
 
 def test_an_image_folder_trains_a_cnn_that_the_graph_reproduces(model):

@@ -4,7 +4,7 @@ A bundle folder holds ``manifest.json`` (read first: it lists every other file w
 ``model.onnx`` (the whole inference pipeline), ``profile.json`` (training statistics for drift),
 ``explain.json`` (what explanations need), ``report.html``, ``tokenizer.json`` when the model
 reads text through a sentence encoder, and ``native/``: each member's learner-native files, the
-preprocessing's statistics and the sentence encoder's graph.
+preprocessing's statistics and the sentence and image encoders' graphs.
 """
 
 MANIFEST_FILE = "manifest.json"
@@ -18,3 +18,5 @@ NATIVE_DIR = "native"
 #: Under ``native/``: the preprocessing's fitted statistics and the sentence encoder's own graph.
 PREPROCESSING_FILE = "preprocessing.json"
 ENCODER_FILE = "text_encoder.onnx"
+#: Under ``native/``: the frozen image backbone's graph, in bundles whose members read image embeddings.
+IMAGE_ENCODER_FILE = "image_encoder.onnx"

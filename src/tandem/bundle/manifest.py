@@ -112,7 +112,9 @@ RULES: dict[str, object] = {
                           "text_encoder": Opt({"max_tokens": Rule(lambda v: isinstance(v, int)
                                                                   and not isinstance(v, bool) and v > 0,
                                                                   "an integer > 0")}),
-                          "image_size": Opt(COUNT)}),
+                          "image_size": Opt(COUNT),
+                          "image_encoder": Opt({"side": COUNT, "input_side": COUNT, "dims": COUNT,
+                                                "graph_sha256": STR})}),
     "metrics": {"validation": MapOf(Opt(NUMBER)), "validation_scheme": STR},
     "leaderboard": ListOf({"model": NAME}),
     "ensemble": ListOf({"model": NAME, "weight": NUMBER, "family": Opt(STR), "native": Opt(STR)}),

@@ -47,6 +47,8 @@ class PreprocessingViews:
     text_idf: list[list[float]] = field(default_factory=list)
     image_size: int | None = None  # the side images are resized to (an image column's schema size)
     text_encoder: dict | None = None  # the sentence encoder (tandem.features.sentence.build_encoder), or None
+    # the frozen image backbone whose features join the embedding view (features.efficientnet.build_image_encoder)
+    image_encoder: dict | None = None
 
     def to_dict(self) -> dict:
         """The statistics as JSON-able lists (what a bundle keeps in its manifest)."""

@@ -92,3 +92,49 @@ def read_image_arrays(path: str | os.PathLike, *, target: str = "label") -> pa.T
     if labels is not None:
         columns[target] = [str(v) for v in labels.tolist()]
     return pa.table(columns)
+
+
+def image_path_columns(table: pa.Table | pa.RecordBatch, folder: Path) -> list[str]:
+    """The text columns of image files: the first 100 non-empty values all name an image (by suffix) and some of
+    them are files under ``folder``. A column of image names with none of its files there stays text (an id)."""
+    names = []
+    for name, col in zip(table.column_names, table.columns, strict=True):
+        if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+            continue
+        values = [v.strip() for v in col.slice(0, 1000).to_pylist() if v and v.strip()][:100]
+        if (values and all(Path(v).suffix.lower() in IMAGE_SUFFIXES for v in values)
+                and any((folder / v).is_file() for v in values)):
+            names.append(name)
+    return names
+
+
+def read_image_paths(table: pa.Table | pa.RecordBatch, folder: Path, columns: list[str], *, what: str,
+                     row_offset: int = 0) -> pa.Table | pa.RecordBatch:
+    """``columns`` of image file names (relative to ``folder``, the table file's, or absolute inside it) replaced
+    by the files' bytes. A DataError names the column and row of a file that is missing or outside ``folder``;
+    a missing name stays a missing image."""
+    from tandem.bundle.media import MAX_IMAGE_BYTES
+
+    root = folder.resolve()
+    for name in columns:
+        raw = []
+        for i, v in enumerate(table.column(name).to_pylist()):
+            if v is None or not v.strip():
+                raw.append(None)
+                continue
+            where = f"{what} column '{name}' row {i + 1 + row_offset}"
+            path = (root / v.strip()).resolve()
+            if not path.is_relative_to(root):
+                raise DataError(f"{where}: image file '{v}' is outside the table's folder '{root}' (paths are read "
+                                "relative to it, and only inside it)")
+            if not path.is_file():
+                raise DataError(f"{where}: image file '{v}' not found (paths are read relative to the table's "
+                                f"folder '{root}')")
+            if path.stat().st_size > MAX_IMAGE_BYTES:
+                raise DataError(f"{where}: image file '{v}' is over the limit of {MAX_IMAGE_BYTES} bytes")
+            raw.append(path.read_bytes())
+        index = table.column_names.index(name)
+        column = pa.array(raw, pa.binary())
+        table = table.set_column(index, name, column) if isinstance(table, pa.Table) else pa.RecordBatch.from_arrays(
+            [column if j == index else c for j, c in enumerate(table.columns)], names=table.column_names)
+    return table

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -39,6 +40,8 @@ class SameConv(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        if sh == 1 and sw == 1:  # odd kernels: "same" pads k // 2 on each side, which the convolution does itself
+            return F.conv2d(x, self.weight, self.bias, 1, (kh // 2, kw // 2), self.dilation, self.groups)
         ih, iw = x.shape[-2:]
         ph = max((-(-ih // sh) - 1) * sh + kh - ih, 0)
         pw = max((-(-iw // sw) - 1) * sw + kw - iw, 0)
@@ -152,3 +155,104 @@ def backbone() -> EfficientNetLite0:
         raise ConfigError(f"the {MODEL_NAME} weights do not fit the architecture (missing {missing[:3]}, unexpected "
                           f"{unexpected[:3]})")
     return net.eval()
+
+
+# -- the frozen backbone as an image encoder (the embedding view) ----------------------------------------
+ENCODER_SIDES = (64, 96, 128, 160, 192, 224)
+ENCODER_BATCH = 64
+
+
+class _Embedder(nn.Module):
+    """Images [N, 3, S, S] in [0, 1] -> pooled features [N, 1280], resized to ``side`` first."""
+
+    def __init__(self, net: EfficientNetLite0, side: int):
+        super().__init__()
+        self.net, self.side = net, side
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[-1] != self.side or images.shape[-2] != self.side:
+            images = F.interpolate(images, size=(self.side, self.side), mode="bilinear", align_corners=False)
+        return self.net.embed(images)
+
+
+def encoder_side(n_rows: int, input_side: int, seconds: float) -> int:
+    """The largest of :data:`ENCODER_SIDES` at which embedding ``n_rows`` images likely takes at most ``seconds``
+    (one timed batch at 64 px; the cost grows with the pixels)."""
+    embedder = _Embedder(backbone(), ENCODER_SIDES[0]).eval()
+    batch = torch.rand(32, 3, input_side, input_side)
+    with torch.no_grad():
+        embedder(batch[:4])
+        started = time.monotonic()
+        embedder(batch)
+    per_image = (time.monotonic() - started) / len(batch)
+    for side in reversed(ENCODER_SIDES):
+        if n_rows * per_image * (side / ENCODER_SIDES[0]) ** 2 <= seconds:
+            return side
+    return ENCODER_SIDES[0]
+
+
+def build_image_encoder(side: int, input_side: int) -> dict:
+    """Export the frozen backbone (resize to ``side``, pooled features) to ONNX for images of ``input_side``
+    pixels; returns the description a Preprocessor keeps (``image_encoder``), which names the graph by its hash.
+    Graphs are cached on disk, so a rerun exports nothing."""
+    import io
+    import warnings
+
+    from tandem.features.sentence import register_graph
+
+    source = require_weights()
+    key = hashlib.sha256(f"{source.stat().st_size}:{side}:{input_side}".encode()).hexdigest()[:16]
+    path = cache_dir() / "encoders" / f"efficientnet-lite0-{side}-{input_side}-{key}.onnx"
+    if path.is_file():
+        data = path.read_bytes()
+    else:
+        buf = io.BytesIO()
+        with warnings.catch_warnings():  # the TorchScript exporter: no onnxscript needed, and it is deprecated
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the resize and padding sizes are constants
+            torch.onnx.export(_Embedder(backbone(), side).eval(), (torch.zeros(1, 3, input_side, input_side),), buf,
+                              input_names=["image"], output_names=["embeddings"],
+                              dynamic_axes={"image": {0: "N"}, "embeddings": {0: "N"}}, opset_version=18,
+                              dynamo=False)
+        data = buf.getvalue()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    return {"model": MODEL_NAME, "side": side, "input_side": input_side, "dims": EMBEDDING_DIMS,
+            "graph_sha256": register_graph(data)}
+
+
+_SESSIONS: dict[str, object] = {}
+
+
+def embed_images(image_encoder: dict, images: object) -> object:
+    """The encoder's features of images [N, 3, S, S] (float32 numpy), [N, 1280], through its ONNX graph in ONNX
+    Runtime: the numbers the bundle's graph computes."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from tandem.features.sentence import encoder_graph
+
+    digest = image_encoder["graph_sha256"]
+    if digest not in _SESSIONS:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = min(os.cpu_count() or 1, 4)
+        opts.inter_op_num_threads = 1
+        _SESSIONS[digest] = ort.InferenceSession(encoder_graph(image_encoder), opts,
+                                                 providers=["CPUExecutionProvider"])
+    session = _SESSIONS[digest]
+    out = [session.run(None, {"image": np.ascontiguousarray(images[start: start + ENCODER_BATCH],
+                                                            dtype=np.float32)})[0]
+           for start in range(0, len(images), ENCODER_BATCH)]
+    return np.concatenate(out) if out else np.zeros((0, EMBEDDING_DIMS), dtype=np.float32)
+
+
+def encode_in_graph(g: object, image: str, graph: object) -> str:
+    """Graft the encoder ``graph`` (onnx.ModelProto) into GraphBuilder ``g`` over images ``image``; returns the
+    features [N, 1280]."""
+    from tandem.features.graph import graft
+
+    return graft(g, graph, {"image": image}, "image_encoder")["embeddings"]

@@ -13,6 +13,7 @@ Both implementations must agree to float32 rounding; the parity tests hold them 
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -42,7 +43,8 @@ class Preprocessor(PreprocessingViews):
     @classmethod
     def fit(cls, enc: EncodedInputs, num_names: list[str], cat_names: list[str],
             vocabularies: list[list[str]], text_names: list[str] | None = None,
-            image_size: int | None = None, text_encoder: dict | None = None) -> Preprocessor:
+            image_size: int | None = None, text_encoder: dict | None = None,
+            image_encoder: dict | None = None) -> Preprocessor:
         medians, means, scales, indicators = [], [], [], []
         if enc.num is not None:
             n, width = enc.num.shape
@@ -68,7 +70,7 @@ class Preprocessor(PreprocessingViews):
             terms.append(t)
             idfs.append(idf)
         return cls(num_names, cat_names, [list(v) for v in vocabularies], medians, means, scales, indicators,
-                   list(text_names or []), terms, idfs, image_size, text_encoder)
+                   list(text_names or []), terms, idfs, image_size, text_encoder, image_encoder)
 
     def view(self, name: str, enc: EncodedInputs) -> np.ndarray:
         """A learner family's input: "tree", "dense", "embedding", or as encoded: "image" (the pixels) and
@@ -78,17 +80,39 @@ class Preprocessor(PreprocessingViews):
         return {"tree": self.tree_view, "dense": self.dense_view, "embedding": self.embedding_view}[name](enc)
 
     def embeddings(self, enc: EncodedInputs) -> np.ndarray:
-        """Each text column's sentence embedding, side by side: float32 [N, 384 * n_text]."""
-        from tandem.features.sentence import session_for
+        """Each text column's sentence embedding side by side, then the image's backbone features: float32
+        [N, 384 * n_text + 1280 * has_image]."""
+        parts = []
+        if self.text_encoder:
+            from tandem.features.sentence import session_for
 
-        return session_for(self.text_encoder).embed_columns(enc.tokens)
+            parts.append(session_for(self.text_encoder).embed_columns(enc.tokens))
+        if self.image_encoder:
+            from tandem.features.efficientnet import embed_images
+
+            parts.append(embed_images(self.image_encoder, enc.image))
+        return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
 
     def embedding_view(self, enc: EncodedInputs) -> np.ndarray:
+        """The dense view (when the data has other columns) followed by :meth:`embeddings`."""
+        if not self.dense_width:
+            return self.embeddings(enc)
         return np.concatenate([self.dense_view(enc), self.embeddings(enc)], axis=1)
 
     @property
     def embedding_width(self) -> int:
+        """The sentence embeddings' width (the image features come after them)."""
         return len(self.text_names) * int(self.text_encoder["dims"]) if self.text_encoder else 0
+
+    def register_native_graphs(self, native: Path) -> None:
+        """Make the encoder graphs a bundle keeps in its ``native`` folder known to this process (the native
+        learners' embedding view computes through them)."""
+        from tandem.bundle.files import ENCODER_FILE, IMAGE_ENCODER_FILE
+        from tandem.features.sentence import register_graph
+
+        for described, name in ((self.text_encoder, ENCODER_FILE), (self.image_encoder, IMAGE_ENCODER_FILE)):
+            if described and (native / name).is_file():
+                register_graph((native / name).read_bytes())
 
     # -- ONNX ---------------------------------------------------------------------------------
     # Few nodes on purpose: at one row, ONNX Runtime's cost is per node, not per value.
@@ -169,25 +193,34 @@ class Preprocessor(PreprocessingViews):
         return parts[0] if len(parts) == 1 else g.op("Concat", parts, axis=1, prefix="dense_view")
 
     def onnx_view(self, g: GraphBuilder, name: str, num: str | None, cat: str | None, text: str | None,
-                  tokens: str | None) -> str:
+                  tokens: str | None, image: str | None = "image") -> str:
         """:meth:`view` in the graph, from the graph's inputs."""
         if name in ("image", "tokens"):
             return name  # the graph's input as the encoder gives it (the network standardises pixels itself)
         if name == "embedding":
-            return self.onnx_embedding_view(g, num, cat, text, tokens)
+            return self.onnx_embedding_view(g, num, cat, text, tokens, image)
         return (self.onnx_tree_view if name == "tree" else self.onnx_dense_view)(g, num, cat, text)
 
     def onnx_embedding_view(self, g: GraphBuilder, num: str | None, cat: str | None, text: str | None,
-                            tokens: str) -> str:
-        """The dense view, then the encoder's graph (grafted in) over every text column's token ids."""
+                            tokens: str | None, image: str | None = "image") -> str:
+        """The dense view, then the encoders' graphs (grafted in): the sentence encoder over every text column's
+        token ids, the image backbone over the image."""
         import onnx
 
-        from tandem.features.sentence import encode_in_graph, encoder_graph
+        from tandem.features.sentence import encoder_graph
 
-        per_row = encode_in_graph(g, tokens, onnx.load_from_string(encoder_graph(self.text_encoder)),
-                                  self.embedding_width)
-        dense = self.onnx_dense_view(g, num, cat, text)
-        return g.op("Concat", [dense, per_row], axis=1, prefix="embedding_view")
+        parts = [self.onnx_dense_view(g, num, cat, text)] if self.dense_width else []
+        if self.text_encoder:
+            from tandem.features.sentence import encode_in_graph
+
+            parts.append(encode_in_graph(g, tokens, onnx.load_from_string(encoder_graph(self.text_encoder)),
+                                         self.embedding_width))
+        if self.image_encoder:
+            from tandem.features import efficientnet
+
+            parts.append(efficientnet.encode_in_graph(g, image,
+                                                      onnx.load_from_string(encoder_graph(self.image_encoder))))
+        return parts[0] if len(parts) == 1 else g.op("Concat", parts, axis=1, prefix="embedding_view")
 
 
 def _fit_terms(docs: np.ndarray, block: str) -> tuple[list[str], list[float]]:

@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 
-from tandem.bundle.files import ENCODER_FILE
 from tandem.bundle.tokens import GROUP_ROWS, PAD_ID, in_length_order, load_tokenizer, tokenize
 
 MODEL_NAME = "all-MiniLM-L6-v2"
@@ -245,13 +244,13 @@ def register_graph(data: bytes) -> str:
 
 
 def encoder_graph(text_encoder: dict) -> bytes:
-    """The graph a Preprocessor's ``text_encoder`` names (built or registered in this process)."""
+    """The graph a Preprocessor's ``text_encoder`` (or ``image_encoder``) names (built or registered in this
+    process)."""
     from tandem.errors import BundleError
 
     digest = text_encoder["graph_sha256"]
     if digest not in _GRAPHS:
-        raise BundleError(f"sentence-encoder graph {digest[:12]} is not loaded: it is in the bundle's "
-                          f"native/{ENCODER_FILE}")
+        raise BundleError(f"encoder graph {digest[:12]} is not loaded: a bundle keeps it in its native folder")
     return _GRAPHS[digest]
 
 

@@ -7,12 +7,14 @@ from importlib import resources
 
 from tandem.learners.base import Learner
 
-FAMILIES = ("lightgbm", "linear", "mlp", "cnn", "minilm_linear", "minilm_finetune")
+FAMILIES = ("lightgbm", "linear", "mlp", "cnn", "minilm_linear", "minilm_finetune", "efficientnet_linear",
+            "efficientnet_finetune")
 TEXT_ENCODER_FAMILIES = ("minilm_linear", "minilm_finetune")  # they need the study's sentence encoder
 TEXT_ENCODER_VIEWS = ("embedding", "tokens")  # the views those families read
+IMAGE_ENCODER_FAMILIES = ("efficientnet_linear", "efficientnet_finetune")  # they need the ImageNet backbone
 # each family's ``Learner.view``, known without importing its module (mlp, cnn and minilm_finetune import torch)
 FAMILY_VIEWS = {"lightgbm": "tree", "linear": "dense", "mlp": "dense", "cnn": "image", "minilm_linear": "embedding",
-                "minilm_finetune": "tokens"}
+                "minilm_finetune": "tokens", "efficientnet_linear": "embedding", "efficientnet_finetune": "image"}
 
 
 def learner_class(family: str) -> type[Learner]:
@@ -32,6 +34,12 @@ def learner_class(family: str) -> type[Learner]:
     if family == "minilm_finetune":
         from tandem.learners.minilm import FineTunedEncoderLearner
         return FineTunedEncoderLearner
+    if family == "efficientnet_linear":
+        from tandem.learners.linear import ImageEmbeddingLinearLearner
+        return ImageEmbeddingLinearLearner
+    if family == "efficientnet_finetune":
+        from tandem.learners.efficientnet import EfficientNetLearner
+        return EfficientNetLearner
     if family == "cnn":
         from tandem.learners.cnn import CNNLearner
         return CNNLearner
@@ -73,5 +81,6 @@ def check_configs(configs: object, *, what: str = "configs") -> list[dict]:
     return [{"name": c["name"], "family": c["family"], "params": dict(c.get("params", {}))} for c in configs]
 
 
-__all__ = ["FAMILIES", "FAMILY_VIEWS", "TEXT_ENCODER_FAMILIES", "TEXT_ENCODER_VIEWS", "Learner", "check_configs",
+__all__ = ["FAMILIES", "FAMILY_VIEWS", "IMAGE_ENCODER_FAMILIES", "TEXT_ENCODER_FAMILIES", "TEXT_ENCODER_VIEWS",
+           "Learner", "check_configs",
            "family_view", "learner_class", "load_portfolio"]

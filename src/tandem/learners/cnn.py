@@ -89,6 +89,13 @@ def _augment(shift: float, rotate: float, zoom: float, jitter: float):
     return augment
 
 
+def augmentation_from(params: dict) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
+    """The augmentation a family's params ask for (``shift``, ``rotate``, ``zoom``, ``jitter``), as
+    ``augment(batch, generator)``; the defaults suit signs and digits."""
+    return _augment(float(params.get("shift", 0.1)), float(params.get("rotate", 10.0)),
+                    float(params.get("zoom", 0.1)), float(params.get("jitter", 0.2)))
+
+
 class CNNLearner(Learner):
     family = "cnn"
     view = "image"
@@ -120,8 +127,7 @@ class CNNLearner(Learner):
     def augmentation(self) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
         """What training does to each batch (random shift, rotation, zoom, brightness/contrast), from the params:
         ``augment(batch, generator)``. A fine-tune of a trained net (tandem optimize's prune) uses it too."""
-        return _augment(float(self.params.get("shift", 0.1)), float(self.params.get("rotate", 10.0)),
-                        float(self.params.get("zoom", 0.1)), float(self.params.get("jitter", 0.2)))
+        return augmentation_from(self.params)
 
     def residual_blocks(self) -> list[tuple[str, nn.Module]]:
         """The net's residual blocks with their state-dict prefixes. Each ``body`` is conv, batch norm, ReLU, conv,

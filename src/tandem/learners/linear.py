@@ -80,3 +80,10 @@ class EncoderLinearLearner(LinearLearner):
 
     def explainer(self, dense_means: np.ndarray | None = None) -> dict | None:
         return None  # a coefficient of an embedding dimension says nothing about a word
+
+
+class ImageEmbeddingLinearLearner(EncoderLinearLearner):
+    """Transfer learning's fast head for images: the linear model on the embedding view, where the image column's
+    pooled EfficientNet-Lite0 features (a frozen ImageNet backbone) follow the other columns' dense view."""
+
+    family = "efficientnet_linear"

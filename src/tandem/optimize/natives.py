@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tandem.bundle.files import ENCODER_FILE, NATIVE_DIR
+from tandem.bundle.files import NATIVE_DIR
 from tandem.bundle.inputs import EncodedInputs
 from tandem.features.preprocess import Preprocessor
 from tandem.learners import Learner, learner_class
@@ -27,10 +27,7 @@ def n_classes(manifest: dict) -> int:
 def load_members(folder: Path, manifest: dict) -> tuple[Preprocessor, list[tuple[dict, Learner]]]:
     """The bundle's preprocessing and its members (manifest entry, learner) from their native files."""
     pre = Preprocessor.from_dict(manifest["preprocessing"])
-    if pre.text_encoder and (folder / NATIVE_DIR / ENCODER_FILE).is_file():
-        from tandem.features.sentence import register_graph
-
-        register_graph((folder / NATIVE_DIR / ENCODER_FILE).read_bytes())
+    pre.register_native_graphs(folder / NATIVE_DIR)
     members = [(m, learner_class(m["family"]).load(folder / m["native"], task=manifest["task"],
                                                    n_classes=n_classes(manifest)))
                for m in manifest["ensemble"]]

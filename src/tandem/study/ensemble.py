@@ -101,9 +101,11 @@ def choose_ensemble(prep: Prepared, config: StudyConfig, usable: list[Candidate]
                                  f"{c.val_score:.4f} on validation")
     ens_metric = metric if (task == "regression" or metric in M.THRESHOLD_FREE) else "log_loss"
     say("ensembling")
-    # the sentence encoder is a fixed price for its accuracy: the latency budget is on top of it
+    # the sentence encoder is a fixed price for its accuracy: the latency budget is on top of it; so are the image
+    # networks (none answers in 100 µs), all of them, so that two can blend, within the cost ratio of the leader
     encoder_us = max((c.latency_us for c in usable if learner_class(c.family).view in TEXT_ENCODER_VIEWS),
                      default=0.0)
+    encoder_us += sum(c.latency_us for c in usable if learner_class(c.family).view == "image")
     max_size = float("inf") if config.max_bytes is None else float(config.max_bytes)
     energy_cap = energy_latency_cap_us(config, meter)
     if energy_cap < config.latency_budget_us + encoder_us:

@@ -18,6 +18,7 @@ import numpy as np
 from tandem.bundle.files import (
     ENCODER_FILE,
     EXPLAIN_FILE,
+    IMAGE_ENCODER_FILE,
     MANIFEST_FILE,
     MODEL_FILE,
     NATIVE_DIR,
@@ -30,6 +31,7 @@ from tandem.bundle.inputs import EncodedInputs
 from tandem.inference.drift import training_profile
 from tandem.inference.predictor import run_graph
 from tandem.report.html import render_report
+from tandem.study.explain import MIN_ROWS as IMPORTANCE_MIN_ROWS
 from tandem.study.explain import ROWS as IMPORTANCE_ROWS
 from tandem.study.explain import Fold, cheap_order, input_columns, permutation_importance
 from tandem.study.graph import build_graph, predict_one_row_each, session, single_row_seconds
@@ -66,13 +68,17 @@ def _profile(result: StudyResult, enc: EncodedInputs) -> dict:
     return training_profile(enc, e.num_feature_names, e.cat_feature_names, e.text_feature_names)
 
 
-def _importance(result: StudyResult, run, deadline: float, say) -> dict:
+def _importance(result: StudyResult, run, deadline: float, say) -> dict | None:
     """Permutation importance scored out of fold (tandem.study.explain): each fold's ensemble, built from the
     members' models of that fold with the ensemble's weights, on a share of its own validation rows."""
+    if len(input_columns(result.encoder)) == 1:
+        return None  # the one input column carries all of the model's skill: there is nothing to compare it with
     say("permutation importance")
     rng = np.random.default_rng(result.config.seed)
     enc = result.train_inputs
-    share = -(-IMPORTANCE_ROWS // len(result.fold_rows))
+    # an image network costs milliseconds a row: fewer rows keep the shuffles within the time left
+    rows_scored = IMPORTANCE_MIN_ROWS if result.encoder.image_columns else IMPORTANCE_ROWS
+    share = -(-rows_scored // len(result.fold_rows))
     refit = any(learner is not cand.fold_models[0] for cand, learner, _ in result.members)
     folds: list[Fold] = []
     started = time.monotonic()
@@ -168,7 +174,7 @@ def export(result: StudyResult, target: Path, *, name: str, version: int | None,
     floor = IMPORTANCE_FLOOR * result.config.time_limit
     deadline = max(result.deadline - finish, time.monotonic() + floor)
     importance = _importance(result, run, deadline, say)
-    if "note" in importance:
+    if importance and "note" in importance:
         notes.append(f"permutation importance {importance['note']}")
     preprocessing = result.preprocessor.to_dict()  # once for the manifest and native/: slow for wide tables
     weights = {cand.name: w for cand, _, w in result.members}
@@ -243,6 +249,11 @@ def export(result: StudyResult, target: Path, *, name: str, version: int | None,
             if any(learner.view == "embedding" for _, learner, _ in result.members):
                 graph = sentence.encoder_graph(result.preprocessor.text_encoder)
                 (tmp / NATIVE_DIR / ENCODER_FILE).write_bytes(graph)
+        if result.preprocessor.image_encoder:  # the native side's reference, as the sentence encoder's
+            from tandem.features.sentence import encoder_graph
+
+            graph = encoder_graph(result.preprocessor.image_encoder)
+            (tmp / NATIVE_DIR / IMAGE_ENCODER_FILE).write_bytes(graph)
         (tmp / EXPLAIN_FILE).write_text(json.dumps(explain))
         (tmp / PROFILE_FILE).write_text(profile_json)
         (tmp / REPORT_FILE).write_text(render_report(manifest), encoding="utf-8")

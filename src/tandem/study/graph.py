@@ -11,7 +11,7 @@ import onnxruntime as ort
 from tandem.bundle.inputs import EncodedInputs
 from tandem.features.graph import FLOAT, INT64, STRING, GraphBuilder, classification_outputs, tensor_info
 from tandem.features.preprocess import Preprocessor
-from tandem.learners import TEXT_ENCODER_VIEWS, Learner
+from tandem.learners import Learner
 
 
 def build_graph(pre: Preprocessor, task: str, labels: list[str] | None, members: list[tuple[Learner, float]],
@@ -25,7 +25,8 @@ def build_graph(pre: Preprocessor, task: str, labels: list[str] | None, members:
     text = "text" if has_text else None
     view_out: dict[str, str] = {}
     parts = []
-    tokens = "tokens" if any(learner.view in TEXT_ENCODER_VIEWS for learner, _ in members) else None
+    tokens = "tokens" if any(learner.view == "tokens" or (learner.view == "embedding" and pre.text_encoder)
+                             for learner, _ in members) else None
     for learner, weight in members:
         if learner.view not in view_out:
             view_out[learner.view] = pre.onnx_view(g, learner.view, num, cat, text, tokens)
@@ -41,7 +42,7 @@ def build_graph(pre: Preprocessor, task: str, labels: list[str] | None, members:
         inputs.append(tensor_info("cat", STRING, ["N", len(pre.cat_names)]))
     if has_text:
         inputs.append(tensor_info("text", STRING, ["N", 2 * len(pre.text_names)]))  # words, characters
-    if any(learner.view == "image" for learner, _ in members):
+    if any(learner.view == "image" or (learner.view == "embedding" and pre.image_encoder) for learner, _ in members):
         inputs.append(tensor_info("image", FLOAT, ["N", 3, pre.image_size, pre.image_size]))
     if tokens:
         inputs.append(tensor_info("tokens", INT64, ["N", len(pre.text_names), "L"]))  # 0 = padding

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tandem.bundle.files import ENCODER_FILE, NATIVE_DIR
+from tandem.bundle.files import NATIVE_DIR
 from tandem.bundle.format import read_manifest
 from tandem.features.preprocess import Preprocessor
 from tandem.inference.predictor import bundle_input_encoder
@@ -25,11 +25,7 @@ def native_predict(bundle: str | Path, table: object) -> np.ndarray:
     encoder = bundle_input_encoder(folder, manifest)
     enc = encoder.encode_table(Predictor.as_table(table))
     pre = Preprocessor.from_dict(manifest["preprocessing"])
-    if pre.text_encoder:  # the frozen encoder's graph, when a member reads its embeddings
-        from tandem.features.sentence import register_graph
-
-        if (folder / NATIVE_DIR / ENCODER_FILE).is_file():
-            register_graph((folder / NATIVE_DIR / ENCODER_FILE).read_bytes())
+    pre.register_native_graphs(folder / NATIVE_DIR)  # the frozen encoders, when a member reads their embeddings
     n_classes = len(manifest["labels"]) if manifest["labels"] else 1
     views: dict[str, np.ndarray] = {}
     total = 0.0

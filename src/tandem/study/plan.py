@@ -23,7 +23,13 @@ EXPORT_PER_VALUE = 5e-8
 EXPORT_ONE_ROW_RUNS = 1200  # tandem.study.export: ~200 to time one-row latency, 1,000 metered predictions
 ENCODER_BUDGET_SHARE = 0.25  # "auto" embeds the rows only when that costs at most this share of the budget
 # Fit time of a family relative to LightGBM's, before one of its own has been timed.
-RELATIVE_COST = {"lightgbm": 1.0, "linear": 0.1, "mlp": 2.0}
+# No time is kept to refit these on all rows (or for their learning curve): a fine-tuned backbone's refit would
+# cost its whole fit again for a quarter more rows, time the next image network turns into an ensemble member.
+# They are refit only when time is left over.
+REFIT_NOT_RESERVED = ("efficientnet_finetune",)
+# The image networks plan their epochs to the time they are given: theirs say only that some time must be left.
+RELATIVE_COST = {"lightgbm": 1.0, "linear": 0.1, "mlp": 2.0, "efficientnet_finetune": 20.0, "cnn": 10.0,
+                 "efficientnet_linear": 1.0}
 
 
 class Clock:
@@ -113,7 +119,7 @@ class Plan:
                     learning_curve: bool = True) -> float:
         """Seconds the search may still spend: the clock less the reserve for refitting the best three
         candidates, the export and (with ``learning_curve``) the report's learning curve."""
-        best = sorted((c for c in candidates if c.oof is not None),
+        best = sorted((c for c in candidates if c.oof is not None and c.family not in REFIT_NOT_RESERVED),
                       key=lambda c: c.loss(metric, n_active_folds))[:3]
         refit_est = sum(1.3 * float(np.mean(c.fit_seconds)) for c in best)
         # the export's one-row runs (its latency check and the metered predictions) at the ensemble's latency

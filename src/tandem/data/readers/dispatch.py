@@ -83,14 +83,29 @@ def read_table(source: Source, *, what: str = "data") -> pa.Table:
         return read_image_arrays(local)
     if _is_path(source):
         f = _resolve(source, what)
-        if f.fmt == "csv":
-            return _read_csv(f)
-        if f.fmt == "jsonl":
-            return _read_jsonl(f)
-        if f.fmt == "parquet":
-            return _read_parquet(f)
-        return _read_arrow(f)
+        readers = {"csv": _read_csv, "jsonl": _read_jsonl, "parquet": _read_parquet}
+        return _with_image_files(readers.get(f.fmt, _read_arrow)(f), f.path, what)
     return as_table(source, what)
+
+
+def _with_image_files(table: pa.Table | pa.RecordBatch, path: str, what: str,
+                      row_offset: int = 0) -> pa.Table | pa.RecordBatch:
+    """A table file's columns of image file names read as the images' bytes (tandem.data.images)."""
+    from tandem.data.images import image_path_columns, read_image_paths
+
+    folder = Path(path).parent
+    columns = image_path_columns(table, folder)
+    if not columns:
+        return table
+    return read_image_paths(table, folder, columns, what=what, row_offset=row_offset)
+
+
+def _image_files_in_batches(batches: Iterator[pa.RecordBatch], path: str, what: str) -> Iterator[pa.RecordBatch]:
+    """:func:`_with_image_files` on each batch of a stream, rows counted from the file's first."""
+    done = 0
+    for batch in batches:
+        yield _with_image_files(batch, path, what, done)
+        done += batch.num_rows
 
 
 def iter_batches(
@@ -129,7 +144,7 @@ def iter_batches(
         batches = _cast_batches(_iter_parquet(f, batch_rows), types, f.quoted)
     else:
         batches = _cast_batches(_iter_arrow(f), types, f.quoted)
-    return _rebatch(batches, batch_rows)
+    return _rebatch(_image_files_in_batches(batches, f.path, what), batch_rows)
 
 
 def count_rows_estimate(path: Source) -> int | None:
