@@ -7,8 +7,12 @@
   columns at a budget (default 60 s) against logistic regression on the same pixels. Accuracy.
 
 - **GTSRB subset** (``../shared/data/gtsrb_subset``, 43 classes x 40 images, 32x32, stratified
-  80/20, seed 0): tandem (its CNN) at a budget (default 300 s) against logistic regression and a
-  random forest (500 trees) on the raw pixels. Accuracy.
+  80/20, seed 0): tandem at a budget (default 300 s) with every image family (the pretrained
+  EfficientNet-Lite0, fine-tuned or frozen, and the CNN), and restricted to the CNN from scratch,
+  against logistic regression and a random forest (500 trees) on the raw pixels. Accuracy, what
+  the ensemble chose, its one-row latency and bytes.
+- **GTSRB with few images** (10 training images of each class, seeded; the same test rows): the
+  same two tandem runs at a budget (default 60 s).
 - **digits as images** (the same 8x8 digits as 8x8 grey images in an ``.npz``): tandem's CNN at a
   budget (default 120 s). Accuracy.
 
@@ -21,11 +25,13 @@
   budget (default 300 s: at 120 s the whole portfolio leaves it no epoch). Spam F1, epochs.
 
 Each tandem fit runs in this process after its baseline; progress goes to stderr, one JSON line to
-stdout and to ``bench/results/text_image.json``.
+stdout and to ``bench/results/text_image.json`` (``--only`` some parts: they replace theirs in that
+file, each with its git head under ``part_git_heads``).
 
 Run (from the repository root)::
 
-    .venv/bin/python bench/text_image.py                 # ~16 minutes
+    .venv/bin/python bench/text_image.py                 # ~30 minutes
+    .venv/bin/python bench/text_image.py --only gtsrb,gtsrb_small    # ~14 minutes
     .venv/bin/python bench/text_image.py --quick         # 20 s and 10 s budgets, writes no file
 """
 
@@ -221,8 +227,8 @@ def _tandem_images(images, labels, tr, te, budget: float, name: str, families: l
     acc = float((model.predict(str(folder / "test.npz")) == labels[te].astype(str)).mean())
     return {"accuracy": round(acc, 4), "train_seconds": round(train_s, 1),
             "ensemble": {e["model"]: round(e["weight"], 3) for e in model.manifest["ensemble"]},
-            "leaderboard": {r["model"]: {k: r.get(k) for k in ("val", "epochs", "side", "fit_s")}
-                            for r in model.leaderboard()},
+            "leaderboard": {r["model"]: {k: r.get(k) for k in ("val_log_loss", "epochs", "side", "fit_seconds",
+                                                                "predict_1row_us")} for r in model.leaderboard()},
             "predict_1row_us_p50": model.manifest["latency"]["predict_1row_us_p50"],
             "bundle_bytes": sum(f.stat().st_size for f in Path(model.path).rglob("*") if f.is_file()),
             "graph_bytes": (Path(model.path) / "model.onnx").stat().st_size}

@@ -51,7 +51,8 @@ def train(
         None, "--energy-per-1k-budget", help="Joules 1,000 one-row predictions of the ensemble may cost, at this "
                                              "machine's rate as the study measures it (needs the meter)."),
     families: str | None = typer.Option(None, help="Comma-separated learner families to try: lightgbm, linear, mlp, "
-                                        "cnn, minilm_linear."),
+                                        "cnn, minilm_linear, minilm_finetune, efficientnet_finetune, "
+                                        "efficientnet_linear."),
     text_encoder: str = typer.Option("auto", "--text-encoder", help="Text columns through the all-MiniLM-L6-v2 "
                                      "sentence encoder too: auto (when installed and affordable), minilm or none."),
     encoder_layers: int = typer.Option(4, "--encoder-layers", help="How many of the encoder's 6 layers to use."),

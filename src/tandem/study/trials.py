@@ -153,7 +153,10 @@ def _learning_curve(best: Candidate, fold: tuple[np.ndarray, np.ndarray], views:
             continue  # too few rows to hold every class
         learner = cls(best.params, task=task, n_classes=n_classes, seed=seed,
                       categorical=cat_idx if cls.view == "tree" else None)
-        learner.fit(X[sub], y[sub], X[va], y[va])
+        # a share of the full fit's time, as the plan reserved: a learner that plans its epochs to a deadline
+        # (the image networks) would otherwise train without end
+        budget = 1.3 * float(best.fit_seconds[0]) * fraction + 1.0
+        learner.fit(X[sub], y[sub], X[va], y[va], deadline=time.monotonic() + budget)
         sizes.append(int(len(sub)))
         scores.append(M.score(metric, y[va], learner.predict(X[va])))
     sizes.append(int(len(tr)))
