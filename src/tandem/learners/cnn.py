@@ -96,6 +96,16 @@ def augmentation_from(params: dict) -> Callable[[torch.Tensor, torch.Generator],
                     float(params.get("zoom", 0.1)), float(params.get("jitter", 0.2)))
 
 
+def class_probabilities(net: nn.Module, X: np.ndarray, n_classes: int, *, batch: int) -> np.ndarray:
+    """Softmax of an image network's logits over ``X``, ``batch`` images at a time: float64 [N, n_classes]."""
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(X), batch):
+            logits = net(torch.as_tensor(X[start: start + batch], dtype=torch.float32))
+            out.append(torch.softmax(logits, dim=1).numpy().astype(np.float64))
+    return np.concatenate(out) if out else np.zeros((0, n_classes))
+
+
 class CNNLearner(Learner):
     family = "cnn"
     view = "image"
@@ -135,12 +145,7 @@ class CNNLearner(Learner):
         return [(name, m) for name, m in self.net.named_modules() if isinstance(m, _Block)]
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        out = []
-        with torch.no_grad():
-            for start in range(0, len(X), 512):
-                logits = self.net(torch.as_tensor(X[start: start + 512], dtype=torch.float32))
-                out.append(torch.softmax(logits, dim=1).numpy().astype(np.float64))
-        return np.concatenate(out) if out else np.zeros((0, self.n_outputs))
+        return class_probabilities(self.net, X, self.n_outputs, batch=512)
 
     def refit_params(self, scale: float) -> dict:
         return {**self.params, "epochs": max(1, int(round(self.best_epoch * min(scale, 1.2))))}

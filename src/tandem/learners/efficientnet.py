@@ -37,7 +37,7 @@ from torch import nn
 from tandem.features import efficientnet
 from tandem.features.graph import GraphBuilder, graft
 from tandem.learners.base import Learner
-from tandem.learners.cnn import augmentation_from
+from tandem.learners.cnn import augmentation_from, class_probabilities
 from tandem.learners.torch_loop import LoopConfig, fit, pick_device
 
 SIDES = (64, 96, 128, 160, 192, 224)  # the sides the plan chooses from
@@ -140,12 +140,7 @@ class EfficientNetLearner(Learner):
         return SIDES[0]
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        out = []
-        with torch.no_grad():
-            for start in range(0, len(X), 128):
-                logits = self.net(torch.as_tensor(X[start: start + 128], dtype=torch.float32))
-                out.append(torch.softmax(logits, dim=1).numpy().astype(np.float64))
-        return np.concatenate(out) if out else np.zeros((0, self.n_outputs))
+        return class_probabilities(self.net, X, self.n_outputs, batch=128)  # images upsampled: smaller batches
 
     def refit_params(self, scale: float) -> dict:
         return {**self.params, "side": self.side, "epochs": max(1, int(round(self.best_epoch * min(scale, 1.2))))}

