@@ -195,9 +195,7 @@ def build_image_encoder(side: int, input_side: int) -> dict:
     """Export the frozen backbone (resize to ``side``, pooled features) to ONNX for images of ``input_side``
     pixels; returns the description a Preprocessor keeps (``image_encoder``), which names the graph by its hash.
     Graphs are cached on disk, so a rerun exports nothing."""
-    import io
-    import warnings
-
+    from tandem.features.graph import torch_image_graph
     from tandem.features.sentence import register_graph
 
     source = require_weights()
@@ -206,16 +204,7 @@ def build_image_encoder(side: int, input_side: int) -> dict:
     if path.is_file():
         data = path.read_bytes()
     else:
-        buf = io.BytesIO()
-        with warnings.catch_warnings():  # the TorchScript exporter: no onnxscript needed, and it is deprecated
-            warnings.simplefilter("ignore", DeprecationWarning)
-            warnings.simplefilter("ignore", UserWarning)
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the resize and padding sizes are constants
-            torch.onnx.export(_Embedder(backbone(), side).eval(), (torch.zeros(1, 3, input_side, input_side),), buf,
-                              input_names=["image"], output_names=["embeddings"],
-                              dynamic_axes={"image": {0: "N"}, "embeddings": {0: "N"}}, opset_version=18,
-                              dynamo=False)
-        data = buf.getvalue()
+        data = torch_image_graph(_Embedder(backbone(), side), input_side, "image", "embeddings").SerializeToString()
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
         with os.fdopen(fd, "wb") as f:

@@ -92,6 +92,25 @@ def graft(g: GraphBuilder, sub: onnx.ModelProto, inputs: dict[str, str], prefix:
     return {o.name: rename[o.name] for o in graph.output}
 
 
+def torch_image_graph(net: object, side: int, input_name: str, output_name: str) -> onnx.ModelProto:
+    """An image network (a torch module, images [N, 3, side, side] in) through torch.onnx's TorchScript exporter,
+    the batch dimension dynamic, opset 18 (graftable: not newer than ``OPSET``)."""
+    import io
+    import warnings
+
+    import torch
+
+    buf = io.BytesIO()
+    with warnings.catch_warnings():  # the TorchScript exporter: no onnxscript needed, and it is deprecated
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # resize and padding sizes are constants per side
+        torch.onnx.export(net.eval(), (torch.zeros(1, 3, side, side),), buf, input_names=[input_name],
+                          output_names=[output_name], dynamic_axes={input_name: {0: "N"}, output_name: {0: "N"}},
+                          opset_version=18, dynamo=False)
+    return onnx.load_from_string(buf.getvalue())
+
+
 def classification_outputs(g: GraphBuilder, probs: str, task: str, n_classes: int,
                            threshold: float) -> list[onnx.ValueInfoProto]:
     """A bundle's classification outputs from class probabilities [N, C]: ``probabilities``, and ``label`` (the

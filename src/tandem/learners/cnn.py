@@ -11,20 +11,17 @@ is another one). Exported to ONNX through torch.onnx and grafted into the bundle
 
 from __future__ import annotations
 
-import io
 import json
 import math
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import onnx
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from tandem.features.graph import GraphBuilder, graft
+from tandem.features.graph import GraphBuilder, graft, torch_image_graph
 from tandem.learners.base import Learner
 from tandem.learners.torch_loop import LoopConfig, fit
 
@@ -152,13 +149,7 @@ class CNNLearner(Learner):
 
     def to_onnx(self, g: GraphBuilder, x: str) -> str:
         """The network through torch.onnx, its nodes and weights renamed into ``g``; returns the probabilities."""
-        buf = io.BytesIO()
-        dummy = torch.zeros(1, 3, self.side, self.side)
-        with warnings.catch_warnings():  # the TorchScript exporter: no onnxscript needed, and it is deprecated
-            warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(self.net.eval(), (dummy,), buf, input_names=["pixels"], output_names=["logits"],
-                              dynamic_axes={"pixels": {0: "N"}, "logits": {0: "N"}}, opset_version=18, dynamo=False)
-        logits = graft(g, onnx.load_from_string(buf.getvalue()), {"pixels": x}, "cnn")["logits"]
+        logits = graft(g, torch_image_graph(self.net, self.side, "pixels", "logits"), {"pixels": x}, "cnn")["logits"]
         return g.op("Softmax", [logits], axis=1)
 
     def save(self, folder: Path) -> list[str]:

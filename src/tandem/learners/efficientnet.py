@@ -21,21 +21,18 @@ convolutions, which bf16 autocast does not speed up (measured on an AMX Xeon: 10
 
 from __future__ import annotations
 
-import io
 import json
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
-import onnx
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tandem.features import efficientnet
-from tandem.features.graph import GraphBuilder, graft
+from tandem.features.graph import GraphBuilder, graft, torch_image_graph
 from tandem.learners.base import Learner
 from tandem.learners.cnn import augmentation_from, class_probabilities
 from tandem.learners.torch_loop import LoopConfig, fit, pick_device
@@ -147,16 +144,9 @@ class EfficientNetLearner(Learner):
 
     def to_onnx(self, g: GraphBuilder, x: str) -> str:
         """The network through torch.onnx (a Resize node first when the side differs), grafted into ``g``."""
-        buf = io.BytesIO()
-        net = self.net.eval().to(memory_format=torch.contiguous_format)
-        dummy = torch.zeros(1, 3, self.input_side, self.input_side)
-        with warnings.catch_warnings():  # the TorchScript exporter: no onnxscript needed, and it is deprecated
-            warnings.simplefilter("ignore", DeprecationWarning)
-            warnings.simplefilter("ignore", UserWarning)
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the resize and padding sizes are constants
-            torch.onnx.export(net, (dummy,), buf, input_names=["pixels"], output_names=["logits"],
-                              dynamic_axes={"pixels": {0: "N"}, "logits": {0: "N"}}, opset_version=18, dynamo=False)
-        logits = graft(g, onnx.load_from_string(buf.getvalue()), {"pixels": x}, "efficientnet")["logits"]
+        graph = torch_image_graph(self.net.to(memory_format=torch.contiguous_format), self.input_side, "pixels",
+                                  "logits")
+        logits = graft(g, graph, {"pixels": x}, "efficientnet")["logits"]
         return g.op("Softmax", [logits], axis=1)
 
     @property
