@@ -157,9 +157,26 @@ def backbone() -> EfficientNetLite0:
     return net.eval()
 
 
-# -- the frozen backbone as an image encoder (the embedding view) ----------------------------------------
-ENCODER_SIDES = (64, 96, 128, 160, 192, 224)
+# -- sides, and the frozen backbone as an image encoder (the embedding view) ------------------------------
+SIDES = (64, 96, 128, 160, 192, 224)  # the sides images are brought to, for the fine-tuned net and the encoder
 ENCODER_BATCH = 64
+
+
+def to_side(images: torch.Tensor, side: int) -> torch.Tensor:
+    """Images brought to ``side`` x ``side`` pixels (bilinear; a Resize node once exported), as they are when
+    already there."""
+    if images.shape[-1] != side or images.shape[-2] != side:
+        images = F.interpolate(images, size=(side, side), mode="bilinear", align_corners=False)
+    return images
+
+
+def largest_side(seconds_per_image: float, images: float, seconds: float) -> int:
+    """The largest of :data:`SIDES` at which ``images`` images take at most ``seconds``, from the seconds one takes
+    at 64 px (the cost grows with the pixels); the smallest side when none fits."""
+    for side in reversed(SIDES):
+        if images * seconds_per_image * (side / SIDES[0]) ** 2 <= seconds:
+            return side
+    return SIDES[0]
 
 
 class _Embedder(nn.Module):
@@ -170,25 +187,19 @@ class _Embedder(nn.Module):
         self.net, self.side = net, side
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if images.shape[-1] != self.side or images.shape[-2] != self.side:
-            images = F.interpolate(images, size=(self.side, self.side), mode="bilinear", align_corners=False)
-        return self.net.embed(images)
+        return self.net.embed(to_side(images, self.side))
 
 
 def encoder_side(n_rows: int, input_side: int, seconds: float) -> int:
-    """The largest of :data:`ENCODER_SIDES` at which embedding ``n_rows`` images likely takes at most ``seconds``
-    (one timed batch at 64 px; the cost grows with the pixels)."""
-    embedder = _Embedder(backbone(), ENCODER_SIDES[0]).eval()
+    """The largest of :data:`SIDES` at which embedding ``n_rows`` images likely takes at most ``seconds`` (one timed
+    batch at 64 px)."""
+    embedder = _Embedder(backbone(), SIDES[0]).eval()
     batch = torch.rand(32, 3, input_side, input_side)
     with torch.no_grad():
         embedder(batch[:4])
         started = time.monotonic()
         embedder(batch)
-    per_image = (time.monotonic() - started) / len(batch)
-    for side in reversed(ENCODER_SIDES):
-        if n_rows * per_image * (side / ENCODER_SIDES[0]) ** 2 <= seconds:
-            return side
-    return ENCODER_SIDES[0]
+    return largest_side((time.monotonic() - started) / len(batch), n_rows, seconds)
 
 
 def build_image_encoder(side: int, input_side: int) -> dict:

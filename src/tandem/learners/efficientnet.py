@@ -37,7 +37,6 @@ from tandem.learners.base import Learner
 from tandem.learners.cnn import augmentation_from, class_probabilities
 from tandem.learners.torch_loop import LoopConfig, fit, pick_device
 
-SIDES = (64, 96, 128, 160, 192, 224)  # the sides the plan chooses from
 DEFAULT_SIDE = 96  # without a deadline to plan to
 
 
@@ -55,8 +54,7 @@ class TunedBackbone(nn.Module):
             p.requires_grad_(_block_index(name) >= freeze_blocks)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if images.shape[-1] != self.side or images.shape[-2] != self.side:
-            images = F.interpolate(images, size=(self.side, self.side), mode="bilinear", align_corners=False)
+        images = efficientnet.to_side(images, self.side)
         if images.device.type == "cpu":
             images = images.contiguous(memory_format=torch.channels_last)
         return self.head(self.drop(self.backbone.embed(images)))
@@ -94,6 +92,7 @@ class EfficientNetLearner(Learner):
         share = float(self.params.get("budget_share", 1.0))
         if deadline is not None and share < 1:  # leave the rest to the other image networks, for the ensemble
             deadline = time.monotonic() + share * max(deadline - time.monotonic(), 0.0)
+        self.input_side = int(X.shape[-1])  # the schema's side: what the exported graph reads
         torch.manual_seed(self.seed)
         self.side = self._plan_side(len(X), 0 if X_val is None else len(X_val), deadline)
         result = fit(lambda: _net(self.n_outputs, self.side, self.dropout, self.freeze_blocks, True), X,
@@ -106,16 +105,17 @@ class EfficientNetLearner(Learner):
         self.stopped_by_deadline, self.precision = result.stopped_by_deadline, result.precision
 
     def _plan_side(self, n_train: int, n_val: int, deadline: float | None) -> int:
-        """``params["side"]`` when given; else the largest of :data:`SIDES` where ``min_epochs`` epochs fit the
-        time left, from one timed training step at 64 px (cost grows with the pixels)."""
+        """``params["side"]`` when given; else the largest side where ``min_epochs`` epochs fit the time left, from one
+        timed training step at 64 px (tandem.features.efficientnet.largest_side)."""
         if self.params.get("side", "auto") != "auto":
             return int(self.params["side"])
         if deadline is None:
             return DEFAULT_SIDE
         device = pick_device()
-        net = _net(self.n_outputs, SIDES[0], self.dropout, self.freeze_blocks, True).to(device).train()
+        small = efficientnet.SIDES[0]
+        net = _net(self.n_outputs, small, self.dropout, self.freeze_blocks, True).to(device).train()
         opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-4)
-        batch = torch.rand(int(self.params.get("batch_size", 32)), 3, SIDES[0], SIDES[0], device=device)
+        batch = torch.rand(int(self.params.get("batch_size", 32)), 3, small, small, device=device)
         target = torch.zeros(len(batch), dtype=torch.long, device=device)
         seconds = []
         for _ in range(2):  # the first step pays for allocations
@@ -126,15 +126,9 @@ class EfficientNetLearner(Learner):
             if device.type == "cuda":
                 torch.cuda.synchronize()
             seconds.append(time.monotonic() - started)
-        per_image = seconds[-1] / len(batch)
-        left = deadline - time.monotonic()
-        min_epochs = float(self.params.get("min_epochs", 16))
-        for side in reversed(SIDES):
-            # a forward pass of a validation image costs about a third of a training step's
-            epoch = per_image * (side / SIDES[0]) ** 2 * (n_train + n_val / 3) * 1.15
-            if left / epoch >= min_epochs:
-                return side
-        return SIDES[0]
+        # an epoch: a training step per training image, a forward pass (about a third of one) per validation image
+        images = float(self.params.get("min_epochs", 16)) * (n_train + n_val / 3) * 1.15
+        return efficientnet.largest_side(seconds[-1] / len(batch), images, deadline - time.monotonic())
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return class_probabilities(self.net, X, self.n_outputs, batch=128)  # images upsampled: smaller batches
@@ -149,15 +143,6 @@ class EfficientNetLearner(Learner):
         logits = graft(g, graph, {"pixels": x}, "efficientnet")["logits"]
         return g.op("Softmax", [logits], axis=1)
 
-    @property
-    def input_side(self) -> int:
-        """The side of the images the learner was given (the schema's), which the exported graph reads."""
-        return int(getattr(self, "_input_side", self.side))
-
-    def fit(self, X, y, X_val=None, y_val=None, *, deadline=None):
-        self._input_side = int(X.shape[-1])
-        return super().fit(X, y, X_val, y_val, deadline=deadline)
-
     def save(self, folder: Path) -> list[str]:
         state = {k: v.contiguous() for k, v in self.net.state_dict().items()}
         save_file(state, str(folder / "efficientnet.safetensors"))
@@ -168,7 +153,7 @@ class EfficientNetLearner(Learner):
 
     def _load(self, folder: Path) -> None:
         meta = json.loads((folder / "efficientnet.json").read_text())
-        self.side, self._input_side, self.best_epoch = meta["side"], meta["input_side"], meta["epochs"]
+        self.side, self.input_side, self.best_epoch = meta["side"], meta["input_side"], meta["epochs"]
         self.dropout, self.freeze_blocks = meta["dropout"], meta["freeze_blocks"]
         self.precision = meta.get("training_precision", "fp32")
         self.net = _net(self.n_outputs, self.side, self.dropout, self.freeze_blocks, False)
