@@ -69,6 +69,11 @@ class Model:
         table = read_table(data, what="prediction input")
         return self.predictor.encoder.encode_table(table, what=describe_source(data, "input"))
 
+    def recommend(self, user: object, k: int = 10, *, exclude_seen: bool = True) -> dict | list[dict]:
+        """The top ``k`` items for ``user`` (one id, or a list of ids for a list of answers); see
+        :meth:`tandem.inference.predictor.Predictor.recommend`."""
+        return self.predictor.recommend(user, k, exclude_seen=exclude_seen)
+
     def leaderboard(self) -> list[dict]:
         """Every model the study tried: validation score, fit time, 1-row predict time, size."""
         return [dict(r) for r in self.manifest["leaderboard"]]
@@ -128,7 +133,7 @@ class Model:
         return f"Model({self.name}:{self.version}, task={self.task}, path={str(self.path)!r})"
 
 
-def train(data: object, target: str, *, time_limit: float = 60.0, metric: str | None = None,
+def train(data: object, target: str | None = None, *, time_limit: float = 60.0, metric: str | None = None,
           name: str | None = None, task: str | None = None, seed: int = 0, search: str | None = None,
           bagging: str = "auto", split: str | None = None, group: str | None = None,
           time_column: str | None = None, ignore: list[str] | None = None, families: list[str] | None = None,
@@ -137,8 +142,15 @@ def train(data: object, target: str, *, time_limit: float = 60.0, metric: str | 
           path: str | Path | None = None, home: str | Path | None = None, progress: Callable[[str], None] | None = None,
           strict: bool = False, sensitive: str | None = None, text_encoder: str = "auto",
           encoder_layers: int = 4, country: str | None = None, max_energy_kwh: float | None = None,
-          footprint: bool | MeterSettings = True, signing_key: str | Path | None = None) -> Model:
+          footprint: bool | MeterSettings = True, signing_key: str | Path | None = None,
+          user: str | None = None, item: str | None = None, rating: str | None = None,
+          min_rating: float | None = None, k: int = 10) -> Model:
     """Train within ``time_limit`` seconds on ``data`` (file path or frame) and return the saved model.
+
+    ``task="recommend"`` learns recommendations from an interaction table instead: ``user`` and ``item`` name
+    its id columns, ``rating`` an optional rating or weight column (``min_rating``: only interactions rated at
+    least that count), ``time_column`` the time of each interaction (the split holds out each user's latest);
+    the study optimises NDCG@``k`` and the model answers :meth:`Model.recommend` (``target`` is not used).
 
     The bundle goes into the registry under ``name`` (default ``model``) as its next version, or
     to the directory ``path`` when given. ``latency_budget_us`` caps the one-row latency the
@@ -162,6 +174,21 @@ def train(data: object, target: str, *, time_limit: float = 60.0, metric: str | 
     from tandem.data.readers import read_table
 
     started = time.monotonic()
+    if task == "recommend":
+        unused = {"metric": metric, "search": search, "group": group, "ignore": ignore, "configs": configs,
+                  "sensitive": sensitive, "max_bytes": max_bytes, "energy_per_1k_budget_j": energy_per_1k_budget_j}
+        given = [k_ for k_, v in unused.items() if v]
+        if given:
+            raise ConfigError(f"{', '.join(given)} do not apply to recommendation (task 'recommend')")
+        return _train_recommender(data, user=user, item=item, rating=rating, min_rating=min_rating,
+                                  time_column=time_column, time_limit=time_limit, k=k, seed=seed, split=split,
+                                  families=families, name=name, path=path, home=home, progress=progress,
+                                  country=country, footprint=footprint, signing_key=signing_key, started=started)
+    if target is None:
+        raise ConfigError("a target column is needed (the column to predict); recommendation takes "
+                          "task='recommend' with user and item columns instead")
+    if user is not None or item is not None:
+        raise ConfigError("user and item columns are for recommendation: add task='recommend'")
     # a missing or wrong key fails now, not after the time budget is spent
     key = load_signing_key(signing_key) if signing_key is not None else signing_key_from_env()
     meter = _start_meter(footprint, country)
@@ -203,6 +230,51 @@ def train(data: object, target: str, *, time_limit: float = 60.0, metric: str | 
             record = Registry(home).add(
                 name, lambda folder, version: export(result, folder, name=name, version=version,
                                                      say=progress or (lambda _m: None)), summary=summary)
+        return Model(record.path)
+    except BaseException:
+        if meter is not None:
+            meter.cancel()
+        raise
+
+
+def _train_recommender(data: object, *, user: str | None, item: str | None, rating: str | None,
+                       min_rating: float | None, time_column: str | None, time_limit: float, k: int, seed: int,
+                       split: str | None, families: list[str] | None, name: str | None, path: str | Path | None,
+                       home: str | Path | None, progress: Callable[[str], None] | None, country: str | None,
+                       footprint: bool | MeterSettings, signing_key: str | Path | None, started: float) -> Model:
+    """tandem.train(task="recommend"): the interaction table checked, the recommendation study, the bundle."""
+    from tandem.bundle.signing import load_signing_key, signing_key_from_env, use_signing_key
+    from tandem.data.readers import read_table
+
+    if not user or not item:
+        raise ConfigError("recommendation needs the user column and the item column (--user, --item)")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 1000:
+        raise ConfigError(f"k must be a whole number from 1 to 1000, got {k!r}")
+    if not (isinstance(time_limit, (int, float)) and time_limit > 0):
+        raise ConfigError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
+    key = load_signing_key(signing_key) if signing_key is not None else signing_key_from_env()
+    name = check_name(name or "model")
+    if path is not None and Path(path).exists():
+        raise ConfigError(f"bundle path '{path}' already exists: bundles are never overwritten")
+    meter = _start_meter(footprint, country)
+    try:
+        from tandem.data.interactions import InteractionSpec, read_interactions
+
+        table = read_table(data, what="interaction data")
+        spec = InteractionSpec(user=user, item=item, rating=rating, min_rating=min_rating, time=time_column)
+        interactions = read_interactions(table, spec, what=describe_source(data, "interaction data"))
+        from tandem.study.recommend import RecommendConfig, export_recommender, run_recommend_study
+
+        config = RecommendConfig(time_limit=float(time_limit), k=k, seed=seed, split=split, families=families)
+        result = run_recommend_study(interactions, config, progress=progress, started=started, meter=meter)
+        say = progress or (lambda _m: None)
+        with use_signing_key(key):
+            if path is not None:
+                export_recommender(result, Path(path), name=name, version=None, say=say)
+                return Model(path)
+            summary = {"task": "recommend", "metric": f"ndcg@{k}", "score": result.validation.get(f"ndcg@{k}")}
+            record = Registry(home).add(name, lambda folder, version: export_recommender(
+                result, folder, name=name, version=version, say=say), summary=summary)
         return Model(record.path)
     except BaseException:
         if meter is not None:

@@ -22,7 +22,7 @@ from tandem.schema import TENSOR_DTYPES
 
 #: Deeper JSON than this is refused before anything walks it recursively (tandem writes at most ~8 levels).
 MAX_DEPTH = 64
-TASKS = ("binary", "multiclass", "regression")
+TASKS = ("binary", "multiclass", "regression", "recommend")
 LABEL_TYPES = ("string", "int", "float", "bool")
 SEVERITIES = ("error", "warning", "info")
 
@@ -139,6 +139,13 @@ RULES: dict[str, object] = {
         "public_key": NAME, "value": NAME}),
 }
 
+#: What a recommendation bundle adds (task "recommend"): what its graph keys and returns
+RECOMMEND = {"user": NAME, "item": NAME, "user_id_type": one_of("int", "string"),
+             "item_id_type": one_of("int", "string"), "users": COUNT,
+             "items": Rule(lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
+             "interactions": COUNT, "k": Rule(lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+                                              "an integer >= 1")}
+
 # what the report's evaluation section indexes, by task
 _EVALUATION = {
     "classification": {"roc": MapOf(_CURVE), "pr": MapOf(_PR), "confusion": ListOf(ListOf(NUMBER)),
@@ -240,6 +247,8 @@ def check_manifest(manifest: object, where: str) -> None:
     try:
         _check(manifest, RULES, "")
         task = manifest["task"]
+        if task == "recommend":
+            _check(manifest.get("recommend", _MISSING), RECOMMEND, "recommend")
         evaluation = (manifest.get("curves") or {}).get("evaluation")
         if evaluation is not None:
             kind = "regression" if task == "regression" else "classification"
@@ -271,9 +280,9 @@ def check_manifest(manifest: object, where: str) -> None:
 
 def _check_labels(manifest: dict, where: str) -> None:
     task, labels = manifest["task"], manifest.get("labels")
-    if task == "regression":
+    if task in ("regression", "recommend"):
         if labels:
-            raise BundleError(f"{where} field 'labels' is {_describe(labels)}: expected null for a regression")
+            raise BundleError(f"{where} field 'labels' is {_describe(labels)}: expected null for a {task} model")
         return
     least = "exactly 2" if task == "binary" else "at least 2"
     if not labels or len(labels) < 2 or (task == "binary" and len(labels) != 2):

@@ -134,3 +134,4 @@ FLOAT = TensorProto.FLOAT
 DOUBLE = TensorProto.DOUBLE
 STRING = TensorProto.STRING
 INT64 = TensorProto.INT64
+BOOL = TensorProto.BOOL

@@ -60,6 +60,11 @@ class Predictor:
         self._run_graph = getattr(self.session, "_sess", self.session).run
         self.typed_labels = _typed_labels(self.labels, self.manifest.get("label_type", "string"))
         self._explainer = None
+        self.recommendations = None
+        if self.task == "recommend":
+            from tandem.inference.recommend import Recommendations
+
+            self.recommendations = Recommendations(self.manifest, self._run_graph, self._outputs)
 
     # -- encoding -----------------------------------------------------------------------------
     def encode(self, data: object) -> EncodedInputs:
@@ -67,6 +72,8 @@ class Predictor:
 
         Files are the front doors' to read (``tandem.load(...).predict(path)``, ``tandem predict``): a serving
         host decodes what a request carries and nothing else."""
+        if self.recommendations is not None:
+            raise DataError("this model recommends items: ask recommend(user, k) (POST .../recommend), not predict")
         if isinstance(data, dict) and data and not isinstance(next(iter(data.values())), (list, tuple, np.ndarray)):
             return self.encoder.encode_row(data)
         if isinstance(data, dict) and self.encoder.tensor_columns and _one_row_of_tensors(data, self.encoder):
@@ -107,6 +114,22 @@ class Predictor:
     def run(self, enc: EncodedInputs) -> dict[str, np.ndarray]:
         """Raw graph outputs for encoded inputs."""
         return dict(zip(self._outputs, run_graph(self._run_graph, self._outputs, enc), strict=True))
+
+    def recommend(self, user: object, k: int | None = None, *, exclude_seen: bool = True) -> dict | list[dict]:
+        """The top ``k`` items (default: the k the study optimised) for ``user``, best first, as
+        ``{"user", "items", "scores", "known"}``; a list of users gives a list of answers. What the user had in
+        training is left out unless ``exclude_seen`` is false. An unknown user gets the most popular items,
+        ``known`` false and a ``note``. A user id of the wrong type or a ``k`` outside 1..items is a DataError
+        naming the field."""
+        if self.recommendations is None:
+            raise DataError(f"this model does {self.task}, not recommendation: ask predict")
+        r = self.recommendations
+        k = r.default_k if k is None else k
+        if isinstance(user, (list, tuple, np.ndarray)):
+            if len(user) == 0:
+                raise DataError("field 'user' is an empty list: expected at least one user id")
+            return r.answer(list(user), k, exclude_seen)
+        return r.answer([user], k, exclude_seen)[0]
 
     def predict_proba(self, data: object) -> np.ndarray:
         """Class probabilities [N, C], columns in the order of ``labels``."""

@@ -1,0 +1,61 @@
+"""Top-k answers from a recommendation bundle's graph: ids checked, k bounded, the graph run in chunks, each
+user's answer decoded (slots with nothing left to recommend dropped, unknown users noted)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from tandem.bundle.recommend import (
+    EXCLUDE_INPUT,
+    K_INPUT,
+    UNKNOWN_USER_NOTE,
+    USER_INPUT,
+    canonical_id,
+    check_k,
+)
+from tandem.errors import DataError
+
+CHUNK_USERS = 1024  # users a graph call scores at once (users x items floats in flight)
+
+
+class Recommendations:
+    """Answers ``recommend`` with a bundle's graph (``run(outputs, feeds, None)``, an ONNX Runtime binding)."""
+
+    def __init__(self, manifest: dict, run: Callable, outputs: list[str]):
+        info = manifest["recommend"]
+        self.user_id_type: str = info["user_id_type"]
+        self.item_id_type: str = info["item_id_type"]
+        self.n_items: int = int(info["items"])
+        self.default_k: int = int(info["k"])
+        self._run, self._outputs = run, outputs
+        self._yes, self._no = np.array([True]), np.array([False])
+
+    def answer(self, users: list, k: int, exclude_seen: bool = True, field_name: str = "user") -> list[dict]:
+        """One ``{"user", "items", "scores", "known"}`` (and ``"note"`` for an unknown user) per user."""
+        k = check_k(k, self.n_items)
+        if not isinstance(exclude_seen, (bool, np.bool_)):
+            raise DataError(f"field 'exclude_seen' is {exclude_seen!r}: expected true or false")
+        one = len(users) == 1
+        keys = [canonical_id(u, self.user_id_type, field_name if one else f"{field_name}[{i}]")
+                for i, u in enumerate(users)]
+        flag = self._yes if exclude_seen else self._no
+        kk = np.array([k], dtype=np.int64)
+        answers = []
+        for a in range(0, len(keys), CHUNK_USERS):
+            items, scores, known = self._run(self._outputs, {USER_INPUT: np.array(keys[a: a + CHUNK_USERS],
+                                                                                  dtype=object),
+                                                             K_INPUT: kk, EXCLUDE_INPUT: flag}, None)
+            for j in range(len(items)):
+                row_scores = scores[j]
+                keep = np.isfinite(row_scores)
+                if keep.all():
+                    ids, values = items[j].tolist(), row_scores.tolist()
+                else:
+                    ids, values = items[j][keep].tolist(), row_scores[keep].tolist()
+                out = {"user": users[a + j], "items": ids, "scores": values, "known": bool(known[j])}
+                if not out["known"]:
+                    out["note"] = UNKNOWN_USER_NOTE
+                answers.append(out)
+        return answers
