@@ -370,7 +370,8 @@ def _footprint(result: RecommendResult) -> dict:
 
     usage = resource.getrusage(resource.RUSAGE_SELF)
     process = {"wall_seconds": round(time.monotonic() - result.started, 3),
-               "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+               "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
+               "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
     if result.meter is None:
         return {"train": process}
     try:
