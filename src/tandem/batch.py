@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tandem.data.readers import count_rows_estimate, iter_batches
-from tandem.errors import ConfigError
+from tandem.errors import ConfigError, DataError
 from tandem.fsutil import atomic_file
 from tandem.inference.predictor import Predictor
 
@@ -58,9 +58,13 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def _column_types(predictor: Predictor, input_path: Path) -> dict[str, pa.DataType] | None:
     """For CSV, read every model column as text so each chunk parses the same way; the encoder then
-    checks values against the schema and names the row of a bad one. Typed formats keep their types."""
+    checks values against the schema and names the row of a bad one. Typed formats keep their types.
+    A recommender's user column is read as its ids are typed."""
     if Path(input_path).suffix.lower() not in (".csv", ".tsv", ".txt"):
         return None
+    if predictor.recommendations is not None:
+        info = predictor.manifest["recommend"]
+        return {info["user"]: pa.int64() if info["user_id_type"] == "int" else pa.string()}
     return {c.name: pa.string() for c in predictor.schema.columns}
 
 
@@ -83,9 +87,42 @@ def _output_batch(predictor: Predictor, batch: pa.RecordBatch, out: dict[str, np
     return escape_table_formulas(table) if escape else table
 
 
+def _recommend_batch(predictor: Predictor, batch: pa.RecordBatch, k: int | None, what: str,
+                     row_offset: int) -> pa.Table:
+    """A recommender's answer for a chunk of users: one row per (user, rank): user, rank, item, score, known."""
+    from tandem.data.infer import check_column
+
+    user = predictor.manifest["recommend"]["user"]
+    users = check_column(pa.Table.from_batches([batch]), user, "user column", what=what).to_pylist()
+    missing = [i for i, u in enumerate(users) if u is None]
+    if missing:
+        raise DataError(f"{what} column '{user}' row {row_offset + missing[0] + 1}: no user id")
+    try:
+        answers = predictor.recommend(users, k)
+    except DataError as exc:  # name the row, not the list index
+        index = re.search(r"user\[(\d+)\]", str(exc))
+        if index is None:
+            raise
+        row = row_offset + int(index.group(1)) + 1
+        raise DataError(f"{what} column '{user}' row {row}: {str(exc).split(': ', 1)[1]}") from None
+    cols: dict[str, list] = {user: [], "rank": [], "item": [], "score": [], "known": []}
+    for a in answers:
+        n = len(a["items"])
+        cols[user] += [a["user"]] * n
+        cols["rank"] += list(range(1, n + 1))
+        cols["item"] += a["items"]
+        cols["score"] += a["scores"]
+        cols["known"] += [a["known"]] * n
+    return pa.table(cols)
+
+
 def predict_file(bundle: Path, input_path: Path, output: Path, *, batch_rows: int = 65536,
-                 console: Console | None = None, escape_formulas: bool = True) -> tuple[int, list[str]]:
+                 console: Console | None = None, escape_formulas: bool = True,
+                 k: int | None = None) -> tuple[int, list[str]]:
     """Score ``input_path`` with the bundle into ``output`` (.csv or .parquet); return (rows, notes).
+
+    A recommendation bundle writes the top ``k`` items (default: the k it was trained for) of each user in
+    the input's user column, one row per (user, rank).
 
     CSV output escapes text that a spreadsheet would run as a formula (see :func:`escape_formula`) unless
     ``escape_formulas`` is False; Parquet holds the values as they are. ``output`` may not be the input
@@ -119,8 +156,12 @@ def predict_file(bundle: Path, input_path: Path, output: Path, *, batch_rows: in
                         extra = predictor.extra_columns(pa.Table.from_batches([batch]))
                         if extra:
                             notes.append(f"ignored column(s) the model does not use: {', '.join(extra)}")
-                    enc = predictor.encoder.encode_table(batch, what=f"'{input_path}'", row_offset=rows)
-                    table = _output_batch(predictor, batch, predictor.run(enc), escape=escape)
+                    if predictor.recommendations is not None:
+                        table = _recommend_batch(predictor, batch, k, f"'{input_path}'", rows)
+                        table = escape_table_formulas(table) if escape else table
+                    else:
+                        enc = predictor.encoder.encode_table(batch, what=f"'{input_path}'", row_offset=rows)
+                        table = _output_batch(predictor, batch, predictor.run(enc), escape=escape)
                     if writer is None:
                         writer = (pq.ParquetWriter(str(tmp), table.schema) if fmt == "parquet"
                                   else pacsv.CSVWriter(str(tmp), table.schema))

@@ -55,16 +55,23 @@ def leaderboard_rows(rows: list[dict], metric: str) -> list[dict]:
 def print_model(model: object, *, console: Console = out) -> None:
     """A trained model's summary: its leaderboard, validation metrics, ensemble, footprint, findings, notes."""
     m = model.manifest
-    console.print(f"[bold]{m['name']}:{m.get('version')}[/bold]  task={m['task']}  target={m['target']}  "
-                  f"metric={m['metric']}  threshold={m['threshold']:.4f}")
+    if m["task"] == "recommend":
+        r = m["recommend"]
+        console.print(f"[bold]{m['name']}:{m.get('version')}[/bold]  task=recommend  user={r['user']}  "
+                      f"item={r['item']}  metric={m['metric']}  ({r['users']} users x {r['items']} items, "
+                      f"{r['interactions']} interactions)")
+    else:
+        console.print(f"[bold]{m['name']}:{m.get('version')}[/bold]  task={m['task']}  target={m['target']}  "
+                      f"metric={m['metric']}  threshold={m['threshold']:.4f}")
     console.print(f"bundle: {model.path}")
     lb = m["leaderboard"]
     console.print(rows_table(leaderboard_rows(lb, m["metric"]), f"Leaderboard (scores: {m['metric']})"))
     console.print(rows_table([m["metrics"]["validation"]],
                              f"Validation metrics of the ensemble ({m['metrics']['validation_scheme']})"))
     ens = ", ".join(f"{e['model']} x{e['weight']:.2f}" for e in m["ensemble"])
+    one = "one user's top-k" if m["task"] == "recommend" else "1-row predict"
     console.print(f"ensemble: {ens}; ONNX vs native max abs diff {m['parity']['max_abs_diff']:.2e}; "
-                  f"1-row predict p50 {m['latency']['predict_1row_us_p50']} µs")
+                  f"{one} p50 {m['latency']['predict_1row_us_p50']} µs")
     if "inference" in (m.get("footprint") or {}):
         from tandem.footprint.life import life_lines, life_report
 

@@ -30,11 +30,15 @@ def predict(
     escape_formulas: bool = typer.Option(True, "--escape-formulas/--no-escape-formulas",
                                          help="CSV output: put a ' before text that a spreadsheet would run as a "
                                               "formula (starting with = + - @, tab or carriage return)."),
+    k: int | None = typer.Option(None, "--k", help="Recommendation models: items per user (default: the k the "
+                                 "model was trained for)."),
     country: str | None = RUN_COUNTRY,
     require_signed: bool = REQUIRE_SIGNED,
 ) -> None:
-    """Score a file in chunks; the output appears only when complete."""
-    check_ranges(("--batch-rows", batch_rows, batch_rows >= 1, "at least 1"))
+    """Score a file in chunks; the output appears only when complete. A recommendation model writes each
+    user's top k items, one row per (user, rank)."""
+    check_ranges(("--batch-rows", batch_rows, batch_rows >= 1, "at least 1"),
+                 ("--k", k, k is None or k >= 1, "at least 1"))
     from tandem.batch import predict_file
     from tandem.registry import Registry
 
@@ -42,7 +46,7 @@ def predict(
     bundle = Registry().resolve(model)
     with OptionalMeter(country) as meter, doing("writing the predictions"):
         rows, notes = predict_file(bundle, input_path, output, batch_rows=batch_rows, console=err,
-                                   escape_formulas=escape_formulas)
+                                   escape_formulas=escape_formulas, k=k)
     for n in notes:
         err.print(f"note: {n}")
     err.print(f"wrote {rows} predictions to {output}")

@@ -29,18 +29,29 @@ from tandem.errors import ConfigError
 
 def train(
     data: Path = typer.Argument(..., help="Training data: CSV/TSV, Parquet, JSON lines or Arrow file."),
-    target: str = typer.Option(..., "--target", "-t", help="The column to predict."),
+    target: str | None = typer.Option(None, "--target", "-t", help="The column to predict (not for --task "
+                                                                    "recommend)."),
     time_limit: float = typer.Option(60.0, "--time-limit", help="Seconds to spend, all in."),
     metric: str | None = typer.Option(None, help="accuracy, balanced_accuracy, f1, roc_auc, pr_auc, log_loss, "
                                                  "rmse, mae or r2 (default: roc_auc / log_loss / rmse)."),
     name: str | None = typer.Option(None, help="Registry name (default: the data file's stem)."),
-    task: str | None = typer.Option(None, help="binary, multiclass or regression (default: inferred)."),
+    task: str | None = typer.Option(None, help="binary, multiclass or regression (default: inferred), or "
+                                    "recommend (an interaction table: --user, --item)."),
     seed: int = typer.Option(0, help="Seed of every random choice."),
+    user: str | None = typer.Option(None, "--user", help="--task recommend: the user id column."),
+    item: str | None = typer.Option(None, "--item", help="--task recommend: the item id column."),
+    rating: str | None = typer.Option(None, "--rating", help="--task recommend: a rating or weight column."),
+    min_rating: float | None = typer.Option(None, "--min-rating", help="--task recommend: only interactions rated "
+                                            "at least this count."),
+    k: int = typer.Option(10, "--k", help="--task recommend: the k of NDCG@k the study optimises (and the "
+                                          "default answer's length)."),
     search: str | None = typer.Option(None, help="'optuna' to spend spare budget tuning the best family."),
     bagging: str = typer.Option("auto", help="auto, yes or no: k-fold bagging of every configuration."),
-    split: str | None = typer.Option(None, help="stratified, random, group or time."),
+    split: str | None = typer.Option(None, help="stratified, random, group or time; recommendation: time "
+                                                "(each user's latest), global_time or random."),
     group: str | None = typer.Option(None, help="Group column for --split group."),
-    time_column: str | None = typer.Option(None, help="Time column for --split time."),
+    time_column: str | None = typer.Option(None, help="Time column for --split time (and for recommendation: "
+                                                      "the time of each interaction)."),
     ignore: str | None = typer.Option(None, help="Comma-separated columns to leave out."),
     latency_budget_us: float = typer.Option(
         100.0, "--latency-budget-us", help="One-row latency (p50, one thread) the ensemble may cost, in µs."),
@@ -79,6 +90,7 @@ def train(
                  ("--max-bytes", max_bytes, max_bytes is None or max_bytes >= 1, "at least 1 byte"),
                  ("--energy-per-1k-budget", energy_per_1k_budget, energy_per_1k_budget is None or
                   energy_per_1k_budget > 0, "greater than 0 J"),
+                 ("--k", k, 1 <= k <= 1000, "from 1 to 1000"),
                  ("--encoder-layers", encoder_layers, 1 <= encoder_layers <= 6, "from 1 to 6 (the encoder's layers)"),
                  ("--pue", pue, pue is None or pue >= 1, "at least 1.0 (1.0: no data-centre overhead)"),
                  ("--max-energy-kwh", max_energy_kwh, max_energy_kwh is None or max_energy_kwh > 0,
@@ -86,6 +98,11 @@ def train(
     from tandem.api import train as train_model
     from tandem.footprint import MeterSettings
     from tandem.registry.store import tandem_home
+
+    if task != "recommend" and not target:
+        raise ConfigError("--target is needed: the column to predict (or --task recommend with --user and --item)")
+    if task != "recommend" and (user or item or rating or min_rating is not None):
+        raise ConfigError("--user, --item, --rating and --min-rating are for --task recommend")
 
     name = name or _default_name(data)
     with BudgetBar(time_limit) as bar, doing("training and writing the bundle",
@@ -101,7 +118,8 @@ def train(
                             strict=strict,
                             sensitive=sensitive, text_encoder=text_encoder, encoder_layers=encoder_layers,
                             country=country, max_energy_kwh=max_energy_kwh,
-                            footprint=False if no_footprint else MeterSettings(pue=pue), signing_key=signing_key)
+                            footprint=False if no_footprint else MeterSettings(pue=pue), signing_key=signing_key,
+                            user=user, item=item, rating=rating, min_rating=min_rating, k=k)
     print_model(model)
 
 

@@ -293,12 +293,37 @@ def _imported(m: dict) -> str:
             + "<h3>Inputs</h3>" + _table(rows))
 
 
+def _recommend_tradeoff(m: dict) -> str:
+    """Each configuration's validation NDCG against the share of the catalogue it recommends."""
+    k = m["recommend"]["k"]
+    chosen = {e["model"] for e in m["ensemble"]}
+    points = [(r["model"], r.get(f"val_coverage@{k}"), r.get(f"val_ndcg@{k}"), r["model"] in chosen)
+              for r in m["leaderboard"]]
+    points = [p for p in points if isinstance(p[1], (int, float)) and isinstance(p[2], (int, float))]
+    if not points:
+        return _missing("Coverage figures are")
+    svg = points_chart(points, title=f"NDCG@{k} against catalogue coverage@{k}", x_label="coverage (share of items "
+                       "recommended to someone)", y_label=f"NDCG@{k}")
+    return _figure(svg, "Every configuration tried, on the validation users; the filled dot is the one kept. "
+                   "Popularity sits bottom left: accurate for no one in particular, and always the same items.")
+
+
 def render_report(manifest: dict) -> str:
     """The report page for ``manifest``: a model card without the training sections for an imported model."""
     m = manifest
     metrics = m["metrics"]["validation"]
     notes = m.get("warnings", []) + m.get("notes", [])
-    if m.get("imported"):
+    if m["task"] == "recommend":
+        body = [
+            _section("quality", "Data quality", _quality(m)),
+            _section("leaderboard", "Leaderboard", _leaderboard(m)),
+            _section("tradeoff", "Accuracy against breadth", _recommend_tradeoff(m)),
+            _section("footprint", "Footprint", _footprint(m)),
+            _section("ensemble", "Chosen model", _table(m["ensemble"])),
+            _section("notes", "Notes", "<ul>" + ("".join(f"<li>{_esc(n)}</li>" for n in notes) or "<li>none</li>")
+                     + "</ul>"),
+        ]
+    elif m.get("imported"):
         body = [
             _section("imported", "Model card", _imported(m)),
             _section("quality", "Data quality (the sample)", _quality(m)) if m.get("quality") else "",
