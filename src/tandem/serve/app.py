@@ -132,7 +132,7 @@ class ServeApp:
         so requests for made-up models cannot grow the metrics without bound."""
         if len(parts) >= 3 and parts[1] == "models":
             tail = parts[-1] if len(parts) > 3 else "metadata"
-            route = tail if tail in ("predict", "infer", "ready", "reload") else "metadata"
+            route = tail if tail in ("predict", "recommend", "infer", "ready", "reload") else "metadata"
             return (parts[2] if parts[2] in self.models else ""), route
         if parts[:2] == ["v2", "health"]:
             return "", "health"
@@ -259,7 +259,7 @@ class ServeApp:
         batcher = self._batcher(model) if enc.n_rows < self.max_batch_rows else None
         if batcher is None or (batcher.idle() and self._found_quiet(started)):  # batching off, too big to share,
             out = model.predictor.run(enc)                                      # or nobody to share a run with
-            self._observe(model.name, 0.0, time.perf_counter() - started, enc.n_rows)
+            self.observe(model.name, 0.0, time.perf_counter() - started, enc.n_rows)
             if not all_finite(out):
                 raise NonFiniteOutput()
             return answer(RunOutputs(out), 0, enc.n_rows)
@@ -288,11 +288,12 @@ class ServeApp:
             name = model.name
             batcher = Batcher(model.predictor, max_batch_rows=self.max_batch_rows, queue_delay_s=self.queue_delay_s,
                               max_queue_rows=self.max_queue_rows, timeout_s=self.request_timeout_s,
-                              observe=lambda q, c, n: self._observe(name, q, c, n))
+                              observe=lambda q, c, n: self.observe(name, q, c, n))
             self.batchers[model.name] = current = (model.predictor, batcher)
         return current[1]
 
-    def _observe(self, name: str, queue_s: float, compute_s: float, rows: int) -> None:
+    def observe(self, name: str, queue_s: float, compute_s: float, rows: int) -> None:
+        """Count a model run in the metrics (its queue and compute seconds, its rows) and the footprint."""
         self.metrics.observe_latency(name, "queue", queue_s)
         self.metrics.observe_latency(name, "compute", compute_s)
         self.metrics.observe_rows(name, rows)

@@ -36,6 +36,7 @@ class InferRequest:
     request_id: object
     outputs: list[str] | None  # requested output names (None: all)
     binary_output: bool
+    parameters: dict  # the request's own parameters (a recommender reads k and exclude_seen there)
 
 
 def datatype_of(kind: str) -> str:
@@ -48,13 +49,28 @@ TENSOR_DATATYPES = {np.dtype(v).name: k for k, v in FIXED_DTYPES.items()}
 
 def metadata(name: str, version: int | None, p: Predictor) -> dict:
     """The model metadata document: inputs from the bundle's schema, outputs from its task."""
+    if p.recommendations is not None:
+        return {"name": name, "versions": [str(version)] if version else [], "platform": "tandem-onnx",
+                "inputs": recommend_inputs(p), "outputs": output_specs(p),
+                "parameters": {"k": p.recommendations.default_k, "exclude_seen": True}}
     inputs = [{"name": c.name, "datatype": TENSOR_DATATYPES[c.dtype], "shape": [-1, *c.shape]} if c.kind == "tensor"
               else {"name": c.name, "datatype": datatype_of(c.kind), "shape": [-1]} for c in p.schema.features]
     return {"name": name, "versions": [str(version)] if version else [], "platform": "tandem-onnx",
             "inputs": inputs, "outputs": output_specs(p)}
 
 
+def recommend_inputs(p: Predictor) -> list[dict]:
+    """A recommender's one input: its users' ids (k and exclude_seen go in the request's parameters)."""
+    info = p.manifest["recommend"]
+    return [{"name": info["user"], "datatype": "INT64" if info["user_id_type"] == "int" else "BYTES", "shape": [-1]}]
+
+
 def output_specs(p: Predictor) -> list[dict]:
+    if p.recommendations is not None:
+        items = "INT64" if p.manifest["recommend"]["item_id_type"] == "int" else "BYTES"
+        return [{"name": "items", "datatype": items, "shape": [-1, -1]},
+                {"name": "scores", "datatype": "FP32", "shape": [-1, -1]},
+                {"name": "known", "datatype": "BOOL", "shape": [-1]}]
     if p.task == "regression":
         return [{"name": "prediction", "datatype": "FP32", "shape": [-1]}]
     return [{"name": "label", "datatype": "BYTES", "shape": [-1]},
@@ -135,7 +151,7 @@ def decode_request(body: bytes, header_length: int | None, raw_bytes_inputs: fro
             wanted = _object(o.get("parameters"),
                              f"field 'outputs' item {i + 1} ('{o['name'][:100]}'): 'parameters' must be an object")
             binary_output = binary_output or bool(wanted.get("binary_data"))
-    return InferRequest(columns, lengths.pop(), request_id, names, binary_output)
+    return InferRequest(columns, lengths.pop(), request_id, names, binary_output, params)
 
 
 def encode_answer(name: str, version: int | None, p: Predictor, out: dict[str, np.ndarray], labels: np.ndarray,
@@ -148,6 +164,34 @@ def encode_answer(name: str, version: int | None, p: Predictor, out: dict[str, n
         probs = out["probabilities"].astype(np.float32)
         tensors = {"label": ("BYTES", [n], [str(v) for v in labels.tolist()]),
                    "probabilities": ("FP32", [n, probs.shape[1]], probs.reshape(-1))}
+    return encode_tensors(name, version, tensors, request)
+
+
+#: a slot of a recommender's answer with nothing left to recommend (k beyond the items a user has not had)
+EMPTY_SLOT_SCORE = float(np.finfo(np.float32).min)
+
+
+def recommend_tensors(p: Predictor, answers: list[dict], k: int) -> dict[str, tuple[str, list[int], object]]:
+    """A recommender's answers as v2 tensors [users, k]: a slot with nothing left to recommend holds item -1
+    (or "") and the lowest float32 score."""
+    is_int = p.manifest["recommend"]["item_id_type"] == "int"
+    n = len(answers)
+    items: list = []
+    scores = np.full((n, k), EMPTY_SLOT_SCORE, dtype=np.float32)
+    for i, a in enumerate(answers):
+        got = len(a["items"])
+        items += a["items"] + [-1 if is_int else ""] * (k - got)
+        scores[i, :got] = a["scores"]
+    return {"items": ("INT64" if is_int else "BYTES", [n, k], np.array(items, dtype=np.int64) if is_int else
+                      [str(v) for v in items]),
+            "scores": ("FP32", [n, k], scores.reshape(-1)),
+            "known": ("BOOL", [n], np.array([a["known"] for a in answers], dtype=bool))}
+
+
+def encode_tensors(name: str, version: int | None, tensors: dict[str, tuple[str, list[int], object]],
+                   request: InferRequest) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]]:
+    """(body, content type, extra headers) of an infer answer holding ``tensors`` (name: (datatype, shape,
+    flat values)), those the request asked for, JSON or binary as it asked."""
     wanted = request.outputs if request.outputs is not None else list(tensors)
     unknown = [w for w in wanted if w not in tensors]
     if unknown:
@@ -164,7 +208,8 @@ def encode_answer(name: str, version: int | None, p: Predictor, out: dict[str, n
     chunks = []
     for w in wanted:
         datatype, shape, data = tensors[w]
-        raw = _bytes_tensor(data) if datatype == "BYTES" else np.ascontiguousarray(data, dtype="<f4").tobytes()
+        raw = (_bytes_tensor(data) if datatype == "BYTES" else
+               np.ascontiguousarray(data, dtype=FIXED_DTYPES[datatype]).tobytes())
         chunks.append(raw)
         answer["outputs"].append({"name": w, "datatype": datatype, "shape": shape,
                                   "parameters": {"binary_data_size": len(raw)}})

@@ -19,7 +19,8 @@ class ServedModel:
     ref: str = ""  # the reference it was loaded from: a reload resolves it again (an alias may have moved)
 
     def __post_init__(self) -> None:
-        self.labels = self.predictor.typed_labels.tolist() if self.predictor.task != "regression" else None
+        typed = self.predictor.typed_labels
+        self.labels = typed.tolist() if typed is not None else None
 
 
 def load_model(ref: str, registry: object, *, require_signed: bool = False) -> ServedModel:
@@ -42,6 +43,9 @@ def _blank_png() -> bytes:
 
 def warm_one(m: ServedModel) -> None:
     """Run the model once on a made-up row, so its first request pays no lazy initialisation."""
+    if m.predictor.recommendations is not None:  # an unknown user of the right type: the popular items
+        m.predictor.recommend(0 if m.predictor.recommendations.user_id_type == "int" else "", 1)
+        return
     columns = m.predictor.schema.features
     row = {c.name: (0.0 if c.kind in ("numeric", "boolean") else "warm up" if c.kind == "text" else
                     _blank_png() if c.kind == "image" else "") for c in columns}

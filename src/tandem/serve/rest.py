@@ -3,6 +3,7 @@ and ``GET /v1/models/{name}/footprint``. Handlers take (app, request, model), as
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from tandem.errors import TandemError
@@ -16,6 +17,9 @@ if TYPE_CHECKING:
 
 def predict(app: ServeApp, request: Request, model: ServedModel) -> Answer | Later:
     """Predict the body's rows: JSON, or for the models that read them, one raw image or one raw e-mail."""
+    if model.predictor.recommendations is not None:
+        raise HTTPError(400, f"model '{model.name}' recommends items: POST /v1/models/{model.name}/recommend "
+                             '{"user": id, "k": 10}')
     ctype = request.headers.get(b"content-type", b"")
     if ctype != JSON:  # (the common request says exactly application/json: nothing to parse)
         ctype = ctype.split(b";")[0].strip().lower()
@@ -104,6 +108,42 @@ def predict_rest(app: ServeApp, model: ServedModel, body: object) -> Answer | La
         return 200, result, ()
 
     return app.run_model(model, enc, answer)
+
+
+RECOMMEND_FIELDS = ("user", "users", "k", "exclude_seen")
+
+
+def recommend(app: ServeApp, request: Request, model: ServedModel) -> Answer:
+    """Top-k items for one user (``{"user": id, "k": 10}``) or several (``{"users": [ids], "k": 10}``);
+    ``"exclude_seen": false`` keeps what they already had. An unknown user gets the popular items and a note."""
+    raw = app.read_body(request)
+    app.admit(model)
+    body = parse_json(raw)
+    p = model.predictor
+    if p.recommendations is None:
+        raise HTTPError(400, f"model '{model.name}' does {p.task}, not recommendation: POST "
+                             f"/v1/models/{model.name}/predict")
+    if not isinstance(body, dict) or ("user" in body) == ("users" in body):
+        raise HTTPError(400, 'body: expected {"user": id, "k": 10} or {"users": [id, ...], "k": 10}')
+    unknown = [key for key in body if key not in RECOMMEND_FIELDS]
+    if unknown:
+        raise HTTPError(400, f"field '{unknown[0][:100]}' is not known: expected {', '.join(RECOMMEND_FIELDS)}")
+    k = body.get("k", p.recommendations.default_k)
+    exclude = body.get("exclude_seen", True)
+    started = time.perf_counter()
+    if "users" in body:
+        users = body["users"]
+        if not isinstance(users, list) or not users:
+            raise HTTPError(400, "field 'users': expected a non-empty list of user ids")
+        app.check_rows(len(users))
+        answers = p.recommendations.answer(users, k, exclude, field_name="users")
+        result = {"model": model.name, "version": model.version, "recommendations": answers}
+    else:
+        result = {"model": model.name, "version": model.version,
+                  **p.recommendations.answer([body["user"]], k, exclude)[0]}
+        users = [body["user"]]
+    app.observe(model.name, 0.0, time.perf_counter() - started, len(users))
+    return 200, result, ()
 
 
 def footprint(app: ServeApp, request: Request, model: ServedModel) -> Answer:

@@ -44,6 +44,11 @@ class Route:
     body: str = ""  # the request body (OpenAPI): "rows" (the model's JSON rows), "v2" (a v2 inference request)
     answer: str = "json"  # the 200 answer (OpenAPI): "json", "predictions" (the model's), "text" (Prometheus)
     responses: tuple[tuple[int, str], ...] = ((200, "ok"),)  # (status, description); "": the {"error": ...} body
+    recommenders: bool | None = None  # True: only recommendation models have it; False: only the others
+
+    def serves(self, m: ServedModel | None) -> bool:
+        """Whether the route applies to ``m`` (the OpenAPI document lists it for that model)."""
+        return m is None or self.recommenders is None or self.recommenders == (m.predictor.task == "recommend")
 
     def templates(self) -> tuple[str, ...]:
         """The concrete path templates: without and with the optional part (OpenAPI has no optional parts)."""
@@ -72,7 +77,14 @@ ROUTES: tuple[Route, ...] = (
           '`{"instances": [{col: value}, ...]}` or `{"inputs": {col: [values]}}` → `predictions`, `probabilities`, '
           '`labels`, `version`; `"explain": true` adds per-column contributions. A model of one image column also '
           "takes the raw image (`image/*`), a model trained on a mail folder a raw e-mail (`message/rfc822`)",
-          auth="api_key", body="rows", answer="predictions", responses=((200, "predictions"), *_REST_ERRORS)),
+          auth="api_key", body="rows", answer="predictions", responses=((200, "predictions"), *_REST_ERRORS),
+          recommenders=False),
+    Route("POST", "/v1/models/{name}/recommend", rest.recommend, "top-k items from {name} (version {version})",
+          '`{"user": id, "k": 10}` or `{"users": [ids], "k": 10}` (`"exclude_seen": false` keeps what the user '
+          'already had) → `items`, `scores`, `known` per user (`recommendations` for a list); an unknown user gets '
+          "the most popular items and a `note`. For models trained with `--task recommend`",
+          auth="api_key", body="recommend", answer="recommendations",
+          responses=((200, "recommendations"), *_REST_ERRORS), recommenders=True),
     Route("GET", "/v2/health/live", v2.live, "liveness", "KServe v2 liveness", responses=((200, "live"),)),
     Route("GET", "/v2/health/ready", v2.ready, "readiness",
           "KServe v2 readiness: 200 after the models are loaded and warmed up, 503 before",
@@ -308,6 +320,11 @@ def _v2_body(m: ServedModel) -> dict:
     features = m.predictor.schema.features
     tensors = [{"type": "object", "required": ["name", "shape", "datatype", "data"], "properties": _v2_tensor(c)}
                for c in features]
+    if m.predictor.recommendations is not None:  # one tensor of user ids
+        spec = kserve.recommend_inputs(m.predictor)[0]
+        tensors = [{"type": "object", "required": ["name", "shape", "datatype", "data"], "properties": {
+            "name": {"const": spec["name"]}, "shape": {"const": [1]}, "datatype": {"const": spec["datatype"]},
+            "data": {"type": "array", "minItems": 1, "maxItems": 1, "items": _user_id_schema(m)}}}]
     outputs = [o["name"] for o in kserve.output_specs(m.predictor)]
     request = {"type": "object", "required": ["inputs"], "properties": {
         "id": {"type": "string"},
@@ -355,11 +372,40 @@ def _predictions_schema(m: ServedModel) -> dict:
     return answer
 
 
+def _user_id_schema(m: ServedModel) -> dict:
+    return {"type": "integer"} if m.predictor.manifest["recommend"]["user_id_type"] == "int" else {"type": "string"}
+
+
+def _recommend_body(m: ServedModel) -> dict:
+    info = m.predictor.manifest["recommend"]
+    common = {"k": {"type": "integer", "minimum": 1, "maximum": info["items"], "default": info["k"]},
+              "exclude_seen": {"type": "boolean", "default": True}}
+    one = {"type": "object", "required": ["user"], "additionalProperties": False,
+           "properties": {"user": _user_id_schema(m), **common}}
+    many = {"type": "object", "required": ["users"], "additionalProperties": False,
+            "properties": {"users": {"type": "array", "items": _user_id_schema(m), "minItems": 1,
+                                     "maxItems": MAX_ROWS}, **common}}
+    return {"required": True, "content": {"application/json": {"schema": {"oneOf": [one, many]}}}}
+
+
+def _recommendations_schema(m: ServedModel) -> dict:
+    item = {"type": "integer"} if m.predictor.manifest["recommend"]["item_id_type"] == "int" else {"type": "string"}
+    answer = {"type": "object", "properties": {
+        "user": _user_id_schema(m), "items": {"type": "array", "items": item},
+        "scores": {"type": "array", "items": {"type": "number"}}, "known": {"type": "boolean"},
+        "note": {"type": "string"}}}
+    return {"type": "object", "properties": {
+        "model": {"type": "string"}, "version": {"type": ["integer", "null"]},
+        **answer["properties"], "recommendations": {"type": "array", "items": answer}}}
+
+
 def _response(route: Route, status: int, text: str, m: ServedModel | None) -> dict:
     if status >= 400 and not text:
         return _ERROR
     if status == 200 and route.answer == "predictions":
         return {"description": text, "content": {"application/json": {"schema": _predictions_schema(m)}}}
+    if status == 200 and route.answer == "recommendations":
+        return {"description": text, "content": {"application/json": {"schema": _recommendations_schema(m)}}}
     if status == 200 and route.answer == "text":
         return {"description": text, "content": {"text/plain": {"schema": {"type": "string"}}}}
     return {"description": text}
@@ -373,6 +419,8 @@ def _operation(route: Route, m: ServedModel | None, versioned: bool, guarded: bo
                                     "description": "the version served (any other is 404)"}]
     if route.body == "rows":
         operation["requestBody"] = _rows_body(m)
+    elif route.body == "recommend":
+        operation["requestBody"] = _recommend_body(m)
     elif route.body == "v2":
         operation["requestBody"] = _v2_body(m)
     operation["responses"] = {str(status): _response(route, status, text, m) for status, text in route.responses}
@@ -398,6 +446,8 @@ def openapi_document(models: list[ServedModel], *, api_key: bool = False, admin:
             continue  # (answered 403 while the server has no admin token)
         for template in route.templates():
             for m in (models if "{name}" in template else (None,)):
+                if not route.serves(m):
+                    continue
                 path = template if m is None else template.replace("{name}", m.name)
                 paths.setdefault(path, {})[route.method.lower()] = _operation(
                     route, m, "{version}" in template, guarded[route.auth])

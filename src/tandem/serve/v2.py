@@ -6,6 +6,7 @@ route table calls them (``model`` is None on the server's own routes).
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -62,6 +63,8 @@ def infer(app: ServeApp, request: Request, model: ServedModel) -> Answer | Later
     except kserve.V2Error as exc:
         raise HTTPError(400, str(exc)) from None
     app.check_rows(v2.n_rows)
+    if p.recommendations is not None:
+        return _recommend(app, model, v2)
 
     def answer(run: RunOutputs, start: int, stop: int) -> Answer:
         out = run.rows(start, stop)
@@ -78,3 +81,27 @@ def infer(app: ServeApp, request: Request, model: ServedModel) -> Answer | Later
         if len(blank):
             raise HTTPError(400, f"input text row {int(blank[0]) + 1}: empty text; send the text to read")
     return app.run_model(model, enc, answer)
+
+
+def _recommend(app: ServeApp, model: ServedModel, v2: kserve.InferRequest) -> Answer:
+    """A recommender's v2 answer: the users' ids in the one input (named as the user column), ``k`` and
+    ``exclude_seen`` in the request's parameters; items, scores [users, k] and known [users] out."""
+    p = model.predictor
+    user = p.manifest["recommend"]["user"]
+    unknown = [name for name in v2.columns if name != user]
+    if unknown or user not in v2.columns:
+        raise HTTPError(400, f"inputs: expected one input named '{user}' (the user ids); k and exclude_seen go in "
+                             "the request's parameters" + (f", got {unknown[0][:100]!r}" if unknown else ""))
+    k = v2.parameters.get("k", p.recommendations.default_k)
+    exclude = v2.parameters.get("exclude_seen", True)
+    users = v2.columns[user]
+    started = time.perf_counter()
+    answers = p.recommendations.answer(users.tolist() if isinstance(users, np.ndarray) else list(users), k, exclude,
+                                       field_name=user)
+    app.observe(model.name, 0.0, time.perf_counter() - started, len(answers))
+    try:
+        body, ctype, extra = kserve.encode_tensors(model.name, model.version,
+                                                   kserve.recommend_tensors(p, answers, int(k)), v2)
+    except kserve.V2Error as exc:
+        raise HTTPError(400, str(exc)) from None
+    return 200, RawResponse(body, ctype, extra), ()
