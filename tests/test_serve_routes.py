@@ -82,13 +82,15 @@ EXPECTED = {
     "/v2/models/{name}[/versions/{version}]": 200, "/v2/models/{name}[/versions/{version}]/ready": 200,
     "/v2/models/{name}[/versions/{version}]/infer": 200, "/openapi.json": 200, "/metrics": 200,
     "/v1/models/{name}/footprint": 200, "/admin/models/{name}/reload": 200,
+    "/v1/models/{name}/recommend": 400,  # churn classifies: the route says to POST .../predict instead
 }
 
 
 def test_every_route_of_the_table_is_dispatched(served):
     app = _app(served, api_key=API_KEY, admin_token=ADMIN_TOKEN)
     assert set(EXPECTED) == {r.path for r in ROUTES}
-    bodies = {"rows": json.dumps({"instances": [served.row]}).encode(), "v2": _v2_body(served.row), "": b""}
+    bodies = {"rows": json.dumps({"instances": [served.row]}).encode(), "v2": _v2_body(served.row), "": b"",
+              "recommend": b'{"user": 1}'}
     asked = 0
     for route in ROUTES:
         token = ADMIN_TOKEN if route.auth == "admin" else API_KEY
@@ -100,7 +102,7 @@ def test_every_route_of_the_table_is_dispatched(served):
                                           {b"authorization": f"Bearer {token}".encode()})
                 assert status == EXPECTED[route.path], (method, path, payload)
                 asked += 1
-    assert asked == 2 * 10 + 4  # 10 GET forms (each with HEAD too), 4 POST forms (v2 routes with and without a version)
+    assert asked == 2 * 10 + 5  # 10 GET forms (each with HEAD too), 5 POST forms (v2 routes with and without a version)
 
 
 def test_route_answers_carry_their_values(served):
@@ -155,13 +157,15 @@ def test_the_openapi_document_lists_exactly_the_tables_routes(served, tokens):
     listed = {(path, method) for path, operations in doc["paths"].items() for method in operations}
     admin = bool(tokens)  # the admin routes are listed only where they are on
     expected = {(template.replace("{name}", "churn"), route.method.lower())
-                for route in ROUTES if admin or route.auth != "admin" for template in route.templates()}
+                for route in ROUTES if (admin or route.auth != "admin") and route.recommenders is not True
+                for template in route.templates()}
     assert listed == expected
     assert len(listed) == (14 if admin else 13)  # 11 routes, 3 of them also with /versions/{version}
     guarded = {(path, method) for path, operations in doc["paths"].items()
                for method, operation in operations.items() if operation.get("security") == [{"bearer": []}]}
     assert guarded == ({(template.replace("{name}", "churn"), route.method.lower())
-                        for route in ROUTES if route.auth for template in route.templates()} if tokens else set())
+                        for route in ROUTES if route.auth and route.recommenders is not True
+                        for template in route.templates()} if tokens else set())
     versioned = doc["paths"]["/v2/models/churn/versions/{version}/infer"]["post"]
     assert versioned["parameters"] == [{"name": "version", "in": "path", "required": True,
                                         "schema": {"type": "string", "enum": ["1"]},

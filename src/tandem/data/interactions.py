@@ -200,7 +200,7 @@ def _ids(col: pa.ChunkedArray, name: str, what: str, findings: list[dict]) -> tu
         ok = ~np.isnan(values)
         if not np.all(values[ok] == np.round(values[ok])):
             row = int(np.flatnonzero(ok & (values != np.round(values)))[0])
-            raise DataError(f"{what} column '{name}' row {row + 1}: id {values[row]!r} is not a whole number: "
+            raise DataError(f"{what} column '{name}' row {row + 1}: id {float(values[row])!r} is not a whole number: "
                             "expected integer or text ids")
         return [int(v) if k else None for v, k in zip(values, ok, strict=True)], "int"
     if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t):

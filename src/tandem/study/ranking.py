@@ -15,13 +15,19 @@ MASKED = np.float32(-np.inf)
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of each row's ``k`` highest scores, best first (ties: the lower index first)."""
+    """Indices of each row's ``k`` highest scores, best first; among equal scores the lower index first, as
+    ONNX's TopK orders them (so the graph and this scorer agree item for item)."""
     k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else np.tile(
-        np.arange(scores.shape[1]), (len(scores), 1))
-    picked = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -picked), axis=1)
-    return np.take_along_axis(part, order, axis=1)
+    if k * 8 < scores.shape[1]:  # the k best and every score tied with the k-th, then an exact stable order
+        kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1: k]
+        candidates = scores >= kth
+        if candidates.sum(axis=1).max() <= 4 * k:
+            width = int(candidates.sum(axis=1).max())
+            idx = np.argsort(~candidates, axis=1, kind="stable")[:, :width]  # candidate columns, in index order
+            picked = np.take_along_axis(scores, idx, axis=1)
+            order = np.argsort(-picked, axis=1, kind="stable")[:, :k]
+            return np.take_along_axis(idx, order, axis=1)
+    return np.argsort(-scores, axis=1, kind="stable")[:, :k]
 
 
 def mask_seen(scores: np.ndarray, seen, users: np.ndarray) -> np.ndarray:
