@@ -20,6 +20,10 @@ LightGBM's defaults (100 trees of 31 leaves); the naive server serves a LightGBM
 default parameters fitted on the same rows. ``wide_mlp`` is a tandem bundle of one wide MLP (2
 hidden layers of 2048), a model whose compute dominates a request.
 
+``movielens`` is a recommendation bundle (``tandem.train(task="recommend")`` on MovieLens 100K, ratings >= 4,
+15 s), asked ``POST /v1/models/movielens/recommend`` with ``{"user": id, "k": 10}`` for 200 different users
+(``--recommend-only``: the floor and this route alone, written to ``serve_recommend.json``).
+
 Checks (the serving issue's acceptance): CPU per 1-row request of tandem as it ships (batching on)
 <= 1.5x the floor at every concurrency (the ratio with batching off is reported beside it);
 throughput >= 3x naive at concurrency 64 (1-row and 100-row); wide MLP with
@@ -105,6 +109,26 @@ def say(message: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------ setup
+
+def prepare_recommender(work: Path, home: Path) -> Path:
+    """Train the MovieLens recommender into ``home``; write its request bodies (one user each) and return them."""
+    import numpy as np
+    import pandas as pd
+
+    import tandem
+    from common import DATA
+
+    raw = np.loadtxt(DATA / "movielens_100k" / "u.data", dtype=np.int64)
+    ratings = work / "ratings.csv"
+    pd.DataFrame(raw, columns=["user_id", "item_id", "rating", "ts"]).to_csv(ratings, index=False)
+    say("training the MovieLens recommender")
+    tandem.train(str(ratings), task="recommend", user="user_id", item="item_id", rating="rating", min_rating=4,
+                 time_column="ts", time_limit=15, name="movielens", home=home, seed=0)
+    users = np.random.default_rng(0).choice(np.unique(raw[:, 0]), DISTINCT_BODIES, replace=False)
+    path = work / "bodies_recommend.jsonl"
+    path.write_text("".join(json.dumps({"user": int(u), "k": 10}) + "\n" for u in users))
+    return path
+
 
 def prepare(work: Path, quick: bool) -> dict:
     """Train the models and write the request bodies; return where everything is."""
@@ -239,7 +263,8 @@ def start(kind: str, setup: dict, model: str = "tree") -> Server:
     argv = [sys.executable, "-m", "tandem.cli", "serve", model, "--port", "{port}", *batching]
     # tandem_http: tandem serve answering its liveness route (the request's body is read and ignored), the
     # cost of tandem's HTTP layer and app without a model
-    path = "/v2/health/live" if kind == "tandem_http" else f"/v1/models/{model}/predict"
+    path = "/v2/health/live" if kind == "tandem_http" else f"/v1/models/{model}/" + (
+        "recommend" if model == "movielens" else "predict")
     return Server(kind, argv, {"TANDEM_HOME": str(setup["home"])}, path, "/v2/health/ready")
 
 
@@ -275,10 +300,11 @@ def sweep(kind: str, setup: dict, script: Path, *, model: str, sizes: tuple[int,
     server = start(kind, setup, model)
     rows = []
     try:
-        wrk(server, setup["bodies"][1], 16, 1.0, script)  # warm-up: JIT-free, but caches, pools, allocators
+        bodies = {1: setup["bodies"]["recommend"]} if model == "movielens" else setup["bodies"]
+        wrk(server, bodies[1], 16, 1.0, script)  # warm-up: JIT-free, but caches, pools, allocators
         for size in sizes:
             for c in concurrencies:
-                r = wrk(server, setup["bodies"][size], c, seconds, script)
+                r = wrk(server, bodies[size], c, seconds, script)
                 r.update(server=kind, model=model, rows_per_request=size)
                 say(f"{model:9s} {kind:9s} rows={size:3d} c={c:2d}: {r['throughput_rps']:8.0f} req/s  "
                     f"p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  cpu {r['cpu_ms_per_request']:.3f} "
@@ -364,6 +390,13 @@ def checks(rows: list[dict], sat: dict | None, soaked: dict | None, concurrencie
         out["wide_mlp_batching_throughput_ratio_c64"] is not None
         and out["wide_mlp_batching_throughput_ratio_c64"] >= 2 and out["wide_mlp_batching_p95_ratio_c64"] <= 1)
     out["tree_batching_costs_le_5pct"] = all(v is not None and v >= 0.95 for v in tree_on.values())
+    recommend = {c: pick(rows, "batch_on", "movielens", 1, c) for c in concurrencies}
+    if any(recommend.values()):
+        out["recommend_route"] = {c: {k: r[k] for k in ("throughput_rps", "p50_ms", "p99_ms", "cpu_ms_per_request")}
+                                  for c, r in recommend.items() if r}
+        out["recommend_cpu_per_request_vs_floor"] = {
+            c: ratio(r, pick(rows, "floor", "tree", 1, c), "cpu_ms_per_request") for c, r in recommend.items() if r}
+        out["recommend_only_2xx"] = all(set(r["codes"]) <= {"200"} for r in recommend.values() if r)
     if sat is not None:
         out["saturation_only_2xx_429_503"] = not sat["unexpected_codes"] and sat["socket_errors"] == 0
     if soaked is not None:
@@ -390,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--focus", action="store_true",
                         help="only the floor and tandem as it ships, one-row tree requests at c=64 (writes "
                              "serve_focus.json): the CPU-per-request check, e.g. before and after a refactor")
+    parser.add_argument("--recommend-only", action="store_true",
+                        help="only the floor and the recommendation route, at c=1/16/64 (writes serve_recommend.json)")
     args = parser.parse_args(argv)
     require_load_tools("bench/serve.py")
     seconds = 2.0 if args.quick else args.seconds
@@ -399,7 +434,15 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         script = work / "load.lua"
         script.write_text(WRK_SCRIPT)
-        setup = prepare(work, args.quick)
+        if args.recommend_only:
+            setup = {"home": work / "home", "bodies": {}}
+            args.no_sweep, args.saturation_s = True, 0
+            for size in (1, 100):  # the floor's bodies (it answers a constant whatever it is sent)
+                (work / f"bodies_{size}.jsonl").write_text('{"instances": [{}]}\n')
+                setup["bodies"][size] = work / f"bodies_{size}.jsonl"
+        else:
+            setup = prepare(work, args.quick)
+        setup["bodies"]["recommend"] = prepare_recommender(work, setup["home"])
         rows: list[dict] = []
         for _ in range(0 if args.no_sweep or not args.focus else max(args.repeats, 1)):
             for kind in ("floor", "batch_on"):
@@ -414,6 +457,12 @@ def main(argv: list[str] | None = None) -> int:
             for kind in ("batch_off", "batch_on"):
                 rows += sweep(kind, setup, script, model="wide_mlp", sizes=(1,), concurrencies=(16, 64),
                               seconds=seconds)
+        for _ in range(max(args.repeats, 1) if args.recommend_only or not (args.no_sweep or args.focus) else 0):
+            if args.recommend_only:
+                rows += sweep("floor", setup, script, model="tree", sizes=(1,), concurrencies=concurrencies,
+                              seconds=seconds)
+            rows += sweep("batch_on", setup, script, model="movielens", sizes=(1,), concurrencies=concurrencies,
+                          seconds=seconds)
         rows = medians(rows)
         sat = (saturation(setup, script, 5.0 if args.quick else args.saturation_s)
                if args.saturation_s > 0 and not args.focus else None)
@@ -425,7 +474,8 @@ def main(argv: list[str] | None = None) -> int:
                             "pinning": "server CPU 0, wrk CPU 1", "distinct_bodies": DISTINCT_BODIES},
                "checks": checks(rows, sat, soaked, concurrencies), "runs": rows, "saturation": sat, "soak": soaked}
     if not args.quick:
-        name = "serve_soak.json" if args.no_sweep else "serve_focus.json" if args.focus else RESULTS.name
+        name = ("serve_recommend.json" if args.recommend_only else "serve_soak.json" if args.no_sweep else
+                "serve_focus.json" if args.focus else RESULTS.name)
         write_atomic(RESULTS.with_name(name), payload)
     say(json.dumps(payload["checks"], indent=1))
     print(json.dumps(payload))

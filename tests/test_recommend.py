@@ -146,9 +146,10 @@ def test_the_graph_s_top_k_equals_the_numpy_scorer_s(family):
         if exclude:
             native = mask_seen(native, data.matrix(), users)
         order = top_k(native, k)
-        items, scores, known = sess.run(None, {"user": np.array([str(u) for u in data.user_ids], dtype=object),
-                                               "k": np.array([k]), "exclude_seen": np.array([exclude])})
-        assert known.all()
+        feeds = {"user": np.array([str(u) for u in data.user_ids], dtype=object), "k": np.array([k]),
+                 "exclude_seen": np.array([exclude])}
+        items, scores, known, from_features = sess.run(None, feeds)
+        assert known.all() and not from_features.any()
         np.testing.assert_allclose(scores, np.take_along_axis(native, order, axis=1), atol=1e-5)
         expected = np.array(data.item_ids)[order]
         agree = (items == expected).all(axis=1)
@@ -198,6 +199,8 @@ def test_the_study_refits_the_best_on_every_interaction_and_honours_the_time_lim
 def test_a_known_user_gets_unseen_items_of_their_taste_and_an_unknown_user_the_popular_ones(taste_model):
     _, _, model = taste_model
     assert model.task == "recommend" and model.manifest["parity"]["max_abs_diff"] <= 1e-5
+    footprint = model.manifest["footprint"]
+    assert footprint["train"]["energy_kwh"] > 0 and footprint["inference"]["predictions"] == 1000
     answer = model.recommend(2, 5)  # user 2 (odd index 1 -> items 120..139)
     assert answer["known"] and len(answer["items"]) == 5 and "note" not in answer
     assert all(120 <= i < 140 for i in answer["items"])
@@ -349,3 +352,58 @@ def test_movielens_beats_popularity_on_each_user_s_latest_interactions(tmp_path)
     assert model.manifest["recommend"]["users"] == 942
     report = (model.path / "report.html").read_text()
     assert "NDCG@10 against catalogue coverage@10" in report and "<svg" in report
+
+
+# -- feature tables, cold start, drift, optimize ---------------------------------------------------------------
+def test_new_users_of_the_users_table_are_answered_from_their_features(tmp_path):
+    table = taste_table(users=80, per_user=12).to_pandas()
+    rng = np.random.default_rng(3)
+    users = pa.table({"user_id": np.arange(1, 101), "side": np.where(np.arange(100) % 2 == 0, "left", "right"),
+                      "age": rng.integers(18, 70, 100), "name": [f"person {i}" for i in range(100)]})
+    pcsv.write_csv(pa.Table.from_pandas(table, preserve_index=False), tmp_path / "ratings.csv")
+    pcsv.write_csv(users, tmp_path / "users.csv")
+    model = tandem.train(str(tmp_path / "ratings.csv"), task="recommend", user="user_id", item="item_id",
+                         time_column="ts", time_limit=30, home=tmp_path, name="cold",
+                         user_features=str(tmp_path / "users.csv"), k=5)
+    info = model.manifest["recommend"]
+    assert info["users_from_features"] == 20 and info["cold_start_validation"]["ndcg@5"] > \
+        info["cold_start_validation"]["popularity_ndcg@5"]
+    for user in (81, 82):  # never interacted; 81 is "left" (items 100..119), 82 "right" (120..139)
+        answer = model.recommend(user, 5)
+        assert not answer["known"] and answer["note"] == "new user: recommended from the users table's features"
+        home = range(100, 120) if user % 2 else range(120, 140)
+        assert sum(i in home for i in answer["items"]) >= 4, answer
+    assert model.recommend(5000, 3)["note"] == "unknown user: the most popular items"
+    assert any(f["model"] == "two_tower" for f in model.leaderboard())
+
+
+def test_a_feature_table_without_usable_columns_is_a_one_line_error(tmp_path):
+    pcsv.write_csv(taste_table(), tmp_path / "ratings.csv")
+    pcsv.write_csv(pa.table({"user_id": [1, 2], "name": ["a", "b"]}), tmp_path / "users.csv")
+    with pytest.raises(DataError, match="has no usable feature column beside 'user_id'"):
+        tandem.train(str(tmp_path / "ratings.csv"), task="recommend", user="user_id", item="item_id",
+                     time_limit=5, home=tmp_path, user_features=pa.table({"user_id": [1, 2], "x": [3, 3]}))
+    with pytest.raises(TargetError, match="user id column 'user_id' not found"):
+        tandem.train(str(tmp_path / "ratings.csv"), task="recommend", user="user_id", item="item_id",
+                     time_limit=5, home=tmp_path, user_features=pa.table({"uid": [1, 2], "x": [3, 4]}))
+
+
+def test_drift_reports_unknown_users_and_items(taste_model, tmp_path):
+    _, _, model = taste_model
+    same = taste_table(seed=5)
+    report = model.drift(same)
+    assert report["kind"] == "interactions" and report["moved"] == []
+    strangers = pa.table({"user_id": list(range(500, 540)) + [2] * 10, "item_id": [100] * 40 + [999] * 10})
+    report = model.drift(strangers)
+    features = {f["feature"]: f for f in report["features"]}
+    assert features["user_id"]["new_categories"]["share"] == pytest.approx(0.8)
+    assert features["item_id"]["new_categories"]["share"] == pytest.approx(0.2)
+    assert {"user_id", "item_id"} <= set(report["moved"])
+
+
+def test_optimize_says_what_it_is_for(taste_model):
+    from tandem.optimize.run import optimize
+
+    home, path, _ = taste_model
+    with pytest.raises(ConfigError, match="recommends: optimize's methods"):
+        optimize("taste", str(path), home=home)

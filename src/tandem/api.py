@@ -87,10 +87,28 @@ class Model:
 
         p = self.predictor
         profile = json.loads((self.path / PROFILE_FILE).read_text(encoding="utf-8"))
+        if p.recommendations is not None:
+            return self._interaction_drift(profile, read_table(data, what="new data"), describe_source(data,
+                                                                                                     "new data"))
         enc = p.encoder.encode_table(read_table(data, what="new data"), what=describe_source(data, "new data"))
         known = {c.name: c.categories for c in p.encoder.cat_columns}
         return compare(profile, enc, p.encoder.num_feature_names, p.encoder.cat_feature_names, known,
                        p.encoder.text_feature_names)
+
+    def _interaction_drift(self, profile: dict, table: object, what: str) -> dict:
+        """A recommender's drift: new interactions (a user column, and the item column when present)."""
+        import json
+
+        from tandem.bundle.recommend import IDS_FILE
+        from tandem.data.infer import check_column
+        from tandem.inference.drift import compare_interactions
+        from tandem.schema import categorical_strings
+
+        info = self.manifest["recommend"]
+        ids = json.loads((self.path / IDS_FILE).read_text(encoding="utf-8"))
+        users = categorical_strings(check_column(table, info["user"], "user column", what=what))
+        items = (categorical_strings(table.column(info["item"])) if info["item"] in table.column_names else None)
+        return compare_interactions(profile, users, items, set(ids["user_ids"]), set(ids["item_ids"]))
 
     def evaluate(self, data: object, *, sensitive: str | None = None) -> dict:
         """Metrics on labelled ``data`` (which must hold the target column), and per-class figures;
@@ -144,13 +162,16 @@ def train(data: object, target: str | None = None, *, time_limit: float = 60.0, 
           encoder_layers: int = 4, country: str | None = None, max_energy_kwh: float | None = None,
           footprint: bool | MeterSettings = True, signing_key: str | Path | None = None,
           user: str | None = None, item: str | None = None, rating: str | None = None,
-          min_rating: float | None = None, k: int = 10) -> Model:
+          min_rating: float | None = None, k: int = 10, user_features: object = None,
+          item_features: object = None) -> Model:
     """Train within ``time_limit`` seconds on ``data`` (file path or frame) and return the saved model.
 
     ``task="recommend"`` learns recommendations from an interaction table instead: ``user`` and ``item`` name
     its id columns, ``rating`` an optional rating or weight column (``min_rating``: only interactions rated at
     least that count), ``time_column`` the time of each interaction (the split holds out each user's latest);
     the study optimises NDCG@``k`` and the model answers :meth:`Model.recommend` (``target`` is not used).
+    ``user_features`` / ``item_features`` (a file or frame keyed by the user / item column) add the two-tower
+    family, and answer the users table's users who had no interaction from their features.
 
     The bundle goes into the registry under ``name`` (default ``model``) as its next version, or
     to the directory ``path`` when given. ``latency_budget_us`` caps the one-row latency the
@@ -181,14 +202,15 @@ def train(data: object, target: str | None = None, *, time_limit: float = 60.0, 
         if given:
             raise ConfigError(f"{', '.join(given)} do not apply to recommendation (task 'recommend')")
         return _train_recommender(data, user=user, item=item, rating=rating, min_rating=min_rating,
+                                  user_features=user_features, item_features=item_features,
                                   time_column=time_column, time_limit=time_limit, k=k, seed=seed, split=split,
                                   families=families, name=name, path=path, home=home, progress=progress,
                                   country=country, footprint=footprint, signing_key=signing_key, started=started)
     if target is None:
         raise ConfigError("a target column is needed (the column to predict); recommendation takes "
                           "task='recommend' with user and item columns instead")
-    if user is not None or item is not None:
-        raise ConfigError("user and item columns are for recommendation: add task='recommend'")
+    if user is not None or item is not None or user_features is not None or item_features is not None:
+        raise ConfigError("user and item columns and feature tables are for recommendation: add task='recommend'")
     # a missing or wrong key fails now, not after the time budget is spent
     key = load_signing_key(signing_key) if signing_key is not None else signing_key_from_env()
     meter = _start_meter(footprint, country)
@@ -238,7 +260,8 @@ def train(data: object, target: str | None = None, *, time_limit: float = 60.0, 
 
 
 def _train_recommender(data: object, *, user: str | None, item: str | None, rating: str | None,
-                       min_rating: float | None, time_column: str | None, time_limit: float, k: int, seed: int,
+                       min_rating: float | None, user_features: object, item_features: object,
+                       time_column: str | None, time_limit: float, k: int, seed: int,
                        split: str | None, families: list[str] | None, name: str | None, path: str | Path | None,
                        home: str | Path | None, progress: Callable[[str], None] | None, country: str | None,
                        footprint: bool | MeterSettings, signing_key: str | Path | None, started: float) -> Model:
@@ -263,9 +286,16 @@ def _train_recommender(data: object, *, user: str | None, item: str | None, rati
         table = read_table(data, what="interaction data")
         spec = InteractionSpec(user=user, item=item, rating=rating, min_rating=min_rating, time=time_column)
         interactions = read_interactions(table, spec, what=describe_source(data, "interaction data"))
+        from tandem.data.interactions import read_side_features
         from tandem.study.recommend import RecommendConfig, export_recommender, run_recommend_study
 
-        config = RecommendConfig(time_limit=float(time_limit), k=k, seed=seed, split=split, families=families)
+        sides = {}
+        for role, id_column, source in (("user", user, user_features), ("item", item, item_features)):
+            if source is not None:
+                what = describe_source(source, f"{role} features")
+                sides[role] = read_side_features(read_table(source, what=f"{role} features"), id_column, role, what)
+        config = RecommendConfig(time_limit=float(time_limit), k=k, seed=seed, split=split, families=families,
+                                 user_features=sides.get("user"), item_features=sides.get("item"))
         result = run_recommend_study(interactions, config, progress=progress, started=started, meter=meter)
         say = progress or (lambda _m: None)
         with use_signing_key(key):

@@ -3,8 +3,9 @@ and server that run it.
 
 The graph's inputs: ``user`` (string [N]: each id as :func:`canonical_id` writes it), ``k`` (int64 [1]) and
 ``exclude_seen`` (bool [1]). Its outputs: ``items`` [N, k] (the item ids, int64 or string), ``scores``
-[N, k] (float; -inf marks a slot with nothing left to recommend) and ``known`` [N] (false: an unknown user,
-answered with the most popular items).
+[N, k] (float; -inf marks a slot with nothing left to recommend), ``known`` [N] (false: a user without
+interactions) and ``from_features`` [N] (true: a user of the users table without interactions, answered by the
+two towers from their features; an unknown user otherwise gets the most popular items).
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import numpy as np
 from tandem.errors import DataError
 
 USER_INPUT, K_INPUT, EXCLUDE_INPUT = "user", "k", "exclude_seen"
-ITEMS_OUTPUT, SCORES_OUTPUT, KNOWN_OUTPUT = "items", "scores", "known"
+ITEMS_OUTPUT, SCORES_OUTPUT, KNOWN_OUTPUT, FROM_FEATURES_OUTPUT = "items", "scores", "known", "from_features"
 IDS_FILE = "native/ids.json"  # the known users and items, for drift checks
 MAX_USERS_PER_REQUEST = 10_000
 UNKNOWN_USER_NOTE = "unknown user: the most popular items"
+FROM_FEATURES_NOTE = "new user: recommended from the users table's features"
 
 
 def canonical_id(value: object, id_type: str, field_name: str) -> str:

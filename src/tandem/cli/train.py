@@ -43,6 +43,10 @@ def train(
     rating: str | None = typer.Option(None, "--rating", help="--task recommend: a rating or weight column."),
     min_rating: float | None = typer.Option(None, "--min-rating", help="--task recommend: only interactions rated "
                                             "at least this count."),
+    users: Path | None = typer.Option(None, "--users", help="--task recommend: a users table keyed by the user "
+                                      "column (features for the two-tower family and for new users)."),
+    items: Path | None = typer.Option(None, "--items", help="--task recommend: an items table keyed by the item "
+                                      "column."),
     k: int = typer.Option(10, "--k", help="--task recommend: the k of NDCG@k the study optimises (and the "
                                           "default answer's length)."),
     search: str | None = typer.Option(None, help="'optuna' to spend spare budget tuning the best family."),
@@ -100,9 +104,10 @@ def train(
     from tandem.registry.store import tandem_home
 
     if task != "recommend" and not target:
-        raise ConfigError("--target is needed: the column to predict (or --task recommend with --user and --item)")
-    if task != "recommend" and (user or item or rating or min_rating is not None):
-        raise ConfigError("--user, --item, --rating and --min-rating are for --task recommend")
+        raise ConfigError("Missing option '--target': the column to predict (or --task recommend with --user and "
+                          "--item)")
+    if task != "recommend" and (user or item or rating or min_rating is not None or users or items):
+        raise ConfigError("--user, --item, --rating, --min-rating, --users and --items are for --task recommend")
 
     name = name or _default_name(data)
     with BudgetBar(time_limit) as bar, doing("training and writing the bundle",
@@ -119,7 +124,8 @@ def train(
                             sensitive=sensitive, text_encoder=text_encoder, encoder_layers=encoder_layers,
                             country=country, max_energy_kwh=max_energy_kwh,
                             footprint=False if no_footprint else MeterSettings(pue=pue), signing_key=signing_key,
-                            user=user, item=item, rating=rating, min_rating=min_rating, k=k)
+                            user=user, item=item, rating=rating, min_rating=min_rating, k=k,
+                            user_features=str(users) if users else None, item_features=str(items) if items else None)
     print_model(model)
 
 

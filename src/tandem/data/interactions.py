@@ -256,3 +256,75 @@ def _index(values: list) -> tuple[list, np.ndarray]:
     ids: dict = {}
     idx = np.fromiter((ids.setdefault(v, len(ids)) for v in values), dtype=np.int64, count=len(values))
     return list(ids), idx
+
+
+MAX_CATEGORIES = 30  # one-hot columns a text feature column gets (its most frequent values; the rest: "other")
+MAX_DISTINCT = 200  # a text column with more distinct values than this (names, titles, zip codes) is left out
+
+
+@dataclass
+class SideFeatures:
+    """A feature table of users or items, as numbers: one row per id of ``ids`` (canonical text)."""
+
+    ids: list[str]
+    matrix: np.ndarray  # float32 [len(ids), columns]
+    columns: list[str]  # what each column is ("age", "occupation=writer", ...)
+    left_out: list[str]  # columns not used, with why
+
+
+def read_side_features(table: pa.Table, key: str, role: str, what: str) -> SideFeatures:
+    """A user or item feature table keyed by ``key``: numbers and booleans standardised (missing: 0), text
+    columns with at most :data:`MAX_DISTINCT` values one-hot on their :data:`MAX_CATEGORIES` most frequent, other
+    columns left out (named in ``left_out``). A repeated key keeps its first row."""
+    column = check_column(table, key, f"{role} id column", what=what)
+    findings: list[dict] = []
+    ids, _ = _ids(column, key, what, findings)
+    keep = [i for i, v in enumerate(ids) if v is not None]
+    first: dict[str, int] = {}
+    for i in keep:
+        first.setdefault(str(ids[i]), i)
+    rows = np.array(list(first.values()), dtype=np.int64)
+    blocks, names, left_out = [], [], []
+    for name in table.column_names:
+        if name == key:
+            continue
+        col = table.column(name).take(pa.array(rows))
+        t = col.type
+        if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t):
+            x = np.asarray(pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+            ok = ~np.isnan(x)
+            if not ok.any() or np.nanstd(x) == 0:
+                left_out.append(f"{name} (constant)")
+                continue
+            z = np.where(ok, (x - np.nanmean(x)) / np.nanstd(x), 0.0)
+            blocks.append(z.reshape(-1, 1))
+            names.append(name)
+        elif pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t):
+            values = np.array([("" if v is None else str(v)) for v in col.to_pylist()], dtype=object)
+            distinct, counts = np.unique(values, return_counts=True)
+            if len(distinct) > MAX_DISTINCT or len(distinct) < 2:
+                left_out.append(f"{name} ({len(distinct)} distinct values)")
+                continue
+            top = distinct[np.argsort(-counts, kind="stable")[:MAX_CATEGORIES]]
+            blocks.append(np.stack([values == v for v in top], axis=1).astype(np.float64))
+            names += [f"{name}={v}" for v in top]
+        else:
+            left_out.append(f"{name} ({t})")
+    matrix = np.hstack(blocks).astype(np.float32) if blocks else np.zeros((len(rows), 0), np.float32)
+    if matrix.shape[1] == 0:
+        raise DataError(f"{what} has no usable feature column beside '{key}': expected numbers, booleans or text "
+                        f"with at most {MAX_DISTINCT} distinct values" + (f" (left out: {', '.join(left_out)})"
+                                                                           if left_out else ""))
+    return SideFeatures(list(first), matrix, names, left_out)
+
+
+def align_features(features: SideFeatures | None, ids: list) -> tuple[np.ndarray | None, np.ndarray]:
+    """``features``' rows in the order of ``ids`` (zeros for an id the table lacks), and which ids it has."""
+    if features is None:
+        return None, np.zeros(len(ids), dtype=bool)
+    index = {k: i for i, k in enumerate(features.ids)}
+    rows = np.array([index.get(str(v), -1) for v in ids], dtype=np.int64)
+    has = rows >= 0
+    out = np.zeros((len(ids), features.matrix.shape[1]), dtype=np.float32)
+    out[has] = features.matrix[rows[has]]
+    return out, has

@@ -183,6 +183,37 @@ def compare(profile: dict, enc: EncodedInputs, num_names: list[str], cat_names: 
                       "missing_moved": MISSING_MOVED, "new_category_moved": NEW_CATEGORY_MOVED}}
 
 
+def interaction_profile(users: np.ndarray, items: np.ndarray, user_name: str, item_name: str) -> dict:
+    """A recommender's training interactions as drift remembers them: who is active (the user column's shares),
+    what is popular (the item column's), and how many interactions a user has."""
+    _, per_user = np.unique(users, return_counts=True)
+    return {"kind": "interactions", "rows": int(len(users)), "user": user_name, "item": item_name,
+            "columns": {user_name: categorical_profile(users), item_name: categorical_profile(items),
+                        "interactions per user": numeric_profile(per_user.astype(np.float64))}}
+
+
+def compare_interactions(profile: dict, users: np.ndarray, items: np.ndarray | None, known_users: set[str],
+                         known_items: set[str]) -> dict:
+    """Drift of new interactions (``users``, and ``items`` when the data has them, as id strings): the share
+    of unknown users and items (as new categories), the shift in who is active and in what is popular (PSI),
+    and the interaction volume per user (PSI and KS against the training counts)."""
+    cols = profile["columns"]
+    user, item = profile["user"], profile["item"]
+    features = [_categorical(user, cols[user], users, known_users)]
+    if items is not None:
+        features.append(_categorical(item, cols[item], items, known_items))
+    _, per_user = np.unique(users[users != ""], return_counts=True)
+    features.append(_numeric("interactions per user", cols["interactions per user"], per_user.astype(np.float64),
+                             int(profile["rows"])))
+    rank = {"moved": 0, "watch": 1, "stable": 2}
+    features.sort(key=lambda f: (rank[f["verdict"]], -(f["psi"] or 0.0)))
+    return {"kind": "interactions", "rows": int(len(users)), "training_rows": profile["rows"],
+            "moved": [f["feature"] for f in features if f["verdict"] == "moved"],
+            "watch": [f["feature"] for f in features if f["verdict"] == "watch"], "features": features,
+            "rules": {"psi_moved": PSI_MOVED, "psi_watch": PSI_WATCH, "ks_moved": KS_MOVED, "ks_p": KS_P,
+                      "missing_moved": MISSING_MOVED, "new_category_moved": NEW_CATEGORY_MOVED}}
+
+
 def psi(expected: np.ndarray, actual: np.ndarray) -> float:
     """Population stability index between two share vectors over the same bins."""
     e = np.maximum(np.asarray(expected, dtype=np.float64), _FLOOR)

@@ -64,7 +64,7 @@ class Predictor:
         if self.task == "recommend":
             from tandem.inference.recommend import Recommendations
 
-            self.recommendations = Recommendations(self.manifest, self._run_graph, self._outputs)
+            self.recommendations = Recommendations(self.manifest, self._run_graph)
 
     # -- encoding -----------------------------------------------------------------------------
     def encode(self, data: object) -> EncodedInputs:

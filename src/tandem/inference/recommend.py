@@ -9,7 +9,12 @@ import numpy as np
 
 from tandem.bundle.recommend import (
     EXCLUDE_INPUT,
+    FROM_FEATURES_NOTE,
+    FROM_FEATURES_OUTPUT,
+    ITEMS_OUTPUT,
     K_INPUT,
+    KNOWN_OUTPUT,
+    SCORES_OUTPUT,
     UNKNOWN_USER_NOTE,
     USER_INPUT,
     canonical_id,
@@ -23,13 +28,14 @@ CHUNK_USERS = 1024  # users a graph call scores at once (users x items floats in
 class Recommendations:
     """Answers ``recommend`` with a bundle's graph (``run(outputs, feeds, None)``, an ONNX Runtime binding)."""
 
-    def __init__(self, manifest: dict, run: Callable, outputs: list[str]):
+    def __init__(self, manifest: dict, run: Callable):
         info = manifest["recommend"]
         self.user_id_type: str = info["user_id_type"]
         self.item_id_type: str = info["item_id_type"]
         self.n_items: int = int(info["items"])
         self.default_k: int = int(info["k"])
-        self._run, self._outputs = run, outputs
+        self._run = run
+        self._outputs = [ITEMS_OUTPUT, SCORES_OUTPUT, KNOWN_OUTPUT, FROM_FEATURES_OUTPUT]
         self._yes, self._no = np.array([True]), np.array([False])
 
     def answer(self, users: list, k: int, exclude_seen: bool = True, field_name: str = "user") -> list[dict]:
@@ -44,9 +50,8 @@ class Recommendations:
         kk = np.array([k], dtype=np.int64)
         answers = []
         for a in range(0, len(keys), CHUNK_USERS):
-            items, scores, known = self._run(self._outputs, {USER_INPUT: np.array(keys[a: a + CHUNK_USERS],
-                                                                                  dtype=object),
-                                                             K_INPUT: kk, EXCLUDE_INPUT: flag}, None)
+            feeds = {USER_INPUT: np.array(keys[a: a + CHUNK_USERS], dtype=object), K_INPUT: kk, EXCLUDE_INPUT: flag}
+            items, scores, known, from_features = self._run(self._outputs, feeds, None)
             for j in range(len(items)):
                 row_scores = scores[j]
                 keep = np.isfinite(row_scores)
@@ -56,6 +61,6 @@ class Recommendations:
                     ids, values = items[j][keep].tolist(), row_scores[keep].tolist()
                 out = {"user": users[a + j], "items": ids, "scores": values, "known": bool(known[j])}
                 if not out["known"]:
-                    out["note"] = UNKNOWN_USER_NOTE
+                    out["note"] = FROM_FEATURES_NOTE if from_features[j] else UNKNOWN_USER_NOTE
                 answers.append(out)
         return answers

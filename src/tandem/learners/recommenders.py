@@ -10,6 +10,10 @@ agree: :meth:`Recommender.scores` in numpy (what the study evaluates and the par
   a user's score for an item sums its similarity to what the user had.
 - ``ease``: EASE (Steck, 2019), a closed-form item-item linear model with a zero diagonal,
   B = I - P diag(1/diag(P)), P = (X'X + lambda I)^-1. Strong on dense catalogues; costs items^2 memory.
+- ``two_tower``: a user tower and an item tower (an id embedding plus a small network on the user's or item's
+  features, from the feature tables), trained on the torch loop with an in-batch softmax (popularity-corrected)
+  and the user's id dropped at random, so the features alone place a user: what answers a **new user** who
+  is in the users table but had no interaction. Only with feature tables.
 - ``als``: implicit-feedback matrix factorisation (Hu, Koren & Volinsky, 2008) by alternating least squares:
   confidence 1 + alpha * weight, ``factors`` dimensions, ``regularization``. Scales with users and items.
 
@@ -30,7 +34,7 @@ from tandem.features.graph import GraphBuilder
 
 MAX_SCORE_TABLE = 50_000_000  # users x items floats (200 MB) an item-item family may serve from
 MAX_EASE_ITEMS = 20_000  # EASE inverts an items x items matrix
-RECOMMEND_FAMILIES = ("popularity", "item_knn", "ease", "als")
+RECOMMEND_FAMILIES = ("popularity", "item_knn", "ease", "als", "two_tower")
 
 
 class Recommender:
@@ -44,6 +48,8 @@ class Recommender:
         self.seed = seed
         self.X = None  # the training matrix (what a user had)
         self.fit_seconds = 0.0
+        self.user_features: np.ndarray | None = None  # [users, columns], rows as the matrix's (two_tower only)
+        self.item_features: np.ndarray | None = None
 
     def fit(self, X, deadline: float | None = None) -> Recommender:
         started = time.monotonic()
@@ -186,6 +192,10 @@ FAMILY_CLASSES: dict[str, type[Recommender]] = {c.family: c for c in (Popularity
 
 
 def make_recommender(family: str, params: dict | None = None, seed: int = 0) -> Recommender:
+    if family == "two_tower":  # torch loads only for it
+        from tandem.learners.two_tower import TwoTower
+
+        return TwoTower(params, seed)
     return FAMILY_CLASSES[family](params, seed)
 
 

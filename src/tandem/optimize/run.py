@@ -73,6 +73,10 @@ def optimize(model: str, data: object, *, goal: str = "latency", max_loss: float
     record = registry.get(model)
     target = record.name if name is None else check_name(name)
     parent = Predictor(record.path, threads=1)  # every hash verified: a tampered parent is refused here
+    if parent.task == "recommend":
+        raise ConfigError(f"model '{record.ref}' recommends: optimize's methods (int8, pruning, distillation, "
+                          "faster trees) are for classifiers and regressors; a recommender's graph is a lookup and "
+                          f"a TopK (one user's top-k: {parent.manifest['latency']['predict_1row_us_p50']} µs)")
     here, y = _labelled(parent, record.path, data, train_data)
     manifest, enc = parent.manifest, here.rows
     metric, threshold = manifest["metric"], float(manifest.get("threshold", 0.5))

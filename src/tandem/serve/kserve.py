@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
+from tandem.bundle.recommend import FROM_FEATURES_NOTE
 from tandem.inference.predictor import Predictor
 
 FIXED_DTYPES = {"BOOL": "?", "UINT8": "u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8", "INT8": "i1",
@@ -70,7 +71,8 @@ def output_specs(p: Predictor) -> list[dict]:
         items = "INT64" if p.manifest["recommend"]["item_id_type"] == "int" else "BYTES"
         return [{"name": "items", "datatype": items, "shape": [-1, -1]},
                 {"name": "scores", "datatype": "FP32", "shape": [-1, -1]},
-                {"name": "known", "datatype": "BOOL", "shape": [-1]}]
+                {"name": "known", "datatype": "BOOL", "shape": [-1]},
+                {"name": "from_features", "datatype": "BOOL", "shape": [-1]}]
     if p.task == "regression":
         return [{"name": "prediction", "datatype": "FP32", "shape": [-1]}]
     return [{"name": "label", "datatype": "BYTES", "shape": [-1]},
@@ -185,7 +187,9 @@ def recommend_tensors(p: Predictor, answers: list[dict], k: int) -> dict[str, tu
     return {"items": ("INT64" if is_int else "BYTES", [n, k], np.array(items, dtype=np.int64) if is_int else
                       [str(v) for v in items]),
             "scores": ("FP32", [n, k], scores.reshape(-1)),
-            "known": ("BOOL", [n], np.array([a["known"] for a in answers], dtype=bool))}
+            "known": ("BOOL", [n], np.array([a["known"] for a in answers], dtype=bool)),
+            "from_features": ("BOOL", [n], np.array([a.get("note") == FROM_FEATURES_NOTE for a in answers],
+                                                    dtype=bool))}
 
 
 def encode_tensors(name: str, version: int | None, tensors: dict[str, tuple[str, list[int], object]],

@@ -23,6 +23,7 @@ import onnx
 from tandem.bundle.files import MODEL_FILE, NATIVE_DIR, PROFILE_FILE, REPORT_FILE
 from tandem.bundle.recommend import (
     EXCLUDE_INPUT,
+    FROM_FEATURES_OUTPUT,
     IDS_FILE,
     ITEMS_OUTPUT,
     K_INPUT,
@@ -30,11 +31,12 @@ from tandem.bundle.recommend import (
     SCORES_OUTPUT,
     USER_INPUT,
 )
-from tandem.data.interactions import Interactions, split_interactions
+from tandem.data.interactions import Interactions, SideFeatures, align_features, split_interactions
 from tandem.errors import ConfigError
 from tandem.features.graph import BOOL, FLOAT, INT64, STRING, GraphBuilder, tensor_info
 from tandem.footprint.ledger import Span
 from tandem.footprint.meter import Meter
+from tandem.inference.drift import interaction_profile
 from tandem.learners.recommenders import (
     RECOMMEND_FAMILIES,
     Popularity,
@@ -59,11 +61,19 @@ PORTFOLIO: list[dict] = [
     {"name": "item_knn_300", "family": "item_knn", "params": {"neighbours": 300, "shrink": 10.0}},
     {"name": "als_128", "family": "als", "params": {"factors": 128, "regularization": 0.1, "alpha": 5.0,
                                                     "iterations": 15}},
+    {"name": "two_tower", "family": "two_tower", "params": {"dims": 64, "epochs": 40, "id_dropout": 0.3}},  # as below
 ]
+TWO_TOWER_SHARE = 0.25  # of the time limit, at most, for one two-tower fit
+COLD_SHARE = 0.1  # of the users with COLD_MIN interactions, held out whole to judge answers from features alone
+COLD_MIN = 5
+COLD_RESERVE = 0.3  # of the time limit, kept from the search for that judgement and the towers' refit
+COLD_MARGIN = 1.02  # answers from features must beat the popular items' NDCG by this factor to be kept
+PORTFOLIO_TWO_TOWER = {"dims": 64, "epochs": 40, "id_dropout": 0.3}
 REFINED = {"ease": ("l2", (0.5, 2.0), float), "item_knn": ("neighbours", (0.5, 2.0), int),
            "als": ("alpha", (0.5, 2.0), float)}
 EXPORT_RESERVE = 0.08  # of the time limit, kept for the refit's share of export work and writing the bundle
 LATENCY_CALLS = 300
+INFERENCE_WINDOW = 1000  # one-user answers metered for the bundle's inference footprint
 
 
 @dataclass
@@ -75,6 +85,8 @@ class RecommendConfig:
     seed: int = 0
     split: str | None = None  # time (default with a time column), global_time or random
     families: list[str] | None = None
+    user_features: SideFeatures | None = None  # the users table (--users), keyed by the user column
+    item_features: SideFeatures | None = None  # the items table (--items), keyed by the item column
 
 
 @dataclass
@@ -102,6 +114,18 @@ class RecommendResult:
     meter: Meter | None = None
     spans: list[Span] = field(default_factory=list)
     marks: dict = field(default_factory=dict)
+    cold: ColdUsers | None = None  # users known by their features only, answered by the two towers
+
+
+@dataclass
+class ColdUsers:
+    """Users in the users table without interactions: their ids, the two towers' vectors for them and for the
+    items, and how answers from features alone scored on users held out whole (against popularity)."""
+
+    ids: list[str]
+    user_factors: np.ndarray
+    item_factors: np.ndarray
+    validation: dict
 
 
 def run_recommend_study(data: Interactions, config: RecommendConfig, *, progress: Progress | None = None,
@@ -128,6 +152,10 @@ def run_recommend_study(data: Interactions, config: RecommendConfig, *, progress
         why = fits_in_memory(c["family"], data.n_users, data.n_items)
         if c["family"] not in families:
             continue
+        if c["family"] == "two_tower" and config.user_features is None and config.item_features is None:
+            if config.families:
+                notes.append("two_tower left out: it needs a users or an items feature table (--users, --items)")
+            continue
         if why:
             notes.append(f"{c['name']} left out: {why}")
             continue
@@ -136,7 +164,8 @@ def run_recommend_study(data: Interactions, config: RecommendConfig, *, progress
         marks["search"] = meter.mark()
     trials: list[Trial] = []
     spans: list[Span] = []
-    reserve = EXPORT_RESERVE * config.time_limit
+    cold_wanted = config.user_features is not None and "two_tower" in families
+    reserve = (EXPORT_RESERVE + (COLD_RESERVE if cold_wanted else 0.0)) * config.time_limit
     tried: set[str] = set()
 
     def attempt(c: dict) -> None:
@@ -146,7 +175,8 @@ def run_recommend_study(data: Interactions, config: RecommendConfig, *, progress
         tried.add(key)
         say(f"fitting {c['name']}")
         start_mark = meter.mark() if meter else None
-        model = make_recommender(c["family"], c["params"], config.seed).fit(X, deadline - reserve)
+        model = _with_features(make_recommender(c["family"], c["params"], config.seed), data, config)
+        model.fit(X, _fit_deadline(c["family"], deadline - reserve, config.time_limit))
         t = time.monotonic()
         metrics = evaluate(model, X, users, relevant, config.k, shares)
         trials.append(Trial(c["name"], c["family"], dict(c["params"]), metrics, model.fit_seconds,
@@ -180,11 +210,80 @@ def run_recommend_study(data: Interactions, config: RecommendConfig, *, progress
     say(f"refitting {best.name} on every interaction")
     start_mark = meter.mark() if meter else None
     full = data.matrix()
-    model = make_recommender(best.family, best.params, config.seed).fit(full, None)
+    model = _with_features(make_recommender(best.family, best.params, config.seed), data, config).fit(full, None)
     if meter:
         spans.append(Span(best.name, best.family, "refit", start_mark, meter.mark()))
+    cold = None
+    if cold_wanted:
+        cold = _cold_users(data, config, model if model.family == "two_tower" else None,
+                           deadline - EXPORT_RESERVE * config.time_limit, notes, say)
     return RecommendResult(data, config, best, model, Popularity().fit(full), trials, split, best.metrics, started,
-                           notes, meter, spans, marks)
+                           notes, meter, spans, marks, cold)
+
+
+def _with_features(model: Recommender, data: Interactions, config: RecommendConfig) -> Recommender:
+    """The feature tables' rows in the order of the interactions' users and items (two_tower reads them)."""
+    if model.family == "two_tower":
+        model.user_features = align_features(config.user_features, data.user_ids)[0]
+        model.item_features = align_features(config.item_features, data.item_ids)[0]
+    return model
+
+
+def _fit_deadline(family: str, deadline: float, time_limit: float) -> float:
+    """A network trains until its deadline: the two towers get a share of the time limit, not all that is left."""
+    if family == "two_tower":
+        return min(deadline, time.monotonic() + TWO_TOWER_SHARE * time_limit)
+    return deadline
+
+
+def _cold_users(data: Interactions, config: RecommendConfig, towers: Recommender | None, deadline: float,
+                notes: list[str], say: Progress) -> ColdUsers | None:
+    """Answers from features alone for the users table's users who had no interaction, kept only when, on users
+    held out whole (a seeded share of those with enough interactions), they beat the popular items."""
+    features = config.user_features
+    known = {str(u) for u in data.user_ids}
+    new_ids = [u for u in features.ids if u not in known]
+    if not new_ids:
+        return None
+    rng = np.random.default_rng(config.seed)
+    counts = np.bincount(data.user, minlength=data.n_users)
+    _, has = align_features(features, data.user_ids)
+    eligible = np.flatnonzero((counts >= COLD_MIN) & has)
+    if len(eligible) < 10:
+        notes.append(f"{len(new_ids)} users of the users table had no interaction: too few users with features "
+                     "and interactions to judge answers from features alone, so they get the popular items")
+        return None
+    say("judging answers from features alone on users held out whole")
+    held = rng.choice(eligible, max(5, int(COLD_SHARE * len(eligible))), replace=False)
+    rows = np.flatnonzero(~np.isin(data.user, held))
+    X = data.matrix(rows)
+    probe = _with_features(make_recommender("two_tower", PORTFOLIO_TWO_TOWER, config.seed), data, config)
+    fits = 1 if towers is not None else 2  # the probe, then (unless the search chose the towers) their refit
+    probe.fit(X, time.monotonic() + max(deadline - time.monotonic(), 1.0) / fits)
+    uf, _ = align_features(features, data.user_ids)
+    scores = probe.cold_user_factors(uf[held]) @ probe.item_factors.T
+    relevant = [data.item[data.user == u] for u in held]
+    shares = Popularity().fit(X).row()
+    k = config.k
+    ours = ranking_metrics(top_k(scores, k), relevant, k, shares, data.n_items)
+    popular = ranking_metrics(top_k(np.tile(shares, (len(held), 1)), k), relevant, k, shares, data.n_items)
+    validation = {"users_held_out": int(len(held)), f"ndcg@{k}": ours[f"ndcg@{k}"],
+                  f"popularity_ndcg@{k}": popular[f"ndcg@{k}"]}
+    if ours[f"ndcg@{k}"] <= COLD_MARGIN * popular[f"ndcg@{k}"]:
+        notes.append(f"{len(new_ids)} users of the users table had no interaction; on {len(held)} users held out "
+                     f"whole, their features alone scored NDCG@{k} {ours[f'ndcg@{k}']:.4f} against the popular "
+                     f"items' {popular[f'ndcg@{k}']:.4f} (less than {COLD_MARGIN:g}x), so they get the popular items")
+        return None
+    if towers is None:
+        towers = _with_features(make_recommender("two_tower", PORTFOLIO_TWO_TOWER, config.seed), data, config)
+        towers.fit(data.matrix(), max(deadline, time.monotonic() + 1.0))
+    row_of = {u: i for i, u in enumerate(features.ids)}
+    new_features = features.matrix[[row_of[u] for u in new_ids]]
+    notes.append(f"{len(new_ids)} users of the users table had no interaction: they are answered from their "
+                 f"features (on {len(held)} users held out whole: NDCG@{k} {ours[f'ndcg@{k}']:.4f} against "
+                 f"{popular[f'ndcg@{k}']:.4f} for the popular items)")
+    return ColdUsers(new_ids, towers.cold_user_factors(new_features).astype(np.float32),
+                     towers.item_factors.astype(np.float32), validation)
 
 
 def evaluate(model: Recommender, X, users: np.ndarray, relevant: list[np.ndarray], k: int,
@@ -223,21 +322,34 @@ def _fits(trials: list[Trial], family: str, deadline: float, refit: bool = False
 
 # -- the graph ---------------------------------------------------------------------------------------------
 
-def recommend_graph(model: Recommender, popularity: Popularity, data: Interactions) -> onnx.ModelProto:
-    """user id -> index (unknown: -1) -> the model's scores (unknown: popularity) -> seen items masked (when
-    ``exclude_seen``) -> TopK(k) -> item ids."""
+def recommend_graph(model: Recommender, popularity: Popularity, data: Interactions,
+                    cold: ColdUsers | None = None) -> onnx.ModelProto:
+    """user id -> index (unknown: -1) -> the model's scores (a user known by features only: the two towers';
+    unknown: popularity) -> seen items masked (when ``exclude_seen``) -> TopK(k) -> item ids."""
     g = GraphBuilder()
     g.reserve(USER_INPUT, K_INPUT, EXCLUDE_INPUT)
-    keys = [str(u) for u in data.user_ids]
+    n_warm = data.n_users
+    keys = [str(u) for u in data.user_ids] + (cold.ids if cold else [])
     index = g.op("LabelEncoder", [USER_INPUT], domain="ai.onnx.ml", keys_strings=keys,
                  values_int64s=list(range(len(keys))), default_int64=-1)
-    known = g.op("GreaterOrEqual", [index, g.const(np.array(0, np.int64), "zero")])
-    safe = g.op("Max", [index, g.const(np.array(0, np.int64), "zero")])
-    scores = model.to_onnx(g, safe)
-    known_col = g.op("Unsqueeze", [known, g.const(np.array([1], np.int64), "axis1")])
-    scores = g.op("Where", [known_col, scores, g.const(popularity.row().reshape(1, -1), "popular")])
-    seen = (model.X > 0).toarray() if model.X is not None else None
-    seen_rows = g.op("Gather", [g.const(seen, "seen"), safe], axis=0)
+
+    def i64(v: int, name: str) -> str:
+        return g.const(np.array(v, np.int64), name)
+
+    known = g.op("And", [g.op("GreaterOrEqual", [index, i64(0, "zero")]), g.op("Less", [index, i64(n_warm, "warm")])])
+    safe = g.op("Min", [g.op("Max", [index, i64(0, "zero")]), i64(n_warm - 1, "last_warm")])
+    axis1 = g.const(np.array([1], np.int64), "axis1")
+    known_col = g.op("Unsqueeze", [known, axis1])
+    otherwise = g.const(popularity.row().reshape(1, -1), "popular")
+    from_features = g.op("GreaterOrEqual", [index, i64(n_warm, "warm")])
+    if cold is not None:  # the two towers' vectors of users known by their features only
+        cold_index = g.op("Min", [g.op("Max", [g.op("Sub", [index, i64(n_warm, "warm")]), i64(0, "zero")]),
+                                  i64(len(cold.ids) - 1, "last_cold")])
+        rows = g.op("Gather", [g.const(cold.user_factors, "cold_users"), cold_index], axis=0)
+        cold_scores = g.op("MatMul", [rows, g.const(cold.item_factors.T.copy(), "cold_items")])
+        otherwise = g.op("Where", [g.op("Unsqueeze", [from_features, axis1]), cold_scores, otherwise])
+    scores = g.op("Where", [known_col, model.to_onnx(g, safe), otherwise])
+    seen_rows = g.op("Gather", [g.const((model.X > 0).toarray(), "seen"), safe], axis=0)
     hide = g.op("And", [g.op("And", [seen_rows, known_col]), EXCLUDE_INPUT])
     scores = g.op("Where", [hide, g.const(np.array(-np.inf, np.float32), "masked"), scores])
     values, indices = g.op("TopK", [scores, K_INPUT], axis=1, largest=1, sorted=1, n_out=2)
@@ -246,10 +358,12 @@ def recommend_graph(model: Recommender, popularity: Popularity, data: Interactio
     g.alias(g.op("Gather", [g.const(item_table, "item_ids"), indices], axis=0), ITEMS_OUTPUT)
     g.alias(values, SCORES_OUTPUT)
     g.alias(known, KNOWN_OUTPUT)
+    g.alias(from_features, FROM_FEATURES_OUTPUT)
     inputs = [tensor_info(USER_INPUT, STRING, ["N"]), tensor_info(K_INPUT, INT64, [1]),
               tensor_info(EXCLUDE_INPUT, BOOL, [1])]
     outputs = [tensor_info(ITEMS_OUTPUT, INT64 if is_int else STRING, ["N", "k"]),
-               tensor_info(SCORES_OUTPUT, FLOAT, ["N", "k"]), tensor_info(KNOWN_OUTPUT, BOOL, ["N"])]
+               tensor_info(SCORES_OUTPUT, FLOAT, ["N", "k"]), tensor_info(KNOWN_OUTPUT, BOOL, ["N"]),
+               tensor_info(FROM_FEATURES_OUTPUT, BOOL, ["N"])]
     return g.model(inputs, outputs, doc=f"tandem recommender ({model.family})")
 
 
@@ -271,11 +385,11 @@ def _parity(sess, model: Recommender, data: Interactions, k: int, rows: int = 20
     return {"max_abs_diff": diff, "users": int(len(users)), "top_k_agree": float(np.mean(same))}
 
 
-def _latency(sess, data: Interactions, k: int) -> float:
-    """p50 seconds of one user's top-k in the graph (one thread)."""
+def _latency(sess, data: Interactions, k: int, calls: int = LATENCY_CALLS) -> float:
+    """p50 seconds of one user's top-k in the graph (one thread), over ``calls`` calls."""
     rng = np.random.default_rng(0)
     feeds = [{USER_INPUT: np.array([str(data.user_ids[u])], dtype=object), K_INPUT: np.array([k], np.int64),
-              EXCLUDE_INPUT: np.array([True])} for u in rng.integers(0, data.n_users, LATENCY_CALLS)]
+              EXCLUDE_INPUT: np.array([True])} for u in rng.integers(0, data.n_users, calls)]
     run = getattr(sess, "_sess", sess).run
     outputs = [o.name for o in sess.get_outputs()]
     times = []
@@ -296,23 +410,28 @@ def export_recommender(result: RecommendResult, target: Path, *, name: str, vers
 
     say("exporting to ONNX")
     data, config, model = result.data, result.config, result.model
-    graph = recommend_graph(model, result.popularity, data)
+    graph = recommend_graph(model, result.popularity, data, result.cold)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     sess = ort.InferenceSession(graph.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     parity = _parity(sess, model, data, config.k)
     latency = _latency(sess, data, config.k)
+    inference_marks = None
+    if result.meter is not None:  # the energy of 1,000 one-user answers, as a table model's export meters it
+        say(f"metering {INFERENCE_WINDOW} answers")
+        start = result.meter.mark()
+        _latency(sess, data, config.k, INFERENCE_WINDOW)
+        inference_marks = (start, result.meter.mark())
     spec = data.spec
     metric = f"ndcg@{config.k}"
     leaderboard = [{"model": t.name, "family": t.family, **{f"val_{m}": _r(v) for m, v in t.metrics.items()},
                     "fit_seconds": round(t.fit_seconds, 3), "params": t.params}
                    for t in sorted(result.trials, key=lambda t: -_score(t, metric))]
     quality = _quality(data)
-    counts = np.bincount(data.user, minlength=data.n_users)
-    profile = {"kind": "interactions", "users": data.n_users, "items": data.n_items, "interactions": len(data),
-               "per_user_quantiles": [float(q) for q in np.quantile(counts, [0.1, 0.5, 0.9])],
-               "time_span": [float(data.time.min()), float(data.time.max())] if data.has_time else None}
-    footprint = _footprint(result)
+    profile = interaction_profile(np.array([str(data.user_ids[u]) for u in data.user], dtype=object),
+                                  np.array([str(data.item_ids[i]) for i in data.item], dtype=object), spec.user,
+                                  spec.item)
+    footprint = _footprint(result, inference_marks)
     manifest = {
         "name": name, "version": version, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "task": "recommend", "target": spec.item, "metric": metric, "threshold": 0.5, "source": "interactions",
@@ -321,8 +440,10 @@ def export_recommender(result: RecommendResult, target: Path, *, name: str, vers
         "recommend": {"user": spec.user, "item": spec.item, "rating": spec.rating, "min_rating": spec.min_rating,
                       "time": spec.time, "user_id_type": data.user_id_type, "item_id_type": data.item_id_type,
                       "users": data.n_users, "items": data.n_items, "interactions": len(data), "k": config.k,
-                      "split": result.split, "serves_from": model.serves_from},
-        "outputs": [ITEMS_OUTPUT, SCORES_OUTPUT, KNOWN_OUTPUT],
+                      "split": result.split, "serves_from": model.serves_from,
+                      "users_from_features": len(result.cold.ids) if result.cold else 0,
+                      "cold_start_validation": result.cold.validation if result.cold else None},
+        "outputs": [ITEMS_OUTPUT, SCORES_OUTPUT, KNOWN_OUTPUT, FROM_FEATURES_OUTPUT],
         "metrics": {"validation": result.validation,
                     "validation_scheme": {"time": "each user's latest 20% of interactions held out",
                                           "global_time": "every interaction after the 80% time cut held out",
@@ -340,8 +461,8 @@ def export_recommender(result: RecommendResult, target: Path, *, name: str, vers
                     "libraries": library_versions("scipy")},
         "footprint": footprint,
     }
-    ids = {"user_ids": data.user_ids, "item_ids": data.item_ids, "user_id_type": data.user_id_type,
-           "item_id_type": data.item_id_type}
+    ids = {"user_ids": [str(u) for u in data.user_ids], "item_ids": [str(i) for i in data.item_ids],
+           "users_from_features": result.cold.ids if result.cold else []}
 
     def write_files(tmp: Path) -> None:
         (tmp / MODEL_FILE).write_bytes(graph.SerializeToString())
@@ -362,11 +483,11 @@ def _quality(data: Interactions) -> dict:
             "seconds": 0.0, "findings": data.findings}
 
 
-def _footprint(result: RecommendResult) -> dict:
+def _footprint(result: RecommendResult, inference_marks: tuple | None) -> dict:
     import resource
 
     from tandem.errors import FootprintError
-    from tandem.footprint.ledger import training_ledger
+    from tandem.footprint.ledger import inference_ledger, training_ledger
 
     usage = resource.getrusage(resource.RUSAGE_SELF)
     process = {"wall_seconds": round(time.monotonic() - result.started, 3),
@@ -382,9 +503,13 @@ def _footprint(result: RecommendResult) -> dict:
     cuts = [total.start, m.get("search"), m.get("refit"), total.end]
     phases = [(n, a, b) for n, a, b in zip(["prepare", "search", "refit and export"], cuts, cuts[1:], strict=False)
               if a is not None and b is not None]
-    return {"train": {**training_ledger(total, phases, result.spans), "wall_seconds": process["wall_seconds"],
-                      "peak_rss_mb": process["peak_rss_mb"],
-                      "scope": "this process, from the call to train to the manifest (CodeCarbon process mode)"}}
+    out = {"train": {**training_ledger(total, phases, result.spans), "wall_seconds": process["wall_seconds"],
+                     "peak_rss_mb": process["peak_rss_mb"],
+                     "scope": "this process, from the call to train to the manifest (CodeCarbon process mode)"}}
+    if inference_marks is not None:
+        out["inference"] = inference_ledger(total, *inference_marks, INFERENCE_WINDOW,
+                                            "one user's top-k a call, on the training machine at export")
+    return out
 
 
 def _r(v: float) -> float | None:
