@@ -104,6 +104,11 @@ class Model:
         from tandem.inference.drift import compare_interactions
         from tandem.schema import categorical_strings
 
+        if profile.get("kind") != "interactions" or "columns" not in profile:
+            from tandem.errors import BundleError
+
+            raise BundleError(f"bundle '{self.path}': its profile.json holds no interaction profile (an earlier "
+                              "tandem wrote it); train the recommender again to check its drift")
         info = self.manifest["recommend"]
         ids = json.loads((self.path / IDS_FILE).read_text(encoding="utf-8"))
         users = categorical_strings(check_column(table, info["user"], "user column", what=what))
