@@ -164,6 +164,24 @@ def test_the_graph_s_top_k_equals_the_numpy_scorer_s(family):
             assert not any(had[u, index[i]] for u in users for i in items[u])
 
 
+def test_a_blend_s_graph_equals_its_numpy_scores():
+    data = read_interactions(taste_table(), InteractionSpec("user_id", "item_id", time="ts"))
+    blend = make_recommender("blend", {"members": [{"family": "ease", "params": {"l2": 50.0}, "weight": 0.7},
+                                                   {"family": "als", "params": {"factors": 8, "iterations": 5},
+                                                    "weight": 0.3}]}).fit(data.matrix())
+    graph = recommend_graph(blend, make_recommender("popularity").fit(data.matrix()), data)
+    sess = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    users = np.arange(data.n_users)
+    native = mask_seen(blend.scores(users), data.matrix(), users)
+    order = top_k(native, 5)
+    items, scores, _, _ = sess.run(None, {"user": np.array([str(u) for u in data.user_ids], dtype=object),
+                                          "k": np.array([5]), "exclude_seen": np.array([True])})
+    np.testing.assert_allclose(scores, np.take_along_axis(native, order, axis=1), atol=1e-4)
+    assert (items == np.array(data.item_ids)[order]).mean() >= 0.95
+    ease_only = make_recommender("ease", {"l2": 50.0}).fit(data.matrix())
+    assert not np.allclose(blend.scores(users), ease_only.scores(users))  # both members count
+
+
 def test_every_family_learns_the_two_tastes_better_than_popularity():
     data = read_interactions(taste_table(per_user=14), InteractionSpec("user_id", "item_id", time="ts"))
     train, held = split_interactions(data, "time")

@@ -17,6 +17,10 @@ agree: :meth:`Recommender.scores` in numpy (what the study evaluates and the par
 - ``als``: implicit-feedback matrix factorisation (Hu, Koren & Volinsky, 2008) by alternating least squares:
   confidence 1 + alpha * weight, ``factors`` dimensions, ``regularization``. Scales with users and items.
 
+A ``blend`` sums two or more of these, each one's scores standardised per user (mean 0, standard deviation 1
+over the catalogue) and weighted: the study tries it on validation and keeps it only when it beats every
+single model there.
+
 Item-item families serve from a table of every known user's scores, computed at export (users x items
 floats): they are left out of the portfolio when that table would pass :data:`MAX_SCORE_TABLE`. ALS serves
 from its factors (a lookup and a product), which scales to large catalogues.
@@ -34,7 +38,7 @@ from tandem.features.graph import GraphBuilder
 
 MAX_SCORE_TABLE = 50_000_000  # users x items floats (200 MB) an item-item family may serve from
 MAX_EASE_ITEMS = 20_000  # EASE inverts an items x items matrix
-RECOMMEND_FAMILIES = ("popularity", "item_knn", "ease", "als", "two_tower")
+RECOMMEND_FAMILIES = ("popularity", "item_knn", "ease", "als", "two_tower")  # (a blend is not asked for by name)
 
 
 class Recommender:
@@ -188,7 +192,50 @@ def _als_half_step(confidence, fixed: np.ndarray, solved: np.ndarray, reg: float
         solved[u] = np.linalg.solve(gram + (f.T * c) @ f, f.T @ (1.0 + c))
 
 
-FAMILY_CLASSES: dict[str, type[Recommender]] = {c.family: c for c in (Popularity, ItemKNN, EASE, ALS)}
+class Blend(Recommender):
+    """Members' scores, each standardised per user, weighted and summed. ``params["members"]``: a list of
+    ``{"family", "params", "weight"}``."""
+
+    family = "blend"
+
+    def __init__(self, params: dict | None = None, seed: int = 0):
+        super().__init__(params, seed)
+        self.members = [(make_recommender(m["family"], m["params"], seed), float(m["weight"]))
+                        for m in self.params["members"]]
+        self.serves_from = "table" if any(m.serves_from == "table" for m, _ in self.members) else "factors"
+
+    def _fit(self, X, deadline):
+        for member, _ in self.members:
+            member.user_features, member.item_features = self.user_features, self.item_features
+            member.fit(X, deadline)
+
+    def scores(self, users):
+        total = np.zeros((len(users), self.X.shape[1]), dtype=np.float32)
+        for member, weight in self.members:
+            s = member.scores(users).astype(np.float32)
+            s = (s - s.mean(axis=1, keepdims=True)) / (s.std(axis=1, keepdims=True) + np.float32(1e-6))
+            total += np.float32(weight) * s
+        return total
+
+    def to_onnx(self, g, user_index):
+        total = None
+        eps = g.const(np.array(1e-6, np.float32), "eps")
+        for member, weight in self.members:
+            s = member.to_onnx(g, user_index)
+            centred = g.op("Sub", [s, g.op("ReduceMean", [s, g.const(np.array([1], np.int64), "axis1")],
+                                           keepdims=1)])
+            var = g.op("ReduceMean", [g.op("Mul", [centred, centred]), g.const(np.array([1], np.int64), "axis1")],
+                       keepdims=1)
+            z = g.op("Div", [centred, g.op("Add", [g.op("Sqrt", [var]), eps])])
+            part = g.op("Mul", [z, g.const(np.array(weight, np.float32), "weight")])
+            total = part if total is None else g.op("Add", [total, part])
+        return total
+
+    def describe(self):
+        return {"members": [{"family": m.family, "weight": w, **m.describe()} for m, w in self.members]}
+
+
+FAMILY_CLASSES: dict[str, type[Recommender]] = {c.family: c for c in (Popularity, ItemKNN, EASE, ALS, Blend)}
 
 
 def make_recommender(family: str, params: dict | None = None, seed: int = 0) -> Recommender:
