@@ -28,6 +28,8 @@ from tandem.bundle.files import (
     TOKENIZER_FILE,
 )
 from tandem.bundle.inputs import EncodedInputs
+from tandem.footprint.ledger import Span
+from tandem.footprint.meter import Mark, Meter
 from tandem.inference.drift import training_profile
 from tandem.inference.predictor import run_graph
 from tandem.report.html import render_report
@@ -190,12 +192,10 @@ def export(result: StudyResult, target: Path, *, name: str, version: int | None,
         row["predict_1row_us"] = round(cand.latency_us, 1)
         row["onnx_bytes"] = cand.onnx_bytes
         leaderboard.append(row)
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    wall = time.monotonic() - result.started
-    footprint = {"train": {"wall_seconds": round(wall, 3), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
-                           "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}}
-    if result.meter is not None:
-        footprint = _footprint(result, inference_marks, footprint["train"])
+    marks = result.phase_marks  # (each marks the end of its phase)
+    footprint = study_footprint(result.meter, result.started, [
+        ("prepare", None), ("search", marks.get("prepare")), ("ensemble and refit", marks.get("search")),
+        ("export", marks.get("refit"))], result.spans, inference_marks, "on the training machine at export")
     manifest = {
         "name": name,
         "version": version,
@@ -262,27 +262,36 @@ def export(result: StudyResult, target: Path, *, name: str, version: int | None,
     return json.loads((target / MANIFEST_FILE).read_text())
 
 
-def _footprint(result: StudyResult, inference_marks: tuple | None, process: dict) -> dict:
-    """The footprint ledger: the study's metered total (stopped here, before the manifest is written),
-    its phases, trials and learners, and the energy of one-row predictions."""
+def study_footprint(meter: Meter | None, started: float, phases: list[tuple[str, Mark | None]], spans: list[Span],
+                    inference_marks: tuple[Mark, Mark] | None, where: str) -> dict:
+    """The footprint ledger of a study: this process's wall and CPU time and peak memory, and with a ``meter``
+    its metered total (stopped here, before the manifest is written), each phase (``(name, its start)``: a
+    phase runs to the next one's start, the first from the meter's start when it has no mark, the last to the
+    meter's end; a phase between a missing mark is left out), trial and learner, and the energy of the
+    predictions metered between ``inference_marks``."""
     from tandem.errors import FootprintError
     from tandem.footprint.ledger import inference_ledger, training_ledger
 
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    process = {"wall_seconds": round(time.monotonic() - started, 3),
+               "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
+               "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+    if meter is None:
+        return {"train": process}
     try:
-        total = result.meter.stop()
+        total = meter.stop()
     except FootprintError as exc:  # the model is worth keeping without its energy figures: say why
         return {"train": {**process, "energy": None, "error": str(exc)}}
-    marks = result.phase_marks
-    cuts = [total.start, marks.get("prepare"), marks.get("search"), marks.get("refit"), total.end]
-    names = ["prepare", "search", "ensemble and refit", "export"]
-    phases = [(n, a, b) for n, a, b in zip(names, cuts, cuts[1:], strict=False) if a is not None and b is not None]
-    train = {**training_ledger(total, phases, result.spans), "wall_seconds": process["wall_seconds"],
+    names = [name for name, _ in phases]
+    cuts = [phases[0][1] or total.start, *[mark for _, mark in phases[1:]], total.end]
+    ledger_phases = [(n, a, b) for n, a, b in zip(names, cuts, cuts[1:], strict=False)
+                     if a is not None and b is not None]
+    train = {**training_ledger(total, ledger_phases, spans), "wall_seconds": process["wall_seconds"],
              "peak_rss_mb": process["peak_rss_mb"],
              "scope": "this process, from the call to train to the manifest (CodeCarbon process mode)"}
     out = {"train": train}
     if inference_marks is not None:
-        out["inference"] = inference_ledger(total, *inference_marks, INFERENCE_WINDOW,
-                                            "on the training machine at export")
+        out["inference"] = inference_ledger(total, *inference_marks, INFERENCE_WINDOW, where)
     return out
 
 

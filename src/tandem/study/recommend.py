@@ -447,7 +447,7 @@ def export_recommender(result: RecommendResult, target: Path, *, name: str, vers
     import onnxruntime as ort
 
     from tandem.bundle.format import write_bundle
-    from tandem.study.export import library_versions
+    from tandem.study.export import library_versions, study_footprint
 
     say("exporting to ONNX")
     data, config, model = result.data, result.config, result.model
@@ -472,7 +472,10 @@ def export_recommender(result: RecommendResult, target: Path, *, name: str, vers
     profile = interaction_profile(np.array([str(data.user_ids[u]) for u in data.user], dtype=object),
                                   np.array([str(data.item_ids[i]) for i in data.item], dtype=object), spec.user,
                                   spec.item)
-    footprint = _footprint(result, inference_marks)
+    m = result.marks
+    footprint = study_footprint(result.meter, result.started, [
+        ("prepare", m.get("prepare")), ("search", m.get("search")), ("refit and export", m.get("refit"))],
+        result.spans, inference_marks, "one user's top-k a call, on the training machine at export")
     manifest = {
         "name": name, "version": version, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "task": "recommend", "target": spec.item, "metric": metric, "threshold": 0.5, "source": "interactions",
@@ -522,35 +525,6 @@ def _quality(data: Interactions) -> dict:
     counts = {s: sum(f["severity"] == s for f in data.findings) for s in ("error", "warning", "info")}
     return {"counts": counts, "rows": data.rows_read, "columns": 2 + bool(data.spec.rating) + bool(data.spec.time),
             "seconds": 0.0, "findings": data.findings}
-
-
-def _footprint(result: RecommendResult, inference_marks: tuple | None) -> dict:
-    import resource
-
-    from tandem.errors import FootprintError
-    from tandem.footprint.ledger import inference_ledger, training_ledger
-
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    process = {"wall_seconds": round(time.monotonic() - result.started, 3),
-               "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
-               "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
-    if result.meter is None:
-        return {"train": process}
-    try:
-        total = result.meter.stop()
-    except FootprintError as exc:
-        return {"train": {**process, "energy": None, "error": str(exc)}}
-    m = result.marks
-    cuts = [total.start, m.get("search"), m.get("refit"), total.end]
-    phases = [(n, a, b) for n, a, b in zip(["prepare", "search", "refit and export"], cuts, cuts[1:], strict=False)
-              if a is not None and b is not None]
-    out = {"train": {**training_ledger(total, phases, result.spans), "wall_seconds": process["wall_seconds"],
-                     "peak_rss_mb": process["peak_rss_mb"],
-                     "scope": "this process, from the call to train to the manifest (CodeCarbon process mode)"}}
-    if inference_marks is not None:
-        out["inference"] = inference_ledger(total, *inference_marks, INFERENCE_WINDOW,
-                                            "one user's top-k a call, on the training machine at export")
-    return out
 
 
 def _r(v: float) -> float | None:
