@@ -206,6 +206,9 @@ def test_the_study_refits_the_best_on_every_interaction_and_honours_the_time_lim
     assert time.monotonic() - started < 5
     assert result.best.metrics["ndcg@5"] == max(t.metrics["ndcg@5"] for t in result.trials)
     assert result.model.X.nnz == len(data)  # the refit saw the held-out interactions too
+    with pytest.raises(ConfigError, match="no recommendation family can run on this data: two_tower left out: it "
+                                          "needs a users or an items feature table"):
+        run_recommend_study(data, RecommendConfig(families=["two_tower"]))
     with pytest.raises(ConfigError, match="unknown recommendation family 'svd'"):
         run_recommend_study(data, RecommendConfig(families=["svd"]))
     with pytest.raises(ConfigError, match="split 'time' needs a time column"):

@@ -164,6 +164,8 @@ def run_recommend_study(data: Interactions, config: RecommendConfig, *, progress
             notes.append(f"{c['name']} left out: {why}")
             continue
         configs.append(c)
+    if not configs:
+        raise ConfigError("no recommendation family can run on this data: " + "; ".join(notes))
     if marks:
         marks["search"] = meter.mark()
     trials: list[Trial] = []
