@@ -56,12 +56,15 @@ def test_the_quality_gate_learns_the_shape_of_interactions():
     table = pa.table({"u": ["1", "2", "2", "b", "2", None, "7"], "i": ["x", "y", "y", "x", "z", "x", "solo"],
                       "t": [1.0, 2.0, 3.0, 4.0, 4e12, 5.0, 6.0]})
     data = read_interactions(table, InteractionSpec("u", "i", time="t"), now=1e9)
-    checks = {f["check"]: f for f in data.findings}
-    assert checks["missing_values"]["message"].startswith("1 of 7 interactions lack")
-    assert checks["future_timestamps"]["severity"] == "warning" and "row 5" in checks["future_timestamps"]["message"]
-    assert checks["mixed_id_types"]["column"] == "u"  # "1", "2", "7" and "b": read as text
-    assert checks["duplicate_pairs"]["message"].startswith("1 interactions repeat")
-    assert "3 of 4 users have one interaction" in checks["single_interaction_users"]["message"]
+    checks = {f.check: f for f in data.findings}
+    assert checks["missing_values"].message.startswith("1 of 7 interactions lack")
+    assert checks["future_timestamps"].severity == "warning" and "row 5" in checks["future_timestamps"].message
+    assert checks["mixed_id_types"].column == "u"  # "1", "2", "7" and "b": read as text
+    assert checks["duplicate_pairs"].message.startswith("1 interactions repeat")
+    assert "3 of 4 users have one interaction" in checks["single_interaction_users"].message
+    report = data.quality_report().to_dict()
+    assert report["counts"] == {"error": 0, "warning": 3, "info": 3} and report["rows"] == 7
+    assert [f["severity"] for f in report["findings"]][:3] == ["warning"] * 3
     assert data.user_id_type == "string" and len(data) == 5  # (2, y) merged; the row without a user left out
     assert data.n_items == 4 and data.item_ids == ["x", "y", "z", "solo"]
 
@@ -270,6 +273,10 @@ def test_the_cli_trains_predicts_top_k_per_user_and_errors_in_one_line(taste_mod
                "--time-column", "ts", "--rating", "rating", "--min-rating", "4", "--time-limit", "5", "--name", "cli")
     assert proc.returncode == 0, proc.stderr
     assert "task=recommend" in proc.stdout
+    proc = cli("check", str(ratings), "--task", "recommend", "--user", "user_id", "--item", "item_id", "--json")
+    assert proc.returncode == 0, proc.stderr
+    gate = json.loads(proc.stdout)
+    assert gate["rows"] == 960 and gate["target"] == "item_id" and gate["counts"]["error"] == 0
     users = tmp_path / "users.csv"
     users.write_text("user_id\n2\n3\n424242\n")
     out = tmp_path / "top.csv"

@@ -394,10 +394,26 @@ def load(name_or_path: str | Path, *, home: str | Path | None = None, require_si
     return Model(Registry(home).resolve(name_or_path), require_signed=require_signed)
 
 
-def check(data: object, target: str, *, test: object | None = None, task: str | None = None, seed: int = 0):
-    """The quality gate on ``data`` (and ``test`` when given): a :class:`tandem.data.quality.QualityReport`."""
+def check(data: object, target: str | None = None, *, test: object | None = None, task: str | None = None,
+          seed: int = 0, user: str | None = None, item: str | None = None, rating: str | None = None,
+          min_rating: float | None = None, time_column: str | None = None):
+    """The quality gate on ``data`` (and ``test`` when given): a :class:`tandem.data.quality.QualityReport`.
+    With ``task="recommend"``, the gate for an interaction table (``user``, ``item``, optional ``rating``,
+    ``min_rating`` and ``time_column``): missing ids, duplicate pairs, users and items seen once, future
+    timestamps, ids mixing numbers and text."""
     from tandem.data.quality import check_quality
     from tandem.data.readers import read_table
+
+    if task == "recommend":
+        from tandem.data.interactions import InteractionSpec, read_interactions
+
+        if not user or not item:
+            raise ConfigError("the recommendation gate needs the user column and the item column (--user, --item)")
+        spec = InteractionSpec(user=user, item=item, rating=rating, min_rating=min_rating, time=time_column)
+        return read_interactions(read_table(data, what="interaction data"), spec,
+                                 what=describe_source(data, "interaction data")).quality_report()
+    if target is None:
+        raise ConfigError("a target column is needed (or task='recommend' with user and item columns)")
 
     table = read_table(data, what="data")
     test_table = read_table(test, what="test data") if test is not None else None

@@ -183,9 +183,18 @@ def drift(
 
 def check(
     data: Path = typer.Argument(..., help="The training data (CSV/TSV, Parquet, JSON lines or Arrow)."),
-    target: str = typer.Option(..., "--target", "-t", help="The column to predict."),
+    target: str | None = typer.Option(None, "--target", "-t", help="The column to predict (not for --task "
+                                                                    "recommend)."),
     test: Path | None = typer.Option(None, "--test", help="Test data, to look for rows shared with the training data."),
-    task: str | None = typer.Option(None, help="binary, multiclass or regression (default: inferred)."),
+    task: str | None = typer.Option(None, help="binary, multiclass or regression (default: inferred), or recommend "
+                                    "(an interaction table: --user, --item)."),
+    user: str | None = typer.Option(None, "--user", help="--task recommend: the user id column."),
+    item: str | None = typer.Option(None, "--item", help="--task recommend: the item id column."),
+    rating: str | None = typer.Option(None, "--rating", help="--task recommend: a rating or weight column."),
+    min_rating: float | None = typer.Option(None, "--min-rating", help="--task recommend: only interactions rated "
+                                            "at least this count."),
+    time_column: str | None = typer.Option(None, "--time-column", help="--task recommend: the time of each "
+                                           "interaction."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 when any finding is an error."),
     country: str | None = RUN_COUNTRY,
@@ -194,8 +203,12 @@ def check(
     class imbalance, mixed types, high cardinality, outliers."""
     from tandem.api import check as check_data
 
+    if task != "recommend" and not target:
+        raise ConfigError("Missing option '--target': the column to predict (or --task recommend with --user and "
+                          "--item)")
     with OptionalMeter(country) as meter:
-        report = check_data(str(data), target, test=str(test) if test else None, task=task).to_dict()
+        report = check_data(str(data), target, test=str(test) if test else None, task=task, user=user, item=item,
+                            rating=rating, min_rating=min_rating, time_column=time_column).to_dict()
     print_run_footprint(meter)
     if as_json:
         sys.stdout.write(json.dumps(report) + "\n")

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tandem.data.infer import check_column
+from tandem.data.quality.report import Finding, QualityReport
 from tandem.errors import ConfigError, DataError
 
 SPLITS = ("time", "global_time", "random")
@@ -52,8 +53,17 @@ class Interactions:
     item_id_type: str
     spec: InteractionSpec
     has_time: bool
-    findings: list[dict] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
     rows_read: int = 0
+    seconds: float = 0.0  # reading and checking took
+
+    def quality_report(self) -> QualityReport:
+        """The quality gate's findings on this table, as ``tandem check`` and the manifest show them."""
+        spec = self.spec
+        order = {"error": 0, "warning": 1, "info": 2}
+        return QualityReport(rows=self.rows_read, columns=2 + bool(spec.rating) + bool(spec.time), target=spec.item,
+                             test_rows=None, seconds=self.seconds,
+                             findings=sorted(self.findings, key=lambda f: order[f.severity]))
 
     @property
     def n_users(self) -> int:
@@ -70,7 +80,7 @@ class Interactions:
         """The same users and items (same indices), only ``rows`` of the interactions."""
         return Interactions(self.user[rows], self.item[rows], self.weight[rows], self.time[rows], self.user_ids,
                             self.item_ids, self.user_id_type, self.item_id_type, self.spec, self.has_time,
-                            self.findings, self.rows_read)
+                            self.findings, self.rows_read, self.seconds)
 
     def matrix(self, rows: np.ndarray | None = None):
         """The user x item matrix (scipy CSR, float32) of the interactions (``rows`` of them when given)."""
@@ -85,6 +95,7 @@ def read_interactions(table: pa.Table, spec: InteractionSpec, *, what: str = "in
                       now: float | None = None) -> Interactions:
     """Check and index an interaction table (see the module docstring); a DataError names the column and row
     of anything unusable."""
+    started = time.monotonic()
     if spec.min_rating is not None and spec.rating is None:
         raise ConfigError("--min-rating needs --rating: the column whose values are compared with it")
     names = [spec.user, spec.item] + [c for c in (spec.rating, spec.time) if c]
@@ -94,7 +105,7 @@ def read_interactions(table: pa.Table, spec: InteractionSpec, *, what: str = "in
              spec.time: "time column"}
     for name in names:
         check_column(table, name, roles[name], what=what)
-    findings: list[dict] = []
+    findings: list[Finding] = []
     n = table.num_rows
     if n == 0:
         raise DataError(f"{what} has no rows: expected one interaction a row")
@@ -151,6 +162,7 @@ def read_interactions(table: pa.Table, spec: InteractionSpec, *, what: str = "in
             _finding(findings, "info", f"single_interaction_{role}", f"{once} of {total} {role} have one interaction: "
                      + ("they are never held out, and only recommend from what they had" if role == "users" else
                         "little to learn from"), spec.user if role == "users" else spec.item)
+    result.seconds = time.monotonic() - started
     return result
 
 
@@ -186,11 +198,11 @@ def split_interactions(data: Interactions, kind: str = "time", *, share: float =
     return np.flatnonzero(~held), np.flatnonzero(held)
 
 
-def _finding(findings: list[dict], severity: str, check: str, message: str, column: str | None) -> None:
-    findings.append({"severity": severity, "check": check, "message": message, "column": column})
+def _finding(findings: list[Finding], severity: str, check: str, message: str, column: str | None) -> None:
+    findings.append(Finding(check=check, severity=severity, message=message, column=column))
 
 
-def _ids(col: pa.ChunkedArray, name: str, what: str, findings: list[dict]) -> tuple[list, str]:
+def _ids(col: pa.ChunkedArray, name: str, what: str, findings: list[Finding]) -> tuple[list, str]:
     """The column's ids (None where missing) and their type: int when every id is a whole number."""
     t = col.type
     if pa.types.is_integer(t):
@@ -277,7 +289,7 @@ def read_side_features(table: pa.Table, key: str, role: str, what: str) -> SideF
     columns with at most :data:`MAX_DISTINCT` values one-hot on their :data:`MAX_CATEGORIES` most frequent, other
     columns left out (named in ``left_out``). A repeated key keeps its first row."""
     column = check_column(table, key, f"{role} id column", what=what)
-    findings: list[dict] = []
+    findings: list[Finding] = []
     ids, _ = _ids(column, key, what, findings)
     keep = [i for i, v in enumerate(ids) if v is not None]
     first: dict[str, int] = {}

@@ -470,7 +470,7 @@ def export_recommender(result: RecommendResult, target: Path, *, name: str, vers
     leaderboard = [{"model": t.name, "family": t.family, **{f"val_{m}": _r(v) for m, v in t.metrics.items()},
                     "fit_seconds": round(t.fit_seconds, 3), "params": t.params}
                    for t in sorted(result.trials, key=lambda t: -_score(t, metric))]
-    quality = _quality(data)
+    quality = data.quality_report().to_dict()
     profile = interaction_profile(np.array([str(data.user_ids[u]) for u in data.user], dtype=object),
                                   np.array([str(data.item_ids[i]) for i in data.item], dtype=object), spec.user,
                                   spec.item)
@@ -501,7 +501,7 @@ def export_recommender(result: RecommendResult, target: Path, *, name: str, vers
         "parity": parity,
         "latency": {"predict_1row_us_p50": round(latency * 1e6, 1), "what": f"one user's top-{config.k}"},
         "quality": quality,
-        "warnings": [f["message"] for f in data.findings if f["severity"] == "warning"],
+        "warnings": [f.message for f in data.findings if f.severity == "warning"],
         "notes": result.notes,
         "lineage": {"rows": data.rows_read, "parent": None, "seed": config.seed, "time_limit": config.time_limit,
                     "libraries": library_versions("scipy")},
@@ -521,12 +521,6 @@ def export_recommender(result: RecommendResult, target: Path, *, name: str, vers
     from tandem.bundle.files import MANIFEST_FILE
 
     return json.loads((target / MANIFEST_FILE).read_text())
-
-
-def _quality(data: Interactions) -> dict:
-    counts = {s: sum(f["severity"] == s for f in data.findings) for s in ("error", "warning", "info")}
-    return {"counts": counts, "rows": data.rows_read, "columns": 2 + bool(data.spec.rating) + bool(data.spec.time),
-            "seconds": 0.0, "findings": data.findings}
 
 
 def _r(v: float) -> float | None:
