@@ -50,6 +50,11 @@ def train(
     k: int = typer.Option(10, "--k", help="--task recommend: the k of NDCG@k the study optimises (and the "
                                           "default answer's length)."),
     search: str | None = typer.Option(None, help="'optuna' to spend spare budget tuning the best family."),
+    optuna_storage: str | None = typer.Option(None, "--optuna-storage", envvar="TANDEM_OPTUNA_STORAGE",
+                                              help="--search optuna: an Optuna RDB URL (postgresql://...) whose "
+                                                   "study several machines share."),
+    optuna_study: str | None = typer.Option(None, "--optuna-study", help="--search optuna: the shared study's "
+                                            "name (default tandem-NAME)."),
     bagging: str = typer.Option("auto", help="auto, yes or no: k-fold bagging of every configuration."),
     split: str | None = typer.Option(None, help="stratified, random, group or time; recommendation: time "
                                                 "(each user's latest), global_time or random."),
@@ -125,6 +130,7 @@ def train(
                             country=country, max_energy_kwh=max_energy_kwh,
                             footprint=False if no_footprint else MeterSettings(pue=pue), signing_key=signing_key,
                             user=user, item=item, rating=rating, min_rating=min_rating, k=k,
+                            optuna_storage=optuna_storage, optuna_study=optuna_study,
                             user_features=str(users) if users else None, item_features=str(items) if items else None)
     print_model(model)
 

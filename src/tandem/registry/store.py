@@ -6,8 +6,9 @@ Layout under the registry home (``$TANDEM_HOME`` or ``~/.tandem`` by default)::
     models/<name>/<version>/      one bundle directory per version (contains manifest.json)
 
 The registry does not parse bundles; it only checks that ``manifest.json`` exists. It imports
-nothing outside the standard library and :mod:`tandem.errors` / :mod:`tandem.fsutil`, so a
-serving host can use it without the training stack.
+nothing outside the standard library and :mod:`tandem.errors` / :mod:`tandem.fsutil` (and psycopg, for an
+index in PostgreSQL: :mod:`tandem.registry.postgres`), so a serving host can use it without the training
+stack.
 
 A writer killed mid-write (SIGKILL, power loss) leaves a ``pending`` row and a hidden temp folder;
 :meth:`Registry.add` sweeps both once their writer is gone (see :meth:`Registry.sweep`).
@@ -35,6 +36,7 @@ from tandem.bundle.files import MANIFEST_FILE
 from tandem.errors import RegistryError
 from tandem.registry.database import SCHEMA_VERSION, SqliteIndex, now
 from tandem.registry.names import REF_FORMS, check_alias, check_name, check_version, parse_ref
+from tandem.registry.postgres import PostgresIndex, is_postgres_url
 from tandem.registry.records import ModelRecord, tandem_home
 from tandem.registry.sweep import pending_row_stale, pending_summary, remove_bundle_dir, sweep_temp_entries
 
@@ -66,11 +68,13 @@ class Registry:
     mode with a 30 s busy timeout. Bundles are written outside any transaction.
     """
 
-    def __init__(self, home: Path | str | None = None) -> None:
+    def __init__(self, home: Path | str | None = None, *, database: str | None = None) -> None:
         """Open (creating if needed) the registry under ``home`` (default: :func:`tandem_home`).
 
-        The database lives at ``<home>/registry.sqlite3`` and bundles at
-        ``<home>/models/<name>/<version>/``.
+        The index lives at ``<home>/registry.sqlite3`` and bundles at ``<home>/models/<name>/<version>/``.
+        ``database`` (default ``$TANDEM_REGISTRY``), a ``postgresql://`` URL, keeps the index in PostgreSQL
+        instead (:mod:`tandem.registry.postgres`), for a registry that several machines share along with
+        ``home``.
         """
         if home is None:
             self.home = tandem_home()
@@ -80,9 +84,17 @@ class Registry:
                 self.home.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise RegistryError(f"registry home {self.home} cannot be created: {exc.strerror or exc}") from exc
-        self.db_path = self.home / "registry.sqlite3"
         self.models_dir = self.home / "models"
-        self._db = SqliteIndex(self.db_path)
+        database = database if database is not None else os.environ.get("TANDEM_REGISTRY") or None
+        if database is not None and not is_postgres_url(database):
+            raise RegistryError(f"registry database {database[:80]!r}: expected a postgresql:// URL (or no "
+                                "$TANDEM_REGISTRY, for the SQLite file under the registry home)")
+        if database is not None:
+            self._db = PostgresIndex(database)
+            self.db_path = self._db.db_path
+        else:
+            self.db_path = self.home / "registry.sqlite3"
+            self._db = SqliteIndex(self.db_path)
 
     def __repr__(self) -> str:
         return f"Registry({str(self.home)!r})"

@@ -33,6 +33,9 @@ class StudyConfig:
     group_column: str | None = None
     time_column: str | None = None
     search: str | None = None  # None or "optuna"
+    # an Optuna RDB storage URL (PostgreSQL, say) and a study name: several machines then share one study
+    optuna_storage: str | None = None
+    optuna_study: str | None = None
     families: list[str] | None = None
     ignore: list[str] | None = None
     latency_budget_us: float = 100.0  # one-row latency (p50, one thread) the ensemble's graph may cost

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from tandem.errors import ConfigError
 from tandem.study import metrics as M
 
 
@@ -39,9 +40,46 @@ def _suggest(trial, family: str) -> dict:
     return {"C": c, "alpha": 1.0 / c}
 
 
+def storage_url(url: str) -> str:
+    """An RDB storage URL as SQLAlchemy takes it: ``postgresql://`` through psycopg (3) unless psycopg2 is there."""
+    import importlib.util
+
+    if url.startswith(("postgresql://", "postgres://")) and importlib.util.find_spec("psycopg2") is None:
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def _shared_study(optuna: object, storage: str, study_name: str | None, sampler: object) -> object:
+    """Create or join the study in an RDB storage. Two machines starting at once may both try to create the
+    storage's tables or the study, and one of them then fails on the other's rows: it tries again, and joins."""
+    import time
+
+    def create() -> object:
+        return optuna.create_study(direction="minimize", sampler=sampler, storage=storage_url(storage),
+                                   study_name=study_name, load_if_exists=True)
+
+    for attempt in range(3):
+        try:
+            return create()
+        except Exception:  # SQLAlchemy's and the driver's own errors: perhaps the race above; the last try says
+            time.sleep(0.5 * (attempt + 1))
+    try:
+        return create()
+    except Exception as exc:  # a wrong URL, a server that cannot be reached
+        reason = " ".join(str(exc).split())[:300]
+        raise ConfigError(f"Optuna storage cannot be used ({type(exc).__name__}: {reason})") from None
+
+
 def optuna_search(candidates: list, metric: str, y: np.ndarray, evaluate: Callable, search_left: Callable[[], float],
-                  seed: int, say: Callable[[str], None]) -> list:
-    """Run TPE trials on the best family while the search budget lasts; return the evaluated candidates."""
+                  seed: int, say: Callable[[str], None], storage: str | None = None,
+                  study_name: str | None = None) -> list:
+    """Run TPE trials on the best family while the search budget lasts; return the evaluated candidates.
+
+    With ``storage`` (an Optuna RDB URL) the trials go to study ``study_name`` there, created or joined: studies
+    on several machines then share what each has tried, and each trial records its worker (pid@host)."""
+    import os
+    import socket
+
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -51,12 +89,18 @@ def optuna_search(candidates: list, metric: str, y: np.ndarray, evaluate: Callab
     best = min(scored, key=lambda c: M.loss(metric, y[~np.isnan(c.oof[:, 0])], c.oof[~np.isnan(c.oof[:, 0])]))
     family = best.family
     per_trial = max(float(np.sum(c.fit_seconds)) for c in candidates if c.family == family)
-    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed))
+    sampler = optuna.samplers.TPESampler(seed=seed)
+    if storage is None:
+        study = optuna.create_study(direction="minimize", sampler=sampler)
+    else:
+        study = _shared_study(optuna, storage, study_name, sampler)
+    worker = f"{os.getpid()}@{socket.gethostname()}"
     found = []
     k = 0
     while search_left() > per_trial:
         k += 1
         trial = study.ask()
+        trial.set_user_attr("worker", worker)
         params = _suggest(trial, family)
         say(f"optuna trial {k} ({family})")
         cand = evaluate({"family": family, "params": params}, f"{family}_optuna_{k}")

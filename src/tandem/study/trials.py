@@ -72,7 +72,8 @@ class Search:
         if self.config.search == "optuna" and self.left() > 1:
             from tandem.study.search import optuna_search
             self.candidates += optuna_search(self.candidates, self.prep.metric, self.prep.y, self.evaluate,
-                                             self.left, self.config.seed, self.say)
+                                             self.left, self.config.seed, self.say, self.config.optuna_storage,
+                                             self.config.optuna_study)
         elif self.config.search not in (None, "optuna"):
             raise ConfigError(f"search '{self.config.search}' is not known: expected 'optuna' or none")
 
