@@ -523,6 +523,33 @@ def test_a_moved_alias_is_followed_without_an_admin_call(tmp_path):
         proc.wait(timeout=15)
 
 
+def test_an_admin_reload_reaches_every_worker_and_says_so(tmp_path):
+    home = tmp_path / "home"
+    frame, train = linear_churn(home)
+    train()
+    port = free_port()
+    token = "reload-token-0123456789"
+    proc = start_server(home, port, "--workers", "2", "--admin-token", token, "--watch-interval", "0", ref="churn")
+    base = f"http://127.0.0.1:{port}"
+    row = {"instances": records(frame.drop(columns=["churn"]).iloc[:1])}
+    try:
+        time.sleep(1.5)  # both workers have published themselves
+        train()  # version 2: "churn" (the latest) now means it, but nothing follows without a reload
+        assert {_call(base + "/v1/models/churn/predict", row)[1]["version"] for _ in range(20)} == {1}
+        status, answer = _call(base + "/admin/models/churn/reload", {}, token=token)
+        assert status == 200 and answer["version"] == 2, answer
+        workers = answer["workers"]
+        assert workers["total"] == 2 and len(workers["reloaded"]) == 2, workers
+        assert workers["failed"] == {} and workers["no_answer"] == []
+        versions = {_call(base + "/v1/models/churn/predict", row)[1]["version"] for _ in range(40)}
+        assert versions == {2}  # new connections each time: both workers answer, both with version 2
+        status, again = _call(base + "/admin/models/churn/reload", {}, token=token)
+        assert status == 200 and again["previous_version"] == 2 and len(again["workers"]["reloaded"]) == 2
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
 def test_metrics_add_up_over_workers(tmp_path):
     home = tmp_path / "home"
     frame, train = linear_churn(home)

@@ -1,20 +1,33 @@
 """Swapping a served model for a new version: ``POST /admin/models/{name}/reload``, and following a moved
 alias (the registry watch). Both load the new version beside the old one, off the event loop, and swap in one
-step only when it loads and runs; the old version keeps serving otherwise."""
+step only when it loads and runs; the old version keeps serving otherwise.
+
+With several workers (``--workers N``) a reload reaches all of them: the worker that answers the request
+loads the new version, then publishes it in the server's shared folder (``reloads/<model>.json``: a
+generation number and the bundle's path); every other worker sees it within a second (its housekeeping
+tick), loads that same bundle and acknowledges (``acks/<model>.<pid>.json``). The answer waits for the
+acknowledgements (at most :data:`BROADCAST_WAIT_S`) and says which workers serve the new version."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tandem.errors import TandemError
+from tandem.fsutil import atomic_file
 from tandem.serve.models import ServedModel, load_model, warm_one
 from tandem.serve.protocol import Answer, Later, Request, one_line
 
 if TYPE_CHECKING:
     from tandem.serve.app import ServeApp
+
+
+BROADCAST_WAIT_S = 20.0  # how long a reload's answer waits for the other workers to follow
 
 
 class LoadFailed(Exception):
@@ -35,7 +48,82 @@ async def reload_model(app: ServeApp, current: ServedModel) -> Answer:
         return 409, {"error": f"reload of '{current.name}' failed, still serving version {current.version}: "
                               f"{exc}"}, ()
     fresh = swap(app, current, fresh)
-    return 200, {"name": fresh.name, "previous_version": current.version, "version": fresh.version}, ()
+    answer = {"name": fresh.name, "previous_version": current.version, "version": fresh.version}
+    folder = app.metrics.directory
+    if folder is not None:  # several workers: tell the others, and say who followed
+        answer["workers"] = await broadcast(app, folder, fresh)
+    return 200, answer, ()
+
+
+async def broadcast(app: ServeApp, folder: Path, fresh: ServedModel) -> dict:
+    """Publish ``fresh`` for the other workers and wait for them to load it; who did, who could not."""
+    generation = _generation(folder, fresh.name) + 1
+    path = folder / "reloads" / f"{fresh.name}.json"
+    path.parent.mkdir(exist_ok=True)
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps({"generation": generation, "path": str(fresh.predictor.path), "by": os.getpid()}))
+    app.reload_generations[fresh.name] = generation
+    _ack(folder, fresh.name, generation, fresh.version, None)
+    deadline = time.monotonic() + BROADCAST_WAIT_S
+    while True:
+        acks = _acks(folder, fresh.name, generation)
+        waiting = app.metrics.live_workers() - set(acks)
+        if not waiting or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(0.05)
+    return {"total": len(acks) + len(waiting), "reloaded": sorted(pid for pid, a in acks.items() if a["error"] is None),
+            "failed": {str(pid): a["error"] for pid, a in acks.items() if a["error"] is not None},
+            "no_answer": sorted(waiting)}
+
+
+async def follow_broadcasts(app: ServeApp, folder: Path) -> None:
+    """Load what another worker's reload published (housekeeping, each tick)."""
+    for name, model in list(app.models.items()):
+        path = folder / "reloads" / f"{name}.json"
+        try:
+            published = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # nothing published (or being replaced right now: next tick)
+        generation = int(published["generation"])
+        if generation <= app.reload_generations.get(name, 0):
+            continue
+        app.reload_generations[name] = generation
+        if published["path"] == str(model.predictor.path):
+            _ack(folder, name, generation, model.version, None)
+            continue
+        try:
+            fresh = await load_again(app, model, published["path"])
+        except LoadFailed as exc:
+            _ack(folder, name, generation, model.version, str(exc))
+            continue
+        _ack(folder, name, generation, swap(app, model, fresh).version, None)
+
+
+def _generation(folder: Path, name: str) -> int:
+    try:
+        return int(json.loads((folder / "reloads" / f"{name}.json").read_text(encoding="utf-8"))["generation"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def _ack(folder: Path, name: str, generation: int, version: int | None, error: str | None) -> None:
+    (folder / "acks").mkdir(exist_ok=True)
+    with atomic_file(folder / "acks" / f"{name}.{os.getpid()}.json") as tmp:
+        tmp.write_text(json.dumps({"generation": generation, "version": version, "error": error}))
+
+
+def _acks(folder: Path, name: str, generation: int) -> dict[int, dict]:
+    """The workers' acknowledgements of ``generation`` of ``name``'s reload, by pid."""
+    out = {}
+    for path in (folder / "acks").glob(f"{name}.*.json"):
+        pid = path.name[len(name) + 1: -len(".json")]
+        try:
+            ack = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if pid.isdigit() and ack.get("generation") == generation:
+            out[int(pid)] = ack
+    return out
 
 
 async def follow(app: ServeApp, model: ServedModel) -> None:

@@ -85,6 +85,7 @@ class ServeApp:
         self.watch_interval_s = watch_interval_s
         self.batchers: dict[str, tuple[Predictor, Batcher]] = {}
         self.failed_loads: dict[str, str] = {}  # model name -> bundle path that failed to load (not retried)
+        self.reload_generations: dict[str, int] = {}  # model name -> the last reload broadcast seen (several workers)
         self._housekeeping: asyncio.Task | None = None
         self.answered_at = 0.0  # when the last answer was made (wall clock, and this thread's CPU clock)
         self.answered_cpu = 0.0
@@ -192,13 +193,21 @@ class ServeApp:
                 return
 
     async def _keep_house(self) -> None:
-        """Publish metrics for the other workers each second; follow moved aliases every watch interval."""
+        """Publish metrics for the other workers each second, follow their reloads (several workers); follow
+        moved aliases every watch interval."""
         next_watch = time.monotonic() + self.watch_interval_s
         tick = min(1.0, self.watch_interval_s) if self._watching() else 1.0
+        if self.metrics.directory is not None:
+            tick = min(tick, 0.25)  # a reload waits for the other workers to follow
+        next_publish = 0.0
         while True:
             await asyncio.sleep(tick)
             try:
-                self.metrics.publish()
+                if self.metrics.directory is not None:
+                    await admin.follow_broadcasts(self, self.metrics.directory)
+                if time.monotonic() >= next_publish:
+                    next_publish = time.monotonic() + 1.0
+                    self.metrics.publish()
                 if self._watching() and time.monotonic() >= next_watch:
                     next_watch = time.monotonic() + self.watch_interval_s
                     for model in list(self.models.values()):

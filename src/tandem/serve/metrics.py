@@ -66,6 +66,13 @@ class ServeMetrics:
         with atomic_file(self.directory / f"{os.getpid()}.json") as tmp:
             tmp.write_text(json.dumps(self.snapshot()), encoding="utf-8")
 
+    def live_workers(self) -> set[int]:
+        """The pids of this server's live workers (those that published a snapshot), this one included."""
+        pids = {os.getpid()}
+        if self.directory is not None:
+            pids |= {int(p.stem) for p in self.directory.glob("*.json") if p.stem.isdigit() and _alive(int(p.stem))}
+        return pids
+
     def _others(self) -> list[dict]:
         if self.directory is None:
             return []

@@ -117,7 +117,8 @@ ROUTES: tuple[Route, ...] = (
           auth="api_key", responses=((200, "the footprint"),)),
     Route("POST", "/admin/models/{name}/reload", admin.reload, "load {name} again and swap it in (admin token)",
           "resolve the model's reference again, load and warm the new version beside the old (off the event loop), "
-          "swap in one step; a failed load keeps the old version and answers 409 saying why. Needs "
+          "swap in one step; a failed load keeps the old version and answers 409 saying why. With `--workers N` "
+          "every worker follows, and `workers` in the answer says which did. Needs "
           "`Authorization: Bearer <admin token>` (`--admin-token` or `TANDEM_ADMIN_TOKEN`; off without one)",
           auth="admin", responses=((200, "reloaded"), (401, ""), (403, ""), (409, ""))),
 )
