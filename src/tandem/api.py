@@ -168,7 +168,8 @@ def train(data: object, target: str | None = None, *, time_limit: float = 60.0, 
           footprint: bool | MeterSettings = True, signing_key: str | Path | None = None,
           user: str | None = None, item: str | None = None, rating: str | None = None,
           min_rating: float | None = None, k: int = 10, user_features: object = None,
-          item_features: object = None, optuna_storage: str | None = None, optuna_study: str | None = None) -> Model:
+          item_features: object = None, optuna_storage: str | None = None, optuna_study: str | None = None,
+          devices: int = 1) -> Model:
     """Train within ``time_limit`` seconds on ``data`` (file path or frame) and return the saved model.
 
     ``task="recommend"`` learns recommendations from an interaction table instead: ``user`` and ``item`` name
@@ -179,7 +180,9 @@ def train(data: object, target: str | None = None, *, time_limit: float = 60.0, 
     family, and answer the users table's users who had no interaction from their features.
     ``optuna_storage`` (default ``$TANDEM_OPTUNA_STORAGE``; an Optuna RDB URL such as ``postgresql://...``) with
     ``search="optuna"`` puts the search's trials in study ``optuna_study`` (default ``tandem-<name>``) there, so
-    studies on several machines share one Optuna study.
+    studies on several machines share one Optuna study. ``devices`` > 1 trains the neural learners (MLP, CNN,
+    the fine-tuned image backbone) under torchrun DDP, one process per device: GPUs with NCCL, else CPU
+    processes with gloo.
 
     The bundle goes into the registry under ``name`` (default ``model``) as its next version, or
     to the directory ``path`` when given. ``latency_budget_us`` caps the one-row latency the
@@ -206,7 +209,8 @@ def train(data: object, target: str | None = None, *, time_limit: float = 60.0, 
     if task == "recommend":
         unused = {"metric": metric, "search": search, "group": group, "ignore": ignore, "configs": configs,
                   "sensitive": sensitive, "max_bytes": max_bytes, "energy_per_1k_budget_j": energy_per_1k_budget_j,
-                  "optuna_storage": optuna_storage, "optuna_study": optuna_study}
+                  "optuna_storage": optuna_storage, "optuna_study": optuna_study,
+                  "devices": devices if devices != 1 else None}
         given = [k_ for k_, v in unused.items() if v]
         if given:
             raise ConfigError(f"{', '.join(given)} do not apply to recommendation (task 'recommend')")
@@ -218,6 +222,8 @@ def train(data: object, target: str | None = None, *, time_limit: float = 60.0, 
     if target is None:
         raise ConfigError("a target column is needed (the column to predict); recommendation takes "
                           "task='recommend' with user and item columns instead")
+    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
+        raise ConfigError(f"devices must be a whole number of at least 1, got {devices!r}")
     optuna_storage = optuna_storage or os.environ.get("TANDEM_OPTUNA_STORAGE") or None
     if (optuna_storage or optuna_study) and search != "optuna":
         raise ConfigError("an Optuna storage or study name needs search='optuna' (--search optuna)")
@@ -251,7 +257,7 @@ def train(data: object, target: str | None = None, *, time_limit: float = 60.0, 
         config = StudyConfig(target=target, time_limit=float(time_limit), metric=metric, task=task, seed=seed,
                              bagging=bagging, split=split, group_column=group, time_column=time_column,
                              search=search, families=families, ignore=ignore, latency_budget_us=latency_budget_us,
-                             optuna_storage=optuna_storage,
+                             optuna_storage=optuna_storage, devices=devices,
                              optuna_study=optuna_study or (f"tandem-{name}" if optuna_storage else None),
                              max_bytes=max_bytes, energy_per_1k_budget_j=energy_per_1k_budget_j,
                              configs=configs, strict=strict, sensitive=sensitive, text_encoder=text_encoder,

@@ -53,6 +53,8 @@ def train(
     optuna_storage: str | None = typer.Option(None, "--optuna-storage", envvar="TANDEM_OPTUNA_STORAGE",
                                               help="--search optuna: an Optuna RDB URL (postgresql://...) whose "
                                                    "study several machines share."),
+    devices: int = typer.Option(1, "--devices", help="Train the neural learners (mlp, cnn, efficientnet_finetune) "
+                                "under torchrun DDP on this many devices: GPUs (NCCL), else CPU processes (gloo)."),
     optuna_study: str | None = typer.Option(None, "--optuna-study", help="--search optuna: the shared study's "
                                             "name (default tandem-NAME)."),
     bagging: str = typer.Option("auto", help="auto, yes or no: k-fold bagging of every configuration."),
@@ -100,6 +102,7 @@ def train(
                  ("--energy-per-1k-budget", energy_per_1k_budget, energy_per_1k_budget is None or
                   energy_per_1k_budget > 0, "greater than 0 J"),
                  ("--k", k, 1 <= k <= 1000, "from 1 to 1000"),
+                 ("--devices", devices, 1 <= devices <= 1024, "from 1 to 1024"),
                  ("--encoder-layers", encoder_layers, 1 <= encoder_layers <= 6, "from 1 to 6 (the encoder's layers)"),
                  ("--pue", pue, pue is None or pue >= 1, "at least 1.0 (1.0: no data-centre overhead)"),
                  ("--max-energy-kwh", max_energy_kwh, max_energy_kwh is None or max_energy_kwh > 0,
@@ -130,7 +133,7 @@ def train(
                             country=country, max_energy_kwh=max_energy_kwh,
                             footprint=False if no_footprint else MeterSettings(pue=pue), signing_key=signing_key,
                             user=user, item=item, rating=rating, min_rating=min_rating, k=k,
-                            optuna_storage=optuna_storage, optuna_study=optuna_study,
+                            optuna_storage=optuna_storage, optuna_study=optuna_study, devices=devices,
                             user_features=str(users) if users else None, item_features=str(items) if items else None)
     print_model(model)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -9,6 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from tandem.features.graph import GraphBuilder
+
+#: families that train on the shared torch loop and can run under torchrun (``params["devices"]`` > 1)
+DEVICE_FAMILIES = ("mlp", "cnn", "efficientnet_finetune")
 
 
 class Learner(ABC):
@@ -36,7 +40,13 @@ class Learner(ABC):
             *, deadline: float | None = None) -> Learner:
         """Fit; with a validation set, stop early on it. Stop at ``deadline`` (time.monotonic()) at the latest."""
         start = time.monotonic()
-        self._fit(X, y, X_val, y_val, deadline)
+        devices = int(self.params.get("devices", 1))
+        if devices > 1 and self.family in DEVICE_FAMILIES and "WORLD_SIZE" not in os.environ:
+            from tandem.learners.distributed import fit_on_devices  # (not inside a torchrun worker already)
+
+            fit_on_devices(self, devices, X, y, X_val, y_val, deadline)
+        else:
+            self._fit(X, y, X_val, y_val, deadline)
         self.fit_seconds = time.monotonic() - start
         return self
 

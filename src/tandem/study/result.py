@@ -50,6 +50,7 @@ class StudyConfig:
     text_encoder: str = "auto"
     encoder_layers: int = 4  # of its 6 layers (tandem.features.sentence.DEFAULT_LAYERS)
     max_energy_kwh: float | None = None  # an energy budget (needs a meter): the study stops as at a time limit
+    devices: int = 1  # > 1: the neural learners train under torchrun DDP, one process per device (GPU or CPU)
 
 
 @dataclass
