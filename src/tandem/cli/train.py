@@ -26,6 +26,15 @@ from tandem.cli.common import (
 from tandem.console import print_findings, print_model, rows_table
 from tandem.errors import ConfigError
 
+# the options train and check share (the task, and an interaction table's columns)
+TASK = typer.Option(None, help="binary, multiclass or regression (default: inferred), or recommend (an "
+                               "interaction table: --user, --item).")
+USER = typer.Option(None, "--user", help="--task recommend: the user id column.")
+ITEM = typer.Option(None, "--item", help="--task recommend: the item id column.")
+RATING = typer.Option(None, "--rating", help="--task recommend: a rating or weight column.")
+MIN_RATING = typer.Option(None, "--min-rating", help="--task recommend: only interactions rated at least this "
+                                                     "count.")
+
 
 def train(
     data: Path = typer.Argument(..., help="Training data: CSV/TSV, Parquet, JSON lines or Arrow file."),
@@ -35,14 +44,12 @@ def train(
     metric: str | None = typer.Option(None, help="accuracy, balanced_accuracy, f1, roc_auc, pr_auc, log_loss, "
                                                  "rmse, mae or r2 (default: roc_auc / log_loss / rmse)."),
     name: str | None = typer.Option(None, help="Registry name (default: the data file's stem)."),
-    task: str | None = typer.Option(None, help="binary, multiclass or regression (default: inferred), or "
-                                    "recommend (an interaction table: --user, --item)."),
+    task: str | None = TASK,
     seed: int = typer.Option(0, help="Seed of every random choice."),
-    user: str | None = typer.Option(None, "--user", help="--task recommend: the user id column."),
-    item: str | None = typer.Option(None, "--item", help="--task recommend: the item id column."),
-    rating: str | None = typer.Option(None, "--rating", help="--task recommend: a rating or weight column."),
-    min_rating: float | None = typer.Option(None, "--min-rating", help="--task recommend: only interactions rated "
-                                            "at least this count."),
+    user: str | None = USER,
+    item: str | None = ITEM,
+    rating: str | None = RATING,
+    min_rating: float | None = MIN_RATING,
     users: Path | None = typer.Option(None, "--users", help="--task recommend: a users table keyed by the user "
                                       "column (features for the two-tower family and for new users)."),
     items: Path | None = typer.Option(None, "--items", help="--task recommend: an items table keyed by the item "
@@ -195,13 +202,11 @@ def check(
     target: str | None = typer.Option(None, "--target", "-t", help="The column to predict (not for --task "
                                                                     "recommend)."),
     test: Path | None = typer.Option(None, "--test", help="Test data, to look for rows shared with the training data."),
-    task: str | None = typer.Option(None, help="binary, multiclass or regression (default: inferred), or recommend "
-                                    "(an interaction table: --user, --item)."),
-    user: str | None = typer.Option(None, "--user", help="--task recommend: the user id column."),
-    item: str | None = typer.Option(None, "--item", help="--task recommend: the item id column."),
-    rating: str | None = typer.Option(None, "--rating", help="--task recommend: a rating or weight column."),
-    min_rating: float | None = typer.Option(None, "--min-rating", help="--task recommend: only interactions rated "
-                                            "at least this count."),
+    task: str | None = TASK,
+    user: str | None = USER,
+    item: str | None = ITEM,
+    rating: str | None = RATING,
+    min_rating: float | None = MIN_RATING,
     time_column: str | None = typer.Option(None, "--time-column", help="--task recommend: the time of each "
                                            "interaction."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),

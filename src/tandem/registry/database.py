@@ -14,14 +14,15 @@ from pathlib import Path
 
 from tandem.errors import RegistryError
 
-__all__ = ["SCHEMA_VERSION", "SqliteIndex", "now"]
+__all__ = ["SCHEMA_VERSION", "TABLES", "SqliteIndex", "now"]
 
 #: Value of ``PRAGMA user_version`` in a registry database written by this module.
 SCHEMA_VERSION = 1
 
 _BUSY_TIMEOUT_S = 30.0
 
-_SCHEMA = """
+#: The registry's tables: standard SQL that SQLite and PostgreSQL both take (tandem.registry.postgres uses it too).
+TABLES = """
 CREATE TABLE IF NOT EXISTS names (
     name TEXT PRIMARY KEY,
     last_version INTEGER NOT NULL
@@ -49,7 +50,44 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-class SqliteIndex:
+class LazySchemaIndex:
+    """What both registry indexes do (SQLite's here, PostgreSQL's in tandem.registry.postgres): a connection per
+    operation, the schema created on the first, the driver's own errors turned into one-line RegistryErrors."""
+
+    _initialised = False
+
+    def _open(self) -> object:
+        raise NotImplementedError
+
+    def _init_schema(self, conn: object) -> None:
+        raise NotImplementedError
+
+    def _driver_errors(self) -> tuple[type[BaseException], ...]:
+        """The driver's error classes that :meth:`_failure` turns into RegistryErrors."""
+        raise NotImplementedError
+
+    def _failure(self, exc: BaseException) -> RegistryError | None:
+        """The RegistryError to raise for a driver error, or None to raise it as it is (a bug of tandem's)."""
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator:
+        conn = self._open()
+        try:
+            if not self._initialised:
+                self._init_schema(conn)
+                self._initialised = True
+            yield conn
+        except self._driver_errors() as exc:
+            failure = self._failure(exc)
+            if failure is None:
+                raise
+            raise failure from exc
+        finally:
+            conn.close()
+
+
+class SqliteIndex(LazySchemaIndex):
     """Connections to the registry database at ``db_path``, whose schema is created (or checked) on first use."""
 
     def __init__(self, db_path: Path) -> None:
@@ -91,7 +129,7 @@ class SqliteIndex:
                     f"registry database {self.db_path} has schema version {found}: "
                     f"expected {SCHEMA_VERSION} or older (upgrade tandem)"
                 )
-            for statement in _SCHEMA.split(";"):
+            for statement in TABLES.split(";"):
                 if statement.strip():
                     conn.execute(statement)
             if found < SCHEMA_VERSION:
@@ -101,23 +139,14 @@ class SqliteIndex:
             self._rollback(conn)
             raise
 
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        conn = self._open()
-        try:
-            if not self._initialised:
-                self._init_schema(conn)
-                self._initialised = True
-            yield conn
-        except sqlite3.DatabaseError as exc:
-            if isinstance(exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError)):
-                raise  # a bug in tandem, not something the user did
-            raise RegistryError(
-                f"registry database {self.db_path} cannot be used: {exc} "
-                "(expected a writable SQLite file on a local filesystem)"
-            ) from exc
-        finally:
-            conn.close()
+    def _driver_errors(self) -> tuple[type[BaseException], ...]:
+        return (sqlite3.DatabaseError,)
+
+    def _failure(self, exc: BaseException) -> RegistryError | None:
+        if isinstance(exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError)):
+            return None  # a bug in tandem, not something the user did
+        return RegistryError(f"registry database {self.db_path} cannot be used: {exc} "
+                             "(expected a writable SQLite file on a local filesystem)")
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:

@@ -15,34 +15,14 @@ import re
 from collections.abc import Iterator
 
 from tandem.errors import RegistryError
+from tandem.registry.database import TABLES, LazySchemaIndex
 
 #: The advisory lock every registry write holds (an arbitrary 64-bit key: "tandem" in ASCII).
 LOCK_KEY = 0x74616E64656D
 SCHEMA_VERSION = 1
 CONNECT_TIMEOUT_S = 10
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS tandem_schema (version INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS names (
-    name TEXT PRIMARY KEY,
-    last_version INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS versions (
-    name TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('pending', 'ready')),
-    created_at TEXT NOT NULL,
-    summary TEXT NOT NULL,
-    PRIMARY KEY (name, version)
-);
-CREATE TABLE IF NOT EXISTS aliases (
-    name TEXT NOT NULL,
-    alias TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    PRIMARY KEY (name, alias),
-    FOREIGN KEY (name, version) REFERENCES versions (name, version) ON DELETE CASCADE
-)
-"""
+_SCHEMA = "CREATE TABLE IF NOT EXISTS tandem_schema (version INTEGER NOT NULL);" + TABLES
 
 
 def is_postgres_url(text: str | None) -> bool:
@@ -65,7 +45,7 @@ class _Statements:
         return self._conn.execute(sql.replace("?", "%s"), params)
 
 
-class PostgresIndex:
+class PostgresIndex(LazySchemaIndex):
     """Connections to the registry's tables in the PostgreSQL database at ``url``, created on first use."""
 
     def __init__(self, url: str) -> None:
@@ -97,21 +77,14 @@ class PostgresIndex:
                 raise RegistryError(f"registry database {self.db_path} has schema version {row[0]}: expected "
                                     f"{SCHEMA_VERSION} or older (upgrade tandem)")
 
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[object]:
+    def _driver_errors(self) -> tuple[type[BaseException], ...]:
         import psycopg
 
-        conn = self._open()
-        try:
-            if not self._initialised:
-                self._init_schema(conn)
-                self._initialised = True
-            yield conn
-        except psycopg.OperationalError as exc:
-            reason = " ".join(str(exc).split())[:300]
-            raise RegistryError(f"registry database {self.db_path} cannot be used: {reason}") from None
-        finally:
-            conn.close()
+        return (psycopg.OperationalError,)
+
+    def _failure(self, exc: BaseException) -> RegistryError:
+        reason = " ".join(str(exc).split())[:300]
+        return RegistryError(f"registry database {self.db_path} cannot be used: {reason}")
 
     @contextlib.contextmanager
     def write(self) -> Iterator[_Statements]:
