@@ -149,7 +149,7 @@ def main() -> None:
     line = json.dumps(out)
     print(line)
     if not args.no_write:
-        write_atomic(HERE / "results" / "recommend.json", line + "\n")
+        write_atomic(HERE / "results" / "recommend.json", out)
 
 
 if __name__ == "__main__":
