@@ -169,7 +169,7 @@ def train(data: object, target: str | None = None, *, time_limit: float = 60.0, 
           user: str | None = None, item: str | None = None, rating: str | None = None,
           min_rating: float | None = None, k: int = 10, user_features: object = None,
           item_features: object = None, optuna_storage: str | None = None, optuna_study: str | None = None,
-          devices: int = 1) -> Model:
+          devices: int = 1, cluster: str | None = None) -> Model:
     """Train within ``time_limit`` seconds on ``data`` (file path or frame) and return the saved model.
 
     ``task="recommend"`` learns recommendations from an interaction table instead: ``user`` and ``item`` name
@@ -182,7 +182,8 @@ def train(data: object, target: str | None = None, *, time_limit: float = 60.0, 
     ``search="optuna"`` puts the search's trials in study ``optuna_study`` (default ``tandem-<name>``) there, so
     studies on several machines share one Optuna study. ``devices`` > 1 trains the neural learners (MLP, CNN,
     the fine-tuned image backbone) under torchrun DDP, one process per device: GPUs with NCCL, else CPU
-    processes with gloo.
+    processes with gloo. ``cluster`` ("local", "auto", "HOST:PORT" or "ray://HOST:PORT") runs the folds' fits as
+    Ray tasks on that cluster (see tandem.study.cluster); without it Ray is not imported.
 
     The bundle goes into the registry under ``name`` (default ``model``) as its next version, or
     to the directory ``path`` when given. ``latency_budget_us`` caps the one-row latency the
@@ -210,7 +211,7 @@ def train(data: object, target: str | None = None, *, time_limit: float = 60.0, 
         unused = {"metric": metric, "search": search, "group": group, "ignore": ignore, "configs": configs,
                   "sensitive": sensitive, "max_bytes": max_bytes, "energy_per_1k_budget_j": energy_per_1k_budget_j,
                   "optuna_storage": optuna_storage, "optuna_study": optuna_study,
-                  "devices": devices if devices != 1 else None}
+                  "devices": devices if devices != 1 else None, "cluster": cluster}
         given = [k_ for k_, v in unused.items() if v]
         if given:
             raise ConfigError(f"{', '.join(given)} do not apply to recommendation (task 'recommend')")
@@ -257,7 +258,7 @@ def train(data: object, target: str | None = None, *, time_limit: float = 60.0, 
         config = StudyConfig(target=target, time_limit=float(time_limit), metric=metric, task=task, seed=seed,
                              bagging=bagging, split=split, group_column=group, time_column=time_column,
                              search=search, families=families, ignore=ignore, latency_budget_us=latency_budget_us,
-                             optuna_storage=optuna_storage, devices=devices,
+                             optuna_storage=optuna_storage, devices=devices, cluster=cluster,
                              optuna_study=optuna_study or (f"tandem-{name}" if optuna_storage else None),
                              max_bytes=max_bytes, energy_per_1k_budget_j=energy_per_1k_budget_j,
                              configs=configs, strict=strict, sensitive=sensitive, text_encoder=text_encoder,

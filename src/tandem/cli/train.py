@@ -62,6 +62,9 @@ def train(
                                                    "study several machines share."),
     devices: int = typer.Option(1, "--devices", help="Train the neural learners (mlp, cnn, efficientnet_finetune) "
                                 "under torchrun DDP on this many devices: GPUs (NCCL), else CPU processes (gloo)."),
+    cluster: str | None = typer.Option(None, "--cluster", help="Run the folds' fits as Ray tasks: local (start "
+                                       "Ray here), auto (the cluster this machine joined) or HOST:PORT / "
+                                       "ray://HOST:PORT."),
     optuna_study: str | None = typer.Option(None, "--optuna-study", help="--search optuna: the shared study's "
                                             "name (default tandem-NAME)."),
     bagging: str = typer.Option("auto", help="auto, yes or no: k-fold bagging of every configuration."),
@@ -141,6 +144,7 @@ def train(
                             footprint=False if no_footprint else MeterSettings(pue=pue), signing_key=signing_key,
                             user=user, item=item, rating=rating, min_rating=min_rating, k=k,
                             optuna_storage=optuna_storage, optuna_study=optuna_study, devices=devices,
+                            cluster=cluster,
                             user_features=str(users) if users else None, item_features=str(items) if items else None)
     print_model(model)
 

@@ -233,6 +233,7 @@ def export(result: StudyResult, target: Path, *, name: str, version: int | None,
                     "seed": result.config.seed, "time_limit": result.config.time_limit,
                     "search": result.config.search, "libraries": library_versions()},
         "footprint": footprint,
+        "cluster": result.cluster,
     }
 
     def write_files(tmp: Path) -> None:

@@ -51,6 +51,7 @@ class StudyConfig:
     encoder_layers: int = 4  # of its 6 layers (tandem.features.sentence.DEFAULT_LAYERS)
     max_energy_kwh: float | None = None  # an energy budget (needs a meter): the study stops as at a time limit
     devices: int = 1  # > 1: the neural learners train under torchrun DDP, one process per device (GPU or CPU)
+    cluster: str | None = None  # a Ray cluster for the folds' fits: "local", "auto", "HOST:PORT", "ray://HOST:PORT"
 
 
 @dataclass
@@ -115,6 +116,7 @@ class StudyResult:
     meter: Meter | None = None  # the footprint meter the study ran under (export stops it)
     spans: list[Span] = field(default_factory=list)  # each trial, refit and learning-curve fit, between meter marks
     phase_marks: dict[str, Mark] = field(default_factory=dict)  # where the search, the refit and the study ended
+    cluster: dict | None = None  # where the folds' fits ran (tandem.study.cluster.RayCluster.describe)
 
     def native_predict(self, enc: EncodedInputs) -> np.ndarray:
         """The ensemble's prediction in the learners' own runtimes (the parity reference)."""

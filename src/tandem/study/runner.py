@@ -65,4 +65,5 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
         notes=prep.notes, holdout=prep.enc.take(holdout_rows), started=clock.started, deadline=clock.deadline,
         n_rows=prep.n, fingerprint=fingerprint(prep.enc, y), train_inputs=prep.enc, quality=prep.quality.to_dict(),
         fairness=ens.fairness, y=y, fold_rows=[prep.folds[f][1] for f in search.active_folds], curves=curves,
-        source=prep.source, meter=meter, spans=recorder.spans, phase_marks=recorder.phase_marks)
+        source=prep.source, meter=meter, spans=recorder.spans, phase_marks=recorder.phase_marks,
+        cluster=search.cluster.describe() if search.cluster is not None else None)

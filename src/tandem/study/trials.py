@@ -27,6 +27,13 @@ class Search:
         self.active_folds = list(range(len(prep.folds))) if self.bagged else [0]
         self.timing_rows = prep.enc.take(prep.folds[0][1][:64])
         self.scale_rows = prep.n / len(prep.folds[0][0])
+        self.cluster = None
+        if config.cluster:  # the folds' fits as Ray tasks (tandem.study.cluster)
+            from tandem.study.cluster import RayCluster
+
+            say(f"joining the Ray cluster ({config.cluster})")
+            self.cluster = RayCluster.connect(config.cluster)
+            self.cluster.share(prep.views, sorted({learner_class(c["family"]).view for c in prep.portfolio}), prep.y)
 
     def left(self, *, learning_curve: bool = True) -> float:
         """Seconds the search may still spend (see Plan.search_left)."""
@@ -92,7 +99,21 @@ class Search:
         cand = Candidate(name=name, family=cfg["family"], params=cfg["params"])
         X = p.views[cls.view]
         oof = np.full((p.n, 1 if p.task == "regression" else p.n_classes), np.nan)
-        for k, f in enumerate(active_folds):
+        if self.cluster is not None:  # every fold at once, each a Ray task with the whole budget left
+            left = self.left()
+            if left <= 0 and self.candidates:
+                return None
+            budget = self.plan.first_fit_budget(left) if not self.candidates else left
+            fits = self.cluster.fit_folds(cfg, cls.view, [p.folds[f] for f in active_folds],
+                                          [config.seed + f for f in active_folds], p.task, p.n_classes,
+                                          p.cat_idx if cls.view == "tree" else None, budget,
+                                          int(X.nbytes * len(p.folds[active_folds[0]][0]) / max(p.n, 1)))
+            for f, fit in zip(active_folds, fits, strict=True):
+                cand.fit_seconds.append(fit.learner.fit_seconds)
+                cand.stopped_by_deadline |= fit.learner.stopped_by_deadline
+                cand.fold_models.append(fit.learner)
+                oof[p.folds[f][1]] = fit.predictions
+        for k, f in enumerate(active_folds if self.cluster is None else []):
             tr, va = p.folds[f]
             left = self.left()
             if left <= 0 and self.candidates:
