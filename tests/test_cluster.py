@@ -78,3 +78,13 @@ def test_a_cluster_that_is_not_there_is_a_one_line_error(tmp_path):
     (tmp_path / "configs.json").write_text(json.dumps(LINEAR))
     proc = _train(tmp_path, "nowhere", "--cluster", f"127.0.0.1:{free_port()}")
     assert proc.returncode != 0 and "cannot join the Ray cluster" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_study_without_a_cluster_never_imports_ray(tmp_path):
+    code = ("import sys, tandem\nfrom tests.helpers import mixed_frame\n"
+            "tandem.train(mixed_frame(120, seed=0), 'churn', time_limit=3, home=sys.argv[1], families=['linear'], "
+            "footprint=False)\nprint('ray' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "False"
