@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
@@ -64,6 +65,16 @@ class Interactions:
         return QualityReport(rows=self.rows_read, columns=2 + bool(spec.rating) + bool(spec.time), target=spec.item,
                              test_rows=None, seconds=self.seconds,
                              findings=sorted(self.findings, key=lambda f: order[f.severity]))
+
+    @cached_property
+    def user_keys(self) -> list[str]:
+        """Each user's id as text, as the bundle's graph keys it (index order)."""
+        return [str(u) for u in self.user_ids]
+
+    @cached_property
+    def item_keys(self) -> list[str]:
+        """Each item's id as text (index order)."""
+        return [str(i) for i in self.item_ids]
 
     @property
     def n_users(self) -> int:

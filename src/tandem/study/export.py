@@ -183,8 +183,9 @@ def export(result: StudyResult, target: Path, *, name: str, version: int | None,
     leaderboard = []
     for cand in sorted(result.candidates, key=lambda c: -_sortable(result.metric, c.val_score)):
         row = {
-            "model": cand.name, "family": cand.family, f"val_{result.metric}": _r(cand.val_score),
-            f"train_{result.metric}": _r(cand.train_score), "fit_seconds": round(float(sum(cand.fit_seconds)), 3),
+            "model": cand.name, "family": cand.family, f"val_{result.metric}": rounded_score(cand.val_score),
+            f"train_{result.metric}": rounded_score(cand.train_score),
+            "fit_seconds": round(float(sum(cand.fit_seconds)), 3),
             "folds": len(cand.fold_models), "ensemble_weight": round(weights.get(cand.name, 0.0), 4),
             "overfits": cand.overfit, "stopped_by_time_limit": cand.stopped_by_deadline,
             **cand.fold_models[0].describe(),
@@ -296,7 +297,8 @@ def study_footprint(meter: Meter | None, started: float, phases: list[tuple[str,
     return out
 
 
-def _r(v: float) -> float | None:
+def rounded_score(v: float) -> float | None:
+    """A score as the leaderboard shows it: 6 decimals, None for NaN."""
     return None if v != v else round(float(v), 6)
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from tandem.bundle.files import MODEL_FILE, NATIVE_DIR, PROFILE_FILE, REPORT_FILE
+from tandem.bundle.files import MANIFEST_FILE, MODEL_FILE, NATIVE_DIR, PROFILE_FILE, REPORT_FILE
 from tandem.bundle.recommend import (
     EXCLUDE_INPUT,
     FROM_FEATURES_OUTPUT,
@@ -49,6 +49,7 @@ from tandem.study.ranking import held_out_by_user, mask_seen, ranking_metrics, t
 
 Progress = Callable[[str], None]
 
+PORTFOLIO_TWO_TOWER = {"dims": 64, "epochs": 40, "id_dropout": 0.3}  # also the cold-start judgement's towers
 #: tried in order; the refinement then moves the best family's first parameter by these factors
 PORTFOLIO: list[dict] = [
     {"name": "popularity", "family": "popularity", "params": {}},
@@ -61,14 +62,13 @@ PORTFOLIO: list[dict] = [
     {"name": "item_knn_300", "family": "item_knn", "params": {"neighbours": 300, "shrink": 10.0}},
     {"name": "als_128", "family": "als", "params": {"factors": 128, "regularization": 0.1, "alpha": 5.0,
                                                     "iterations": 15}},
-    {"name": "two_tower", "family": "two_tower", "params": {"dims": 64, "epochs": 40, "id_dropout": 0.3}},  # as below
+    {"name": "two_tower", "family": "two_tower", "params": PORTFOLIO_TWO_TOWER},
 ]
 TWO_TOWER_SHARE = 0.25  # of the time limit, at most, for one two-tower fit
 COLD_SHARE = 0.1  # of the users with COLD_MIN interactions, held out whole to judge answers from features alone
 COLD_MIN = 5
 COLD_RESERVE = 0.3  # of the time limit, kept from the search for that judgement and the towers' refit
 COLD_MARGIN = 1.02  # answers from features must beat the popular items' NDCG by this factor to be kept
-PORTFOLIO_TWO_TOWER = {"dims": 64, "epochs": 40, "id_dropout": 0.3}
 BLEND_WEIGHTS = (0.5, 0.7, 0.3)  # of the better family's model
 # a blend must beat the best single model on validation by this factor: on MovieLens 100K a blend 2.8% better on
 # validation was 0.8% worse on the test users (its weight, chosen on validation, flatters it there)
@@ -77,7 +77,6 @@ REFINED = {"ease": ("l2", (0.5, 2.0), float), "item_knn": ("neighbours", (0.5, 2
            "als": ("alpha", (0.5, 2.0), float)}
 EXPORT_RESERVE = 0.08  # of the time limit, kept for the refit's share of export work and writing the bundle
 LATENCY_CALLS = 300
-INFERENCE_WINDOW = 1000  # one-user answers metered for the bundle's inference footprint
 
 
 @dataclass
@@ -284,13 +283,13 @@ def _cold_users(data: Interactions, config: RecommendConfig, towers: Recommender
     """Answers from features alone for the users table's users who had no interaction, kept only when, on users
     held out whole (a seeded share of those with enough interactions), they beat the popular items."""
     features = config.user_features
-    known = {str(u) for u in data.user_ids}
+    known = set(data.user_keys)
     new_ids = [u for u in features.ids if u not in known]
     if not new_ids:
         return None
     rng = np.random.default_rng(config.seed)
     counts = np.bincount(data.user, minlength=data.n_users)
-    _, has = align_features(features, data.user_ids)
+    uf, has = align_features(features, data.user_ids)
     eligible = np.flatnonzero((counts >= COLD_MIN) & has)
     if len(eligible) < 10:
         notes.append(f"{len(new_ids)} users of the users table had no interaction: too few users with features "
@@ -303,7 +302,6 @@ def _cold_users(data: Interactions, config: RecommendConfig, towers: Recommender
     probe = _with_features(make_recommender("two_tower", PORTFOLIO_TWO_TOWER, config.seed), data, config)
     fits = 1 if towers is not None else 2  # the probe, then (unless the search chose the towers) their refit
     probe.fit(X, time.monotonic() + max(deadline - time.monotonic(), 1.0) / fits)
-    uf, _ = align_features(features, data.user_ids)
     scores = probe.cold_user_factors(uf[held]) @ probe.item_factors.T
     relevant = [data.item[data.user == u] for u in held]
     shares = Popularity().fit(X).row()
@@ -372,7 +370,7 @@ def recommend_graph(model: Recommender, popularity: Popularity, data: Interactio
     g = GraphBuilder()
     g.reserve(USER_INPUT, K_INPUT, EXCLUDE_INPUT)
     n_warm = data.n_users
-    keys = [str(u) for u in data.user_ids] + (cold.ids if cold else [])
+    keys = data.user_keys + (cold.ids if cold else [])
     index = g.op("LabelEncoder", [USER_INPUT], domain="ai.onnx.ml", keys_strings=keys,
                  values_int64s=list(range(len(keys))), default_int64=-1)
 
@@ -416,7 +414,7 @@ def _parity(sess, model: Recommender, data: Interactions, k: int, rows: int = 20
     users = np.arange(min(rows, data.n_users))
     native = mask_seen(model.scores(users), model.X, users)
     order = top_k(native, k)
-    out = sess.run(None, {USER_INPUT: np.array([str(data.user_ids[u]) for u in users], dtype=object),
+    out = sess.run(None, {USER_INPUT: np.array(data.user_keys, dtype=object)[users],
                           K_INPUT: np.array([k], np.int64), EXCLUDE_INPUT: np.array([True])})
     graph_scores = out[1]
     native_top = np.take_along_axis(native, order, axis=1)
@@ -431,7 +429,7 @@ def _parity(sess, model: Recommender, data: Interactions, k: int, rows: int = 20
 def _latency(sess, data: Interactions, k: int, calls: int = LATENCY_CALLS) -> float:
     """p50 seconds of one user's top-k in the graph (one thread), over ``calls`` calls."""
     rng = np.random.default_rng(0)
-    feeds = [{USER_INPUT: np.array([str(data.user_ids[u])], dtype=object), K_INPUT: np.array([k], np.int64),
+    feeds = [{USER_INPUT: np.array([data.user_keys[u]], dtype=object), K_INPUT: np.array([k], np.int64),
               EXCLUDE_INPUT: np.array([True])} for u in rng.integers(0, data.n_users, calls)]
     run = getattr(sess, "_sess", sess).run
     outputs = [o.name for o in sess.get_outputs()]
@@ -449,7 +447,7 @@ def export_recommender(result: RecommendResult, target: Path, *, name: str, vers
     import onnxruntime as ort
 
     from tandem.bundle.format import write_bundle
-    from tandem.study.export import library_versions, study_footprint
+    from tandem.study.export import INFERENCE_WINDOW, library_versions, rounded_score, study_footprint
 
     say("exporting to ONNX")
     data, config, model = result.data, result.config, result.model
@@ -467,13 +465,12 @@ def export_recommender(result: RecommendResult, target: Path, *, name: str, vers
         inference_marks = (start, result.meter.mark())
     spec = data.spec
     metric = f"ndcg@{config.k}"
-    leaderboard = [{"model": t.name, "family": t.family, **{f"val_{m}": _r(v) for m, v in t.metrics.items()},
+    leaderboard = [{"model": t.name, "family": t.family, **{f"val_{m}": rounded_score(v) for m, v in t.metrics.items()},
                     "fit_seconds": round(t.fit_seconds, 3), "params": t.params}
                    for t in sorted(result.trials, key=lambda t: -_score(t, metric))]
     quality = data.quality_report().to_dict()
-    profile = interaction_profile(np.array([str(data.user_ids[u]) for u in data.user], dtype=object),
-                                  np.array([str(data.item_ids[i]) for i in data.item], dtype=object), spec.user,
-                                  spec.item)
+    profile = interaction_profile(np.array(data.user_keys, dtype=object)[data.user],
+                                  np.array(data.item_keys, dtype=object)[data.item], spec.user, spec.item)
     m = result.marks
     footprint = study_footprint(result.meter, result.started, [
         ("prepare", m.get("prepare")), ("search", m.get("search")), ("refit and export", m.get("refit"))],
@@ -507,7 +504,7 @@ def export_recommender(result: RecommendResult, target: Path, *, name: str, vers
                     "libraries": library_versions("scipy")},
         "footprint": footprint,
     }
-    ids = {"user_ids": [str(u) for u in data.user_ids], "item_ids": [str(i) for i in data.item_ids],
+    ids = {"user_ids": data.user_keys, "item_ids": data.item_keys,
            "users_from_features": result.cold.ids if result.cold else []}
 
     def write_files(tmp: Path) -> None:
@@ -518,10 +515,4 @@ def export_recommender(result: RecommendResult, target: Path, *, name: str, vers
         (tmp / REPORT_FILE).write_text(render_report(manifest), encoding="utf-8")
 
     write_bundle(target, write_files, manifest)
-    from tandem.bundle.files import MANIFEST_FILE
-
     return json.loads((target / MANIFEST_FILE).read_text())
-
-
-def _r(v: float) -> float | None:
-    return None if v != v else round(float(v), 6)
