@@ -99,36 +99,14 @@ class Search:
         cand = Candidate(name=name, family=cfg["family"], params=cfg["params"])
         X = p.views[cls.view]
         oof = np.full((p.n, 1 if p.task == "regression" else p.n_classes), np.nan)
-        if self.cluster is not None:  # every fold at once, each a Ray task with the whole budget left
-            left = self.left()
-            if left <= 0 and self.candidates:
-                return None
-            budget = self.plan.first_fit_budget(left) if not self.candidates else left
-            fits = self.cluster.fit_folds(cfg, cls.view, [p.folds[f] for f in active_folds],
-                                          [config.seed + f for f in active_folds], p.task, p.n_classes,
-                                          p.cat_idx if cls.view == "tree" else None, budget,
-                                          int(X.nbytes * len(p.folds[active_folds[0]][0]) / max(p.n, 1)))
-            for f, fit in zip(active_folds, fits, strict=True):
-                cand.fit_seconds.append(fit.learner.fit_seconds)
-                cand.stopped_by_deadline |= fit.learner.stopped_by_deadline
-                cand.fold_models.append(fit.learner)
-                oof[p.folds[f][1]] = fit.predictions
-        for k, f in enumerate(active_folds if self.cluster is None else []):
-            tr, va = p.folds[f]
-            left = self.left()
-            if left <= 0 and self.candidates:
-                return None
-            learner = cls(cfg["params"], task=p.task, n_classes=p.n_classes, seed=config.seed + f,
-                          categorical=p.cat_idx if cls.view == "tree" else None)
-            budget = self.plan.first_fit_budget(left) if not self.candidates else left
-            # each fold its share: a learner that plans its epochs to the deadline (the CNN, fine-tuning)
-            # would otherwise spend everything on the first fold and leave the others none
-            budget /= len(active_folds) - k
-            learner.fit(X[tr], y[tr], X[va], y[va], deadline=time.monotonic() + budget)
+        fits = self._fit_folds_on_cluster(cfg, cls, X) if self.cluster is not None else self._fit_folds(cfg, cls, X)
+        if fits is None:
+            return None
+        for f, (learner, predictions) in zip(active_folds, fits, strict=True):
             cand.fit_seconds.append(learner.fit_seconds)
             cand.stopped_by_deadline |= learner.stopped_by_deadline
             cand.fold_models.append(learner)
-            oof[va] = learner.predict(X[va])
+            oof[p.folds[f][1]] = predictions
         cand.oof = oof
         rows = self.rows()
         cand.val_score = M.score(metric, y[rows], oof[rows])
@@ -141,6 +119,38 @@ class Search:
         grows = self.scale_rows if cls.view == "tree" else 1.0  # boosting rounds grow with the refit's rows
         cand.latency_us, cand.onnx_bytes = seconds * 1e6 * grows, graph.ByteSize()
         return cand
+
+    def _fit_folds(self, cfg: dict, cls: type, X: np.ndarray) -> list[tuple[object, np.ndarray]] | None:
+        """Each active fold's learner and its validation predictions, fitted here one after another; None when
+        the budget ran out first."""
+        p, folds = self.prep, self.active_folds
+        out = []
+        for k, f in enumerate(folds):
+            tr, va = p.folds[f]
+            left = self.left()
+            if left <= 0 and self.candidates:
+                return None
+            learner = cls(cfg["params"], task=p.task, n_classes=p.n_classes, seed=self.config.seed + f,
+                          categorical=p.cat_idx if cls.view == "tree" else None)
+            budget = self.plan.first_fit_budget(left) if not self.candidates else left
+            # each fold its share: a learner that plans its epochs to the deadline (the CNN, fine-tuning)
+            # would otherwise spend everything on the first fold and leave the others none
+            budget /= len(folds) - k
+            learner.fit(X[tr], p.y[tr], X[va], p.y[va], deadline=time.monotonic() + budget)
+            out.append((learner, learner.predict(X[va])))
+        return out
+
+    def _fit_folds_on_cluster(self, cfg: dict, cls: type, X: np.ndarray) -> list[tuple[object, np.ndarray]] | None:
+        """The same, every fold at once as a Ray task with the whole budget left (tandem.study.cluster)."""
+        p, folds = self.prep, self.active_folds
+        left = self.left()
+        if left <= 0 and self.candidates:
+            return None
+        budget = self.plan.first_fit_budget(left) if not self.candidates else left
+        fits = self.cluster.fit_folds(cfg, cls.view, [p.folds[f] for f in folds], [self.config.seed + f for f in folds],
+                                      p.task, p.n_classes, p.cat_idx if cls.view == "tree" else None, budget,
+                                      int(X.nbytes * len(p.folds[folds[0]][0]) / max(p.n, 1)))
+        return [(fit.learner, fit.predictions) for fit in fits]
 
     def learning_curve(self, usable: list[Candidate]) -> dict | None:
         """The best usable candidate's learning curve, when the search budget still has room for its fits."""
