@@ -50,6 +50,16 @@ class Learner(ABC):
         self.fit_seconds = time.monotonic() - start
         return self
 
+    def fit_state(self) -> dict:
+        """What a fit leaves beside the native files (its curve, whether the deadline stopped it, its seconds):
+        what another process sends back with them (tandem.learners.distributed, tandem.study.cluster)."""
+        return {"curve": self.curve, "stopped_by_deadline": self.stopped_by_deadline, "fit_seconds": self.fit_seconds}
+
+    def restore_fit_state(self, state: dict) -> None:
+        """Take back what :meth:`fit_state` gave."""
+        self.curve, self.stopped_by_deadline = state["curve"], state["stopped_by_deadline"]
+        self.fit_seconds = state["fit_seconds"]
+
     @abstractmethod
     def _fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None, y_val: np.ndarray | None,
              deadline: float | None) -> None: ...

@@ -28,8 +28,7 @@ def main(folder: Path) -> None:
             out = folder / "out"
             out.mkdir()
             learner.save(out)
-            (out / "fit.json").write_text(json.dumps({"curve": learner.curve,
-                                                      "stopped_by_deadline": learner.stopped_by_deadline}))
+            (out / "fit.json").write_text(json.dumps(learner.fit_state()))
     finally:
         torch.distributed.destroy_process_group()
 

@@ -58,6 +58,4 @@ def fit_on_devices(learner: object, devices: int, X: np.ndarray, y: np.ndarray, 
             raise DistributedTrainingError(f"training {learner.family} on {devices} devices failed "
                                            f"(exit {proc.returncode}): {tail}")
         learner._load(out)
-        fit = json.loads((out / "fit.json").read_text())
-        learner.curve = fit["curve"]
-        learner.stopped_by_deadline = fit["stopped_by_deadline"]
+        learner.restore_fit_state(json.loads((out / "fit.json").read_text()))

@@ -14,7 +14,6 @@ here.
 
 from __future__ import annotations
 
-import os
 import socket
 import tempfile
 import time
@@ -99,9 +98,8 @@ class RayCluster:
                     path.write_bytes(data)
                 learner = cls.load(Path(tmp), task=task, n_classes=n_classes)
             learner.params = {**cfg["params"], **learner.params}
-            learner.seed, learner.fit_seconds = answer["seed"], answer["fit_seconds"]
-            learner.stopped_by_deadline, learner.curve = answer["stopped"], answer["curve"]
-            learner.categorical = list(categorical or [])
+            learner.seed, learner.categorical = answer["seed"], list(categorical or [])
+            learner.restore_fit_state(answer["state"])
             self.nodes.add(answer["node"])
             self.tasks += 1
             out.append(FoldFit(learner, answer["predictions"], answer["node"]))
@@ -137,6 +135,5 @@ def _fit_fold(family: str, params: dict, task: str, n_classes: int, seed: int, c
     with tempfile.TemporaryDirectory(prefix="tandem-fold-") as tmp:
         learner.save(Path(tmp))
         files = {f.relative_to(tmp).as_posix(): f.read_bytes() for f in Path(tmp).rglob("*") if f.is_file()}
-    return {"files": files, "predictions": predictions, "fit_seconds": learner.fit_seconds, "seed": seed,
-            "stopped": learner.stopped_by_deadline, "curve": learner.curve,
-            "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+    return {"files": files, "predictions": predictions, "state": learner.fit_state(), "seed": seed,
+            "node": ray.get_runtime_context().get_node_id()}
