@@ -301,6 +301,12 @@ def test_the_cli_trains_predicts_top_k_per_user_and_errors_in_one_line(taste_mod
     bad.write_bytes(b"user_id,item_id\n1,2\n\x00\xff,\"unterminated\n")
     proc = cli("train", str(bad), "--task", "recommend", "--user", "user_id", "--item", "item_id")
     assert proc.returncode != 0 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    halves = tmp_path / "halves.parquet"
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"user_id": [2.0, 2.5]}), halves)
+    proc = cli("predict", "cli", str(halves), "-o", str(tmp_path / "z.csv"))
+    assert proc.returncode != 0 and "column 'user_id' row 2 is float 2.5: expected an integer user id" in proc.stderr
     wrong = tmp_path / "wrong.csv"
     wrong.write_text("user_id\n2\nabc\n")
     proc = cli("predict", "cli", str(wrong), "-o", str(tmp_path / "y.csv"))

@@ -97,14 +97,8 @@ def _recommend_batch(predictor: Predictor, batch: pa.RecordBatch, k: int | None,
     missing = [i for i, u in enumerate(users) if u is None]
     if missing:
         raise DataError(f"{what} column '{user}' row {row_offset + missing[0] + 1}: no user id")
-    try:
-        answers = predictor.recommend(users, k)
-    except DataError as exc:  # name the row, not the list index
-        index = re.search(r"user\[(\d+)\]", str(exc))
-        if index is None:
-            raise
-        row = row_offset + int(index.group(1)) + 1
-        raise DataError(f"{what} column '{user}' row {row}: {str(exc).split(': ', 1)[1]}") from None
+    answers = predictor.recommendations.answer(users, k,
+                                               where=lambda i: f"{what} column '{user}' row {row_offset + i + 1}")
     cols: dict[str, list] = {user: [], "rank": [], "item": [], "score": [], "known": []}
     for a in answers:
         n = len(a["items"])

@@ -17,23 +17,23 @@ from tandem.errors import DataError
 USER_INPUT, K_INPUT, EXCLUDE_INPUT = "user", "k", "exclude_seen"
 ITEMS_OUTPUT, SCORES_OUTPUT, KNOWN_OUTPUT, FROM_FEATURES_OUTPUT = "items", "scores", "known", "from_features"
 IDS_FILE = "native/ids.json"  # the known users and items, for drift checks
-MAX_USERS_PER_REQUEST = 10_000
 UNKNOWN_USER_NOTE = "unknown user: the most popular items"
 FROM_FEATURES_NOTE = "new user: recommended from the users table's features"
 
 
-def canonical_id(value: object, id_type: str, field_name: str) -> str:
-    """A user id as the graph keys it, or a DataError naming ``field_name`` and what was expected: integer ids
-    take JSON integers (or whole floats, as a CSV may hold them), text ids take strings."""
+def canonical_id(value: object, id_type: str, where: str) -> str:
+    """A user id as the graph keys it, or a DataError saying ``where`` it was (``field 'user'``, a file's column
+    and row) and what was expected: integer ids take integers (or whole floats, as a CSV may hold them), text
+    ids take strings."""
     if id_type == "int":
         if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
             return str(int(value))
         if isinstance(value, (float, np.floating)) and float(value).is_integer():
             return str(int(value))
-        raise DataError(f"field '{field_name}' is {_show(value)}: expected an integer user id")
+        raise DataError(f"{where} is {_show(value)}: expected an integer user id")
     if isinstance(value, str):
         return value
-    raise DataError(f"field '{field_name}' is {_show(value)}: expected a text user id")
+    raise DataError(f"{where} is {_show(value)}: expected a text user id")
 
 
 def check_k(k: object, max_k: int, field_name: str = "k") -> int:

@@ -123,13 +123,11 @@ class Predictor:
         naming the field."""
         if self.recommendations is None:
             raise DataError(f"this model does {self.task}, not recommendation: ask predict")
-        r = self.recommendations
-        k = r.default_k if k is None else k
         if isinstance(user, (list, tuple, np.ndarray)):
             if len(user) == 0:
                 raise DataError("field 'user' is an empty list: expected at least one user id")
-            return r.answer(list(user), k, exclude_seen)
-        return r.answer([user], k, exclude_seen)[0]
+            return self.recommendations.answer(list(user), k, exclude_seen)
+        return self.recommendations.answer([user], k, exclude_seen)[0]
 
     def predict_proba(self, data: object) -> np.ndarray:
         """Class probabilities [N, C], columns in the order of ``labels``."""

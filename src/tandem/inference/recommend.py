@@ -38,14 +38,21 @@ class Recommendations:
         self._outputs = [ITEMS_OUTPUT, SCORES_OUTPUT, KNOWN_OUTPUT, FROM_FEATURES_OUTPUT]
         self._yes, self._no = np.array([True]), np.array([False])
 
-    def answer(self, users: list, k: int, exclude_seen: bool = True, field_name: str = "user") -> list[dict]:
-        """One ``{"user", "items", "scores", "known"}`` (and ``"note"`` for an unknown user) per user."""
-        k = check_k(k, self.n_items)
+    def answer(self, users: list, k: int | None = None, exclude_seen: bool = True, field_name: str = "user",
+               where: Callable[[int], str] | None = None) -> list[dict]:
+        """One ``{"user", "items", "scores", "known"}`` (and ``"note"`` for an unknown user) per user; ``k``
+        defaults to the k the study optimised. A wrong id is named as ``field_name`` (``field_name[i]`` in a list
+        of several), or as ``where(i)`` says (a file's column and row)."""
+        k = check_k(self.default_k if k is None else k, self.n_items)
         if not isinstance(exclude_seen, (bool, np.bool_)):
             raise DataError(f"field 'exclude_seen' is {exclude_seen!r}: expected true or false")
-        one = len(users) == 1
-        keys = [canonical_id(u, self.user_id_type, field_name if one else f"{field_name}[{i}]")
-                for i, u in enumerate(users)]
+        if where is None:
+            one = len(users) == 1
+
+            def where(i: int) -> str:
+                return f"field '{field_name}'" if one else f"field '{field_name}[{i}]'"
+
+        keys = [canonical_id(u, self.user_id_type, where(i)) for i, u in enumerate(users)]
         flag = self._yes if exclude_seen else self._no
         kk = np.array([k], dtype=np.int64)
         answers = []
