@@ -257,8 +257,7 @@ def _seconds(col: pa.ChunkedArray, name: str, what: str) -> np.ndarray:
     """Times as seconds: numbers (Unix seconds) as they are, timestamps and dates converted, ISO text parsed."""
     t = col.type
     if pa.types.is_timestamp(t) or pa.types.is_date(t):
-        ts = pc.cast(col, pa.timestamp("us")) if pa.types.is_date(t) else col
-        micros = pc.cast(pc.cast(ts, pa.timestamp("us")), pa.int64()).to_numpy(zero_copy_only=False)
+        micros = pc.cast(pc.cast(col, pa.timestamp("us")), pa.int64()).to_numpy(zero_copy_only=False)
         out = np.asarray(micros, dtype=np.float64) / 1e6
         out[np.asarray(pc.is_null(col).to_numpy(zero_copy_only=False))] = np.nan
         return out
