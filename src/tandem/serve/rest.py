@@ -130,18 +130,15 @@ def recommend(app: ServeApp, request: Request, model: ServedModel) -> Answer:
         raise HTTPError(400, f"field '{unknown[0][:100]}' is not known: expected {', '.join(RECOMMEND_FIELDS)}")
     k = body.get("k", p.recommendations.default_k)
     exclude = body.get("exclude_seen", True)
+    single = "user" in body
+    users = [body["user"]] if single else body["users"]
+    if not single and (not isinstance(users, list) or not users):
+        raise HTTPError(400, "field 'users': expected a non-empty list of user ids")
+    app.check_rows(len(users))
     started = time.perf_counter()
-    if "users" in body:
-        users = body["users"]
-        if not isinstance(users, list) or not users:
-            raise HTTPError(400, "field 'users': expected a non-empty list of user ids")
-        app.check_rows(len(users))
-        answers = p.recommendations.answer(users, k, exclude, field_name="users")
-        result = {"model": model.name, "version": model.version, "recommendations": answers}
-    else:
-        result = {"model": model.name, "version": model.version,
-                  **p.recommendations.answer([body["user"]], k, exclude)[0]}
-        users = [body["user"]]
+    answers = p.recommendations.answer(users, k, exclude, field_name="user" if single else "users")
+    result = {"model": model.name, "version": model.version,
+              **(answers[0] if single else {"recommendations": answers})}
     app.observe(model.name, 0.0, time.perf_counter() - started, len(users))
     return 200, result, ()
 
