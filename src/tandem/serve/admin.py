@@ -57,7 +57,7 @@ async def reload_model(app: ServeApp, current: ServedModel) -> Answer:
 
 async def broadcast(app: ServeApp, folder: Path, fresh: ServedModel) -> dict:
     """Publish ``fresh`` for the other workers and wait for them to load it; who did, who could not."""
-    generation = _generation(folder, fresh.name) + 1
+    generation = (_published(folder, fresh.name) or {"generation": 0})["generation"] + 1
     path = folder / "reloads" / f"{fresh.name}.json"
     path.parent.mkdir(exist_ok=True)
     with atomic_file(path) as tmp:
@@ -79,12 +79,10 @@ async def broadcast(app: ServeApp, folder: Path, fresh: ServedModel) -> dict:
 async def follow_broadcasts(app: ServeApp, folder: Path) -> None:
     """Load what another worker's reload published (housekeeping, each tick)."""
     for name, model in list(app.models.items()):
-        path = folder / "reloads" / f"{name}.json"
-        try:
-            published = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue  # nothing published (or being replaced right now: next tick)
-        generation = int(published["generation"])
+        published = _published(folder, name)
+        if published is None:
+            continue
+        generation = published["generation"]
         if generation <= app.reload_generations.get(name, 0):
             continue
         app.reload_generations[name] = generation
@@ -99,11 +97,14 @@ async def follow_broadcasts(app: ServeApp, folder: Path) -> None:
         _ack(folder, name, generation, swap(app, model, fresh).version, None)
 
 
-def _generation(folder: Path, name: str) -> int:
+def _published(folder: Path, name: str) -> dict | None:
+    """The last reload published for ``name`` (its generation and bundle path), or None: none yet, or a file
+    being replaced right now (the next tick reads it)."""
     try:
-        return int(json.loads((folder / "reloads" / f"{name}.json").read_text(encoding="utf-8"))["generation"])
-    except (OSError, ValueError, KeyError):
-        return 0
+        published = json.loads((folder / "reloads" / f"{name}.json").read_text(encoding="utf-8"))
+        return {**published, "generation": int(published["generation"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _ack(folder: Path, name: str, generation: int, version: int | None, error: str | None) -> None:
