@@ -333,6 +333,8 @@ def test_the_server_recommends_over_rest_and_v2(taste_model):
             ({"user": 2, "users": [2]}, 400, "body: expected"),
             ({"user": 2, "exclude_seen": "yes"}, 422, "field 'exclude_seen'"),
             ({"user": 2, "top": 3}, 400, "field 'top' is not known"),
+            ({"user": [[2]]}, 422, "field 'user' is list [[2]]: expected an integer user id"),
+            ({"users": [{"id": 2}]}, 422, "field 'users[0]' is dict"),
             ({"users": list(range(10_001))}, 413, "over the limit"),
         ]:
             status, body = post(port, "/v1/models/taste/recommend", request)

@@ -136,7 +136,8 @@ def recommend(app: ServeApp, request: Request, model: ServedModel) -> Answer:
         raise HTTPError(400, "field 'users': expected a non-empty list of user ids")
     app.check_rows(len(users))
     started = time.perf_counter()
-    answers = p.recommendations.answer(users, k, exclude, field_name="user" if single else "users")
+    answers = p.recommendations.answer(users, k, exclude, field_name="user",
+                                       where=None if single else lambda i: f"field 'users[{i}]'")
     result = {"model": model.name, "version": model.version,
               **(answers[0] if single else {"recommendations": answers})}
     app.observe(model.name, 0.0, time.perf_counter() - started, len(users))
