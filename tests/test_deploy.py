@@ -61,9 +61,10 @@ def test_the_kserve_runtime_speaks_v2_from_the_mounted_bundle():
 
 def test_the_dockerfile_installs_the_serving_extras_and_runs_tandem_serve():
     text = (ROOT / "Dockerfile").read_text()
-    extras = re.search(r'pip install "\.\[([a-z,]+)\]"', text).group(1).split(",")
+    extras = re.search(r'pip install "\.\[([a-z,-]+)\]"', text).group(1).split(",")
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert set(extras) <= set(declared) and "train" not in extras  # the serving image has no training stack
+    assert {"serve", "files", "text-models", "image-models"} <= set(extras)  # it serves any model
     entrypoint = json.loads(re.search(r"^ENTRYPOINT (.+)$", text, re.M).group(1))
     assert entrypoint[:2] == ["tandem", "serve"]
     _check_serve_args(entrypoint[2:])

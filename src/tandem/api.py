@@ -9,11 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pyarrow.compute as pc
 
 from tandem.bundle.files import PROFILE_FILE
 from tandem.bundle.inputs import EncodedInputs
-from tandem.errors import ConfigError, DataError
+from tandem.errors import ConfigError, DataError, need
 from tandem.footprint import Meter, MeterSettings
 from tandem.inference.predictor import Predictor
 from tandem.registry import Registry, check_name
@@ -118,6 +117,8 @@ class Model:
     def evaluate(self, data: object, *, sensitive: str | None = None) -> dict:
         """Metrics on labelled ``data`` (which must hold the target column), and per-class figures;
         with ``sensitive`` (a column of ``data``), fairness figures per group of that column."""
+        import pyarrow.compute as pc
+
         from tandem.data.infer import check_column
         from tandem.data.readers import read_table
         from tandem.study import metrics as M
@@ -228,6 +229,8 @@ def train(data: object, target: str | None = None, *, time_limit: float = 60.0, 
     optuna_storage = optuna_storage or os.environ.get("TANDEM_OPTUNA_STORAGE") or None
     if (optuna_storage or optuna_study) and search != "optuna":
         raise ConfigError("an Optuna storage or study name needs search='optuna' (--search optuna)")
+    if search == "optuna":  # a missing extra fails now, not once the search starts
+        need("optuna", "optuna", "--search optuna")
     if user is not None or item is not None or user_features is not None or item_features is not None:
         raise ConfigError("user and item columns and feature tables are for recommendation: add task='recommend'")
     # a missing or wrong key fails now, not after the time budget is spent

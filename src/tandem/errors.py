@@ -7,6 +7,10 @@ Anything else that escapes is a bug in tandem.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+from types import ModuleType
+
 
 class TandemError(Exception):
     """Base class of every error a user can cause."""
@@ -40,3 +44,31 @@ class ConfigError(TandemError):
 
 class FootprintError(TandemError):
     """The footprint meter could not measure (CodeCarbon failed to start or to read the hardware)."""
+
+
+class MissingExtraError(ConfigError):
+    """What a model or a file needs is an optional package that is not installed: the message names the extra."""
+
+
+#: Where the package to install is not named as the module is imported.
+_PACKAGE_OF_MODULE = {"PIL": "Pillow", "yaml": "PyYAML", "sklearn": "scikit-learn"}
+
+
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported, found without importing it (pyarrow and torch take long to import)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a finder that refuses the name, or a module without a spec
+        return False
+
+
+def need(module: str, extra: str, purpose: str) -> ModuleType:
+    """``module`` imported, or a one-line :class:`MissingExtraError`: "``purpose`` needs ``package``: pip install
+    'tandem[``extra``]'" (the inference install leaves out what only some models and files need)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        top = module.split(".", 1)[0]
+        package = _PACKAGE_OF_MODULE.get(top, top)
+        raise MissingExtraError(f"{purpose} needs {package}, which is not installed: "
+                                f"pip install 'tandem[{extra}]'") from None

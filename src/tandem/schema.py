@@ -1,16 +1,18 @@
 """The schema: the contract between the two lives of a model.
 
 Training infers it (``tandem.data.infer``), the bundle stores it, and inference checks every
-input against it. Plain JSON-able data; imports nothing heavier than pyarrow and numpy.
+input against it. Plain JSON-able data; imports numpy (and pyarrow when a column is converted).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 #: A ``tensor`` column holds one array per row (an imported model's image, token ids or plain vector), of
 #: the column's ``shape`` (per row; -1 = any length) and ``dtype``.
@@ -81,6 +83,9 @@ def category_key(value: object) -> str:
 
 def categorical_strings(arr: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """Column values as canonical category strings (object array); nulls become ''."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     t = arr.type
     if pa.types.is_floating(t):
         vals = arr.to_numpy(zero_copy_only=False)

@@ -9,15 +9,16 @@ What it offers, by module:
 - :mod:`~tandem.bundle.signing`: Ed25519 keys, signatures and trusted keys;
 - :mod:`~tandem.bundle.onnx_guard`: what a graph may hold before ONNX Runtime reads it;
 - :mod:`~tandem.bundle.inputs`: rows, columns and frames -> the graph's inputs (:class:`InputEncoder`,
-  :class:`EncodedInputs`), with :mod:`~tandem.bundle.values` (numbers, booleans, datetimes,
-  categories) and :mod:`~tandem.bundle.media` (text, images) under it;
+  :class:`EncodedInputs`), with :mod:`~tandem.bundle.values` (one value: numbers, booleans, datetimes,
+  categories; no pyarrow), :mod:`~tandem.bundle.columns` (whole columns, with Arrow compute) and
+  :mod:`~tandem.bundle.media` (text, images) under it;
 - :mod:`~tandem.bundle.frames`: in-memory tables (dict of columns, pandas, polars, Arrow) as Arrow tables;
 - :mod:`~tandem.bundle.tokens`: a sentence encoder's tokenizer, token ids and length grouping;
 - :mod:`~tandem.bundle.mail`: one raw e-mail message -> the fields a mail model reads;
 - :mod:`~tandem.bundle.views`: the preprocessing's numpy views (tree, dense, text), for explanations and drift.
 
 The names below load their module on first use, so importing :mod:`tandem.bundle.files` stays cheap
-(the encoding modules bring numpy and pyarrow).
+(the encoding modules bring numpy; pyarrow only where a table is read, so the inference install has none).
 """
 
 from __future__ import annotations

@@ -25,25 +25,26 @@ from __future__ import annotations
 
 import math
 import operator
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
-from tandem.bundle.media import as_text, char_tokens, decode_images, normalize_text
 from tandem.bundle.tensors import tensor_block
 from tandem.bundle.tokens import padded, tokenize
 from tandem.bundle.values import (
+    ARROW,
     DATETIME_PARTS,
     NESTED,
     expected,
-    numeric_block,
     row_category,
     row_numeric,
     to_float,
 )
-from tandem.errors import SchemaError
-from tandem.schema import Schema, categorical_strings
+from tandem.errors import SchemaError, need
+from tandem.schema import Schema
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 class EncodedInputs:
@@ -128,6 +129,11 @@ class InputEncoder:
         if len(self.image_columns) > 1:
             raise SchemaError(f"one image column per model: this data has {len(self.image_columns)} "
                               f"({', '.join(c.name for c in self.image_columns)}); leave the others out with --ignore")
+        if self.text_columns:  # a serving host without them learns it when it loads the model, not per request
+            need("pyarrow", "text-models", f"text column '{self.text_columns[0].name}' of this model")
+        if self.image_columns:
+            for module in ("pyarrow", "PIL"):
+                need(module, "image-models", f"image column '{self.image_columns[0].name}' of this model")
         self.required = [c.name for c in feats]
         self._required_set = frozenset(self.required)
         self.num_feature_names: list[str] = []
@@ -161,6 +167,10 @@ class InputEncoder:
 
         ``row_offset`` is added to row numbers in error messages (for streamed batches).
         """
+        pa = need("pyarrow", "files", "reading a table")
+        from tandem.bundle.columns import numeric_block
+        from tandem.schema import categorical_strings
+
         self._check_columns(table.column_names, what)
         n = table.num_rows
         num = None
@@ -183,6 +193,8 @@ class InputEncoder:
                 cat[:, j] = categorical_strings(col)
         image = None
         if self.image_columns:
+            from tandem.bundle.media import decode_images
+
             c = self.image_columns[0]
             image = decode_images(table.column(c.name), c.size or 32, c.name, what, row_offset)
         texts = [table.column(c.name) for c in self.text_columns]
@@ -194,6 +206,16 @@ class InputEncoder:
         """Encode ``{column: values}`` where a tensor column's values are per-row arrays (or one array [N, ...]);
         a model without tensor columns reads the columns as a table."""
         if not self.tensor_columns:
+            if not ARROW:  # the inference install: the columns' rows, each read alone
+                self._check_columns(columns, what)
+                values = [columns[n] for n in self.required]
+                if len({len(v) for v in values}) > 1:
+                    raise SchemaError(f"{what}: every column needs the same number of values, got "
+                                      f"{sorted({len(v) for v in values})}")
+                rows = [dict(zip(self.required, row, strict=True)) for row in zip(*values, strict=True)]
+                return self.encode_rows(rows, what=what)
+            import pyarrow as pa
+
             return self.encode_table(pa.table(columns), what=what)
         self._check_columns(columns, what)
         tensors = {c.name: tensor_block(columns[c.name], c, what) for c in self.tensor_columns}
@@ -205,6 +227,10 @@ class InputEncoder:
     def _texts(self, columns: list[pa.ChunkedArray | pa.Array], what: str) -> np.ndarray | None:
         if not self.text_columns:
             return None
+        import pyarrow as pa
+
+        from tandem.bundle.media import char_tokens, normalize_text
+
         out = np.empty((len(columns[0]), 2 * len(columns)), dtype=object)
         for j, (c, col) in enumerate(zip(self.text_columns, columns, strict=True)):
             if pa.types.is_nested(col.type):
@@ -217,6 +243,10 @@ class InputEncoder:
         """The sentence encoder's token ids of each text column (as written: it lower-cases itself)."""
         if self.tokenizer is None or not columns:
             return None
+        import pyarrow.compute as pc
+
+        from tandem.bundle.media import as_text
+
         ids = [tokenize(self.tokenizer, pc.fill_null(as_text(col), "").to_pylist()) for col in columns]
         return np.stack(padded(ids), axis=1)
 
@@ -305,6 +335,9 @@ class InputEncoder:
                     if isinstance(v, str) and not v.strip():
                         raise SchemaError(f"{what} row {i + 1} column '{c.name}': empty text; send the text "
                                           "(or null when it is missing)")
+            if not ARROW:  # the inference install: no tables, so each row is read alone (text and images need one)
+                return EncodedInputs.concat([self.encode_row(row, what=f"{what} row {i + 1}")
+                                             for i, row in enumerate(rows)])
             return self.encode_table(_rows_table(rows, self.required, what), what=what)
         try:
             num = None
@@ -346,6 +379,8 @@ def _getter(names: list[str]) -> object:
 
 def _rows_table(rows: list[dict], columns: list[str], what: str) -> pa.Table:
     """The model's columns of ``rows`` as a table; a column whose values do not share a type is named."""
+    import pyarrow as pa
+
     arrays = []
     for c in columns:
         values = [r[c] for r in rows]

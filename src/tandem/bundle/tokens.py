@@ -20,9 +20,9 @@ GROUP_ROWS = 32  # rows per encoder run, grouped by token length
 def load_tokenizer(path: Path, max_tokens: int) -> object:
     """A ``tokenizers`` tokenizer from its JSON file, padding to the longest text of a batch and cutting
     texts at ``max_tokens`` (the packaged file pads every text to 128, which would waste most of the work)."""
-    from tokenizers import Tokenizer
+    from tandem.errors import need
 
-    tok = Tokenizer.from_file(str(path))
+    tok = need("tokenizers", "text-models", "a model with a sentence encoder").Tokenizer.from_file(str(path))
     tok.no_padding()
     tok.enable_truncation(max_length=max_tokens)
     tok.enable_padding(pad_id=PAD_ID, pad_token="[PAD]")

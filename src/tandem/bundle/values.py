@@ -1,22 +1,23 @@
-"""One value, or one column of values, as the numbers and category keys a bundle's graph reads.
+"""One value as the numbers and category keys a bundle's graph reads.
 
 Numbers, booleans and datetimes become float32 (NaN = missing; a datetime four parts: days since
-the epoch, month, weekday, hour); categories become their string keys. Row-at-a-time functions
-serve the one-row latency path, column blocks (Arrow compute) serve tables; both give the same
-numbers, and both name the column and row of a value that does not fit the schema.
+the epoch, month, weekday, hour); categories become their string keys. These row-at-a-time functions
+serve the one-row latency path and need no pyarrow; :mod:`tandem.bundle.columns` does the same for
+whole columns with Arrow compute, and both give the same numbers.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
-from tandem.errors import SchemaError
+from tandem.errors import installed
 from tandem.schema import ColumnSpec, category_key
 
+#: Whether pyarrow is installed (the inference install leaves it out): rows are then read without it.
+ARROW = installed("pyarrow")
 DATETIME_PARTS = ("days", "month", "weekday", "hour")
 _TRUE = {"true", "yes", "y", "t", "1"}
 _FALSE = {"false", "no", "n", "f", "0"}
@@ -71,9 +72,11 @@ def row_numeric(v: object, c: ColumnSpec) -> list[float]:
         return [to_float(v)]
     if c.kind == "boolean":
         return [to_bool_float(v)]
-    block = datetime_block(pa.chunked_array([pa.array([v])]) if not isinstance(v, str)
-                            else pa.chunked_array([pa.array([v], pa.string())]), c, "input")
-    return block[0].tolist()
+    if ARROW:  # the column path's own parser, so a value reads the same in a row and in a table
+        from tandem.bundle.columns import datetime_block, one_value
+
+        return datetime_block(one_value(v), c, "input")[0].tolist()
+    return datetime_parts(v)
 
 
 NESTED = (dict, list, tuple, set)
@@ -91,93 +94,30 @@ def row_category(v: object) -> str:
     return category_key(v)
 
 
-def first_bad_row(original: pa.ChunkedArray, converted_ok: np.ndarray) -> tuple[int, object]:
-    bad = int(np.flatnonzero(~converted_ok)[0])
-    return bad, original[bad].as_py()
-
-
-def numeric_block(col: pa.ChunkedArray, c: ColumnSpec, what: str, row_offset: int = 0) -> np.ndarray:
-    if c.kind == "datetime":
-        return datetime_block(col, c, what, row_offset)
-    t = col.type
-    if c.kind == "boolean":
-        if pa.types.is_boolean(t):
-            return pc.cast(col, pa.float32()).to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, 1)
-        if pa.types.is_string(t) or pa.types.is_large_string(t):
-            values = col.to_pylist()
-            out = np.empty(len(values), dtype=np.float32)
-            for i, v in enumerate(values):
-                try:
-                    out[i] = to_bool_float(v)
-                except ValueError:
-                    raise SchemaError(f"{what} column '{c.name}' row {i + 1 + row_offset}: expected {expected(c)}, "
-                                      f"got {v!r}") from None
-            return out.reshape(-1, 1)
-    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_decimal(t):
-        # an integer beyond 2**53 becomes the nearest float, as one row's value does (the model reads floats)
-        arr = pc.cast(col, pa.float64(), safe=False)
-    elif pa.types.is_null(t):
-        return np.full((len(col), 1), np.nan, dtype=np.float32)
-    elif pa.types.is_string(t) or pa.types.is_large_string(t):
-        stripped = pc.utf8_trim_whitespace(col)
-        blank = pc.or_kleene(pc.equal(stripped, ""), pc.is_in(pc.utf8_lower(stripped),
-                                                              pa.array(["nan", "na", "null"])))
-        cleaned = pc.if_else(blank, None, stripped)
-        try:
-            arr = pc.cast(cleaned, pa.float64())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            values = cleaned.to_pylist()
-            for i, v in enumerate(values):
-                if v is None:
-                    continue
-                try:
-                    float(v)
-                except ValueError:
-                    raise SchemaError(f"{what} column '{c.name}' row {i + 1 + row_offset}: expected {expected(c)}, "
-                                      f"got {v!r}") from None
-            raise
+def datetime_parts(v: object) -> list[float]:
+    """A date, datetime or ISO text as the four parts (days since the epoch, month, weekday 0 = Monday, hour),
+    rounded as the column path rounds them; a time zone is converted to UTC, as Arrow reads zoned timestamps.
+    ValueError when it is none of those. Without pyarrow, rows are read with this (which also takes ISO text
+    with a zone, which Arrow's column cast refuses)."""
+    if isinstance(v, str):
+        text = v.strip()
+        if text == "":
+            return [math.nan] * len(DATETIME_PARTS)
+        if text[-1:] in ("Z", "z"):  # Python 3.10's fromisoformat does not read the zone letter
+            text = text[:-1] + "+00:00"
+        v = dt.datetime.fromisoformat(text)
+    if isinstance(v, np.datetime64):
+        v = v.astype("datetime64[us]").item()
+    if isinstance(v, dt.datetime):
+        if v.tzinfo is not None:
+            v = v.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    elif isinstance(v, dt.date):
+        v = dt.datetime(v.year, v.month, v.day)
     else:
-        raise SchemaError(f"{what} column '{c.name}': expected {expected(c)}, got values of type {t}")
-    out = as_float(arr)
-    if c.kind == "boolean":
-        ok = np.isnan(out) | (out == 0) | (out == 1)
-        if not ok.all():
-            i, v = first_bad_row(col, ok)
-            raise SchemaError(f"{what} column '{c.name}' row {i + 1 + row_offset}: expected {expected(c)}, got {v!r}")
-    return out.reshape(-1, 1)
+        raise TypeError(type(v).__name__)
+    seconds = (v - _EPOCH) // dt.timedelta(seconds=1)  # whole seconds, as the column path casts to seconds
+    # the column path holds the seconds as float32 before it divides
+    return [float(np.float32(seconds)) / 86400.0, float(v.month), float(v.weekday()), float(v.hour)]
 
 
-def as_float(arr: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """Numbers as float32 with NaN for null (pyarrow turns nulls into NaN for float output)."""
-    return np.asarray(pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64).astype(np.float32)
-
-
-def datetime_block(col: pa.ChunkedArray, c: ColumnSpec, what: str, row_offset: int = 0) -> np.ndarray:
-    t = col.type
-    try:
-        if pa.types.is_timestamp(t):
-            ts = col if t.tz is None else pc.cast(col, pa.timestamp(t.unit))
-        elif pa.types.is_date(t):
-            ts = pc.cast(col, pa.timestamp("s"))
-        elif pa.types.is_string(t) or pa.types.is_large_string(t):
-            cleaned = pc.if_else(pc.equal(pc.utf8_trim_whitespace(col), ""), None, col)
-            ts = pc.cast(cleaned, pa.timestamp("us"))
-        elif pa.types.is_null(t):
-            return np.full((len(col), len(DATETIME_PARTS)), np.nan, dtype=np.float32)
-        else:
-            raise SchemaError(f"{what} column '{c.name}': expected {expected(c)}, got values of type {t}")
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        values = col.to_pylist()
-        for i, v in enumerate(values):
-            if v is None or str(v).strip() == "":
-                continue
-            try:
-                pc.cast(pa.array([str(v)]), pa.timestamp("us"))
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                raise SchemaError(f"{what} column '{c.name}' row {i + 1 + row_offset}: expected {expected(c)}, "
-                                  f"got {v!r}") from None
-        raise
-    ts = pc.cast(ts, pa.timestamp("s"))
-    seconds = as_float(pc.cast(ts, pa.int64())).astype(np.float64)
-    parts = [seconds / 86400.0, as_float(pc.month(ts)), as_float(pc.day_of_week(ts)), as_float(pc.hour(ts))]
-    return np.column_stack(parts).astype(np.float32)
+_EPOCH = dt.datetime(1970, 1, 1)

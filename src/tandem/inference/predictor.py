@@ -1,27 +1,29 @@
 """Predictor: a verified bundle in ONNX Runtime, answering one row or millions.
 
-Imports only numpy, pyarrow and onnxruntime (never the training stack), so a serving host
-needs nothing else.
+Imports only numpy and onnxruntime (never the training stack; pyarrow only for tables and frames, tokenizers
+only for a sentence encoder), so a serving host needs nothing else.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime as ort
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from tandem.bundle.files import MODEL_FILE, TOKENIZER_FILE
 from tandem.bundle.format import check_sha256, read_manifest
-from tandem.bundle.frames import as_table
 from tandem.bundle.inputs import EncodedInputs, InputEncoder
 from tandem.bundle.onnx_guard import GraphError, check_no_external_data
 from tandem.bundle.tokens import GROUP_ROWS, in_length_order, load_tokenizer
-from tandem.errors import BundleError, DataError
+from tandem.bundle.values import ARROW
+from tandem.errors import BundleError, DataError, need
 from tandem.schema import Schema, categorical_strings
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 def default_providers() -> list[str]:
@@ -83,7 +85,7 @@ class Predictor:
             return self.encoder.encode_row(data.to_dict(orient="records")[0])
         if isinstance(data, list) and data and all(isinstance(r, dict) for r in data):
             return self.encoder.encode_rows(data, what="input rows")
-        if isinstance(data, dict) and self.encoder.tensor_columns:
+        if isinstance(data, dict) and (self.encoder.tensor_columns or not ARROW):
             return self.encoder.encode_columns(data, what="input")
         if isinstance(data, np.ndarray) and len(self.encoder.tensor_columns) == 1:
             return self.encoder.encode_columns({self.encoder.tensor_columns[0].name: data}, what="input")
@@ -92,6 +94,12 @@ class Predictor:
     @staticmethod
     def as_table(data: object) -> pa.Table:
         """In-memory input (rows, columns, frames) as an Arrow table; a DataError says what was expected."""
+        if isinstance(data, (str, os.PathLike)):
+            raise DataError(f"prediction input '{os.fsdecode(data)}': a Predictor takes rows, columns or frames; "
+                            "read a file with tandem.load(...).predict(path) or `tandem predict`")
+        pa = need("pyarrow", "files", "a table of columns or a data frame")
+        from tandem.bundle.frames import as_table
+
         if isinstance(data, pa.Table):
             return data
         if isinstance(data, pa.RecordBatch):
@@ -100,9 +108,6 @@ class Predictor:
             if not data or not all(isinstance(r, dict) for r in data):
                 raise DataError("input rows must be a non-empty list of {column: value} objects")
             return pa.Table.from_pylist(data)
-        if isinstance(data, (str, os.PathLike)):
-            raise DataError(f"prediction input '{os.fsdecode(data)}': a Predictor takes rows, columns or frames; "
-                            "read a file with tandem.load(...).predict(path) or `tandem predict`")
         return as_table(data, what="prediction input")
 
     def extra_columns(self, table: pa.Table) -> list[str]:
@@ -151,6 +156,9 @@ class Predictor:
     def target_values(self, column: pa.ChunkedArray | pa.Array, what: str) -> np.ndarray:
         """A labelled table's target as the graph's outputs are scored: class indices in the order of ``labels``
         (a label not seen in training is a DataError naming its row), or float values for regression."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
         if self.task == "regression":
             return np.asarray(pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
         index = {label: i for i, label in enumerate(self.labels)}

@@ -13,6 +13,18 @@ TEXT_ENCODER_FAMILIES = ("minilm_linear", "minilm_finetune")  # they need the st
 TEXT_ENCODER_VIEWS = ("embedding", "tokens")  # the views those families read
 IMAGE_ENCODER_FAMILIES = ("efficientnet_linear", "efficientnet_finetune")  # they need the ImageNet backbone
 CLASSIFIERS_ONLY = ("cnn", "efficientnet_finetune", "minilm_finetune")  # no regression head
+#: Families that train with PyTorch: a tabular install without it (``tandem[tabular]``) has lightgbm and linear.
+TORCH_FAMILIES = ("mlp", "cnn", "minilm_linear", "minilm_finetune", "efficientnet_linear", "efficientnet_finetune",
+                  "two_tower")
+
+
+def torch_installed() -> bool:
+    """Whether PyTorch can be imported (found without importing it: that takes seconds)."""
+    from tandem.errors import installed
+
+    return installed("torch")
+
+
 # each family's ``Learner.view``, known without importing its module (mlp, cnn and minilm_finetune import torch)
 FAMILY_VIEWS = {"lightgbm": "tree", "linear": "dense", "mlp": "dense", "cnn": "image", "minilm_linear": "embedding",
                 "minilm_finetune": "tokens", "efficientnet_linear": "embedding", "efficientnet_finetune": "image"}
@@ -83,4 +95,5 @@ def check_configs(configs: object, *, what: str = "configs") -> list[dict]:
 
 
 __all__ = ["CLASSIFIERS_ONLY", "FAMILIES", "FAMILY_VIEWS", "IMAGE_ENCODER_FAMILIES", "TEXT_ENCODER_FAMILIES",
+           "TORCH_FAMILIES", "torch_installed",
            "TEXT_ENCODER_VIEWS", "Learner", "check_configs", "family_view", "learner_class", "load_portfolio"]

@@ -14,15 +14,17 @@ from tandem.data.infer import check_column, check_target, infer_schema, infer_ta
 from tandem.data.quality import QualityError, QualityReport, check_quality
 from tandem.data.readers import SOURCE_KEY, read_errors
 from tandem.data.splits import make_folds
-from tandem.errors import ConfigError, DataError
+from tandem.errors import ConfigError, DataError, need
 from tandem.features.preprocess import Preprocessor
 from tandem.learners import (
     CLASSIFIERS_ONLY,
     IMAGE_ENCODER_FAMILIES,
     TEXT_ENCODER_FAMILIES,
+    TORCH_FAMILIES,
     check_configs,
     family_view,
     load_portfolio,
+    torch_installed,
 )
 from tandem.learners.base import DEVICE_FAMILIES
 from tandem.schema import Schema, categorical_strings
@@ -87,7 +89,8 @@ def prepare(table: pa.Table, config: StudyConfig, clock: Clock, say: Progress) -
     schema = infer_schema(table, config.target, ignore=config.ignore)
     schema.task, schema.labels = task, labels
     notes += schema.notes
-    text_encoder = _prepare_text_encoder(table, schema, config, notes, say)
+    torch = _torch_or_note(schema, config, notes)
+    text_encoder = _prepare_text_encoder(table, schema, config, notes, say) if torch else None
     encoder = InputEncoder(schema, tokenizer=_tokenizer(text_encoder))
     enc = encoder.encode_table(table, what="training data")
     if text_encoder and config.text_encoder == "auto":
@@ -100,7 +103,7 @@ def prepare(table: pa.Table, config: StudyConfig, clock: Clock, say: Progress) -
         index = {label: i for i, label in enumerate(labels)}
         y = np.array([index[v] for v in categorical_strings(target_col)], dtype=np.int64)
 
-    image_encoder = _prepare_image_encoder(encoder, enc.n_rows, config, clock, notes, say)
+    image_encoder = _prepare_image_encoder(encoder, enc.n_rows, config, clock, notes, say) if torch else None
     vocabularies = [c.categories or [] for c in encoder.cat_columns]
     pre = Preprocessor.fit(enc, encoder.num_feature_names, encoder.cat_feature_names, vocabularies,
                            encoder.text_feature_names, encoder.image_columns[0].size if encoder.image_columns else None,
@@ -113,7 +116,7 @@ def prepare(table: pa.Table, config: StudyConfig, clock: Clock, say: Progress) -
     folds = _folds(table, y, task, config, labels)
     return Prepared(table=table, schema=schema, encoder=encoder, enc=enc, pre=pre, views=Views(pre, enc), y=y,
                     task=task, labels=labels, label_type=_label_type(target_col), metric=metric, folds=folds,
-                    portfolio=_portfolio(config, encoder, text_encoder, image_encoder, task), quality=quality,
+                    portfolio=_portfolio(config, encoder, text_encoder, image_encoder, task, torch), quality=quality,
                     warnings=warnings,
                     notes=notes, source=source)
 
@@ -146,13 +149,32 @@ def _gate(table: pa.Table, config: StudyConfig, notes: list[str],
     return table, target_col, quality, task, labels, metric
 
 
+def _torch_or_note(schema: Schema, config: StudyConfig, notes: list[str]) -> bool:
+    """Whether PyTorch is installed. Without it (``tandem[tabular]``) the study goes on with lightgbm and linear
+    and says so; images, or a torch family asked for by name, are a one-line error naming the extra."""
+    if torch_installed():
+        return True
+    named = [*(config.families or []), *(c.get("family") for c in config.configs or [] if isinstance(c, dict))]
+    asked = [f for f in named if f in TORCH_FAMILIES]
+    if asked:
+        need("torch", "train", f"family {asked[0]}")
+    if any(c.kind == "image" for c in schema.features):
+        need("torch", "train", "learning from images")
+    if config.families is None and config.configs is None:
+        notes.append("PyTorch is not installed: the MLP and the pretrained text encoder are left out "
+                     "(pip install 'tandem[train]' for them)")
+    return False
+
+
 def _portfolio(config: StudyConfig, encoder: InputEncoder, text_encoder: dict | None,
-               image_encoder: dict | None, task: str) -> list[dict]:
+               image_encoder: dict | None, task: str, torch: bool = True) -> list[dict]:
     """The configurations to try: the portfolio's (or ``config.configs``) that fit the families and the data."""
     offered = load_portfolio() if config.configs is None else check_configs(config.configs)
     image_data = bool(encoder.image_columns)
 
     def fits(family: str) -> bool:
+        if not torch and family in TORCH_FAMILIES:
+            return False
         if task == "regression" and family in CLASSIFIERS_ONLY:
             return False
         if family in IMAGE_ENCODER_FAMILIES:  # images only, and the backbone's weights installed

@@ -32,11 +32,12 @@ from tandem.bundle.recommend import (
     USER_INPUT,
 )
 from tandem.data.interactions import Interactions, SideFeatures, align_features, split_interactions
-from tandem.errors import ConfigError
+from tandem.errors import ConfigError, need
 from tandem.features.graph import BOOL, FLOAT, INT64, STRING, GraphBuilder, tensor_info
 from tandem.footprint.ledger import Span
 from tandem.footprint.meter import Meter
 from tandem.inference.drift import interaction_profile
+from tandem.learners import torch_installed
 from tandem.learners.recommenders import (
     RECOMMEND_FAMILIES,
     Popularity,
@@ -140,6 +141,12 @@ def run_recommend_study(data: Interactions, config: RecommendConfig, *, progress
     marks = {"prepare": meter.mark()} if meter else {}
     families = _families(config.families)
     notes: list[str] = []
+    if "two_tower" in families and not torch_installed():
+        if config.families and "two_tower" in config.families:
+            need("torch", "train", "family two_tower")
+        families = [f for f in families if f != "two_tower"]
+        if config.user_features is not None or config.item_features is not None:
+            notes.append("two_tower left out: PyTorch is not installed (pip install 'tandem[train]')")
     split = config.split or ("time" if data.has_time else "random")
     if not data.has_time and split != "random":
         raise ConfigError(f"split '{split}' needs a time column (--time-column)")

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from tandem.errors import ConfigError
+from tandem.errors import ConfigError, need
 from tandem.study import metrics as M
 
 
@@ -80,8 +80,7 @@ def optuna_search(candidates: list, metric: str, y: np.ndarray, evaluate: Callab
     import os
     import socket
 
-    import optuna
-
+    optuna = need("optuna", "optuna", "--search optuna")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     scored = [c for c in candidates if c.val_score == c.val_score]
     if not scored:
