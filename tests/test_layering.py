@@ -53,6 +53,8 @@ MAY_IMPORT: dict[str, tuple[str, tuple[str, ...] | str]] = {
     "api": ("the Python front door", EVERYTHING),
     "cli": ("the command line front door", EVERYTHING),
     "quickstart": ("the end-to-end demo", EVERYTHING),
+    "sklearn": ("scikit-learn estimators over the Python front door", ("api", "bundle", "inference")),
+    "mlflow": ("MLflow models: the tandem and pyfunc flavors", ("api", "bundle", "inference", "registry")),
 }
 ROOT = "__init__"  # tandem/__init__.py: the lazy top-level names (train, load, check, Client)
 

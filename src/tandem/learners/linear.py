@@ -13,6 +13,8 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from tandem.features.graph import GraphBuilder
 from tandem.learners.base import Learner, probabilities_from_logit
 
+ABSENT_LOGIT = -30.0  # a class missing from the training rows: probability ~1e-13
+
 
 class LinearLearner(Learner):
     family = "linear"
@@ -21,15 +23,42 @@ class LinearLearner(Learner):
     def _fit(self, X, y, X_val, y_val, deadline):
         if self.task == "regression":
             self.model = Ridge(alpha=float(self.params.get("alpha", 1.0)), random_state=self.seed)
-        else:
-            self.model = LogisticRegression(C=float(self.params.get("C", 1.0)),
-                                            max_iter=int(self.params.get("max_iter", 500)),
-                                            random_state=self.seed)
+            self.model.fit(X, y)
+            self._keep(np.atleast_2d(self.model.coef_), np.atleast_1d(self.model.intercept_))
+            return
+        # a fold (a random split, a rare class) may lack some classes: the model still answers every class,
+        # those it never saw at a logit of ABSENT_LOGIT (probability ~1e-13)
+        present = np.unique(y)
+        rows = 1 if self.task == "binary" else self.n_classes
+        coef, intercept = np.zeros((rows, X.shape[1])), np.zeros(rows)
+        if len(present) == 1:  # LogisticRegression refuses one class: a constant model
+            if self.task == "binary":
+                intercept[0] = -ABSENT_LOGIT if present[0] == 1 else ABSENT_LOGIT
+            else:
+                intercept[:] = ABSENT_LOGIT
+                intercept[present[0]] = 0.0
+            self._keep(coef, intercept)
+            return
+        self.model = LogisticRegression(C=float(self.params.get("C", 1.0)),
+                                        max_iter=int(self.params.get("max_iter", 500)), random_state=self.seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             self.model.fit(X, y)
-        self.coef = np.ascontiguousarray(np.atleast_2d(self.model.coef_), dtype=np.float32)
-        self.intercept = np.ascontiguousarray(np.atleast_1d(self.model.intercept_), dtype=np.float32)
+        fitted_coef, fitted_intercept = np.atleast_2d(self.model.coef_), np.atleast_1d(self.model.intercept_)
+        if rows == 1 or len(present) == self.n_classes:
+            coef, intercept = fitted_coef, fitted_intercept
+        else:
+            intercept[:] = ABSENT_LOGIT
+            if len(present) == 2:  # one logit: present[1] against present[0]
+                intercept[present[0]] = 0.0
+                coef[present[1]], intercept[present[1]] = fitted_coef[0], fitted_intercept[0]
+            else:
+                coef[present], intercept[present] = fitted_coef, fitted_intercept
+        self._keep(coef, intercept)
+
+    def _keep(self, coef: np.ndarray, intercept: np.ndarray) -> None:
+        self.coef = np.ascontiguousarray(coef, dtype=np.float32)
+        self.intercept = np.ascontiguousarray(intercept, dtype=np.float32)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         z = X.astype(np.float64) @ self.coef.T.astype(np.float64) + self.intercept.astype(np.float64)
