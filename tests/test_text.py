@@ -12,7 +12,8 @@ import pytest
 from tests.helpers import free_port, post, start_server
 
 import tandem
-from tandem.bundle.inputs import InputEncoder, char_tokens, normalize_text
+from tandem.bundle.inputs import InputEncoder
+from tandem.bundle.media import char_tokens, normalize_text
 
 SMS = Path(__file__).resolve().parents[2] / "shared" / "data" / "sms_spam_collection" / "SMSSpamCollection"
 SPAMMY = ["win", "free", "prize", "claim", "cash", "urgent", "txt", "£100", "call now!", "offer"]
