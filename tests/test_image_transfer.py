@@ -188,3 +188,37 @@ def test_a_number_is_learned_from_images_by_the_frozen_backbone_alone(tmp_path, 
     with unittest.mock.patch.object(efficientnet, "weights_file", lambda: None), \
             pytest.raises(ConfigError, match="regression on images needs the efficientnet_linear family"):
         tandem.train(frame, "brightness", time_limit=10, home=tmp_path / "home", name="bright2")
+
+
+def test_a_fitted_network_goes_on_over_all_rows_as_a_new_learner(tmp_path, signs):
+    """When a refit from scratch does not fit the time, the study trains the fold model a few more epochs on all
+    rows (tandem.study.refit): a new learner at a tenth of the rate, the fold model untouched, saved and reloaded
+    with its count of extra epochs; a family that cannot go on answers None."""
+    import time
+
+    import torch
+
+    from tandem.learners.efficientnet import EfficientNetLearner
+    from tandem.learners.linear import LinearLearner
+
+    images, names = signs
+    X = (images[:60].astype(np.float32) / 255).transpose(0, 3, 1, 2).copy()
+    y = np.unique(names, return_inverse=True)[1][:60]
+    fold = EfficientNetLearner({"side": 64, "epochs": 1, "batch_size": 32}, task="multiclass", n_classes=3,
+                               seed=0).fit(X[:40], y[:40], X[40:], y[40:])
+    before = {k: v.clone() for k, v in fold.net.state_dict().items()}
+    assert fold.epoch_seconds() > 0
+    more = fold.continued(X, y, epochs=1, deadline=time.monotonic() + 300)
+    assert more is not fold and more.continued_epochs == 1
+    assert more.describe()["continued_epochs_on_all_rows"] == 1
+    assert "continued_epochs_on_all_rows" not in fold.describe()
+    assert all(torch.equal(before[k], v) for k, v in fold.net.state_dict().items())  # the fold model as it was
+    assert any(not torch.equal(before[k], v) for k, v in more.net.state_dict().items() if v.is_floating_point())
+    proba = more.predict(X)
+    assert proba.shape == (60, 3) and np.allclose(proba.sum(axis=1), 1, atol=1e-5)
+    more.save(tmp_path)
+    again = EfficientNetLearner.load(tmp_path, task="multiclass", n_classes=3)
+    assert again.continued_epochs == 1 and np.allclose(again.predict(X), proba, atol=1e-5)
+    linear = LinearLearner({}, task="multiclass", n_classes=3, seed=0).fit(X.reshape(60, -1)[:40], y[:40])
+    assert linear.epoch_seconds() is None and linear.continued(X.reshape(60, -1), y, epochs=1,
+                                                                deadline=time.monotonic() + 60) is None

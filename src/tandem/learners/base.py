@@ -64,6 +64,16 @@ class Learner(ABC):
     def _fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None, y_val: np.ndarray | None,
              deadline: float | None) -> None: ...
 
+    def epoch_seconds(self) -> float | None:
+        """Seconds one epoch of the last fit took, for a family that can go on training (:meth:`continued`)."""
+        return None
+
+    def continued(self, X: np.ndarray, y: np.ndarray, *, epochs: int, deadline: float) -> Learner | None:
+        """A new learner: this fitted one trained ``epochs`` more epochs on (X, y), all the rows, at a low rate,
+        for when a refit from scratch does not fit the time left; this one unchanged. None when the family cannot
+        (the default) or the deadline came first."""
+        return None
+
     @abstractmethod
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Native prediction: [N, C] probabilities or [N, 1] values."""

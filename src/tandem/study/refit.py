@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tandem.learners import TEXT_ENCODER_VIEWS, Learner, learner_class
-from tandem.study.plan import Plan, Recorder
+from tandem.study.plan import Clock, Plan, Recorder
 from tandem.study.prepare import Prepared
 from tandem.study.result import Candidate, Progress, StudyConfig
 
@@ -20,6 +20,30 @@ class Refit:
 
     members: list[tuple[Candidate, Learner, float]]  # candidate, final learner, weight
     complete: bool  # False: some keep their first-fold model
+
+
+CONTINUED_EPOCHS = 2  # at most, for a member whose fold model goes on over all rows
+
+
+def _continued(name: str, cand: Candidate, fitted: Learner, prep: Prepared, clock: Clock, export_seconds: float,
+               scale: float, recorder: Recorder, say: Progress) -> Learner:
+    """When a refit from scratch does not fit the time left: ``fitted`` (the fold model) trained a few more epochs
+    over all rows, when its family can and one epoch fits before the export's reserve; else ``fitted``."""
+    per_epoch = fitted.epoch_seconds()
+    if not per_epoch:
+        return fitted
+    epochs = min(CONTINUED_EPOCHS, int((clock.left() - export_seconds) / (1.3 * scale * per_epoch)))
+    if epochs < 1:
+        return fitted
+    say(f"{name}: {epochs} more epoch(s) over all rows (a refit from scratch does not fit the time left)")
+    start = recorder.mark()
+    learner = fitted.continued(prep.views[fitted.view], prep.y, epochs=epochs, deadline=clock.deadline - export_seconds)
+    recorder.span(name, cand.family, "refit", start)
+    if learner is None:
+        return fitted
+    prep.notes.append(f"{name} was not refit from scratch (the time limit): its fold model went on {epochs} more "
+                      "epoch(s) over all rows, the validation rows included")
+    return learner
 
 
 def refit_members(prep: Prepared, plan: Plan, config: StudyConfig, usable: list[Candidate],
@@ -47,7 +71,8 @@ def refit_members(prep: Prepared, plan: Plan, config: StudyConfig, usable: list[
             if learner.stopped_by_deadline:
                 learner, refit_all = fitted, False
         else:
-            learner, refit_all = fitted, False
+            learner = _continued(name, cand, fitted, prep, clock, export_seconds, scale, recorder, say)
+            refit_all = refit_all and learner is not fitted
         members.append((cand, learner, w))
     if not refit_all:
         prep.notes.append("not every ensemble member could be refit on all rows in the time limit; "
