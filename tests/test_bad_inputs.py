@@ -300,7 +300,7 @@ def test_api_predict_extra_columns_work_and_are_reported(trained) -> None:
     extra = x.assign(zz=1.0, note="hello")
     np.testing.assert_array_equal(m.predict(extra), m.predict(x))
     np.testing.assert_array_equal(m.predict_proba(extra), m.predict_proba(x))
-    assert m.predictor.extra_columns(pa.Table.from_pandas(extra, preserve_index=False)) == ["zz", "note"]
+    assert m.predictor.extra_columns(pa.Table.from_pandas(extra, preserve_index=False).column_names) == ["zz", "note"]
 
 
 def _tamper(path: Path) -> None:

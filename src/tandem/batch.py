@@ -153,7 +153,6 @@ def predict_file(bundle: Path, input_path: Path, output: Path, *, batch_rows: in
     if not ARROW:
         return predict_csv_rows(predictor, Path(input_path), Path(output), batch_rows=min(batch_rows, 4096),
                                 escape_formulas=escape, console=console)
-    import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
@@ -172,7 +171,7 @@ def predict_file(bundle: Path, input_path: Path, output: Path, *, batch_rows: in
             try:
                 for batch in batches:
                     if rows == 0:
-                        extra = predictor.extra_columns(pa.Table.from_batches([batch]))
+                        extra = predictor.extra_columns(batch.schema.names)
                         if extra:
                             notes.append(f"ignored column(s) the model does not use: {', '.join(extra)}")
                     if predictor.recommendations is not None:
@@ -191,9 +190,14 @@ def predict_file(bundle: Path, input_path: Path, output: Path, *, batch_rows: in
                 if writer is not None:
                     writer.close()
     except OSError as exc:  # reading errors are DataErrors: this one is the output's, not its temp file's
-        reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
-        raise OSError(exc.errno, reason, str(output)) from exc
+        raise _named(exc, output) from exc
     return rows, notes
+
+
+def _named(exc: OSError, output: Path) -> OSError:
+    """A write error named by ``output``, not by the temp file it was written to."""
+    reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+    return OSError(exc.errno, reason, str(output))
 
 
 def _progress(console: Console) -> Progress:
@@ -238,8 +242,7 @@ def predict_csv_rows(predictor: Predictor, input_path: Path, output: Path, *, ba
                     if predictor.task != "regression":
                         header += [f"proba_{label}" for label in predictor.labels]
                     writer.writerow([escape_formula(h) if escape_formulas else h for h in header])
-                    known = {c.name for c in predictor.schema.columns} | {predictor.schema.target}
-                    extra = [n for n in row if n not in known]
+                    extra = predictor.extra_columns(list(row))
                     if extra:
                         notes.append(f"ignored column(s) the model does not use: {', '.join(extra)}")
                 chunk.append((row, encoder.encode_row(row, what=f"{what} row {rows + len(chunk) + 1}")))
@@ -250,8 +253,7 @@ def predict_csv_rows(predictor: Predictor, input_path: Path, output: Path, *, ba
             if chunk:
                 rows += _write_chunk(predictor, chunk, ids, writer, escape_formulas)
     except OSError as exc:  # reading errors are DataErrors: this one is the output's, not its temp file's
-        reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
-        raise OSError(exc.errno, reason, str(output)) from exc
+        raise _named(exc, output) from exc
     if rows == 0:
         raise DataError(f"{what} has no rows")
     return rows, notes

@@ -110,10 +110,10 @@ class Predictor:
             return pa.Table.from_pylist(data)
         return as_table(data, what="prediction input")
 
-    def extra_columns(self, table: pa.Table) -> list[str]:
-        """Input columns the model does not use (tolerated, reported)."""
+    def extra_columns(self, names: list[str]) -> list[str]:
+        """The input's columns (``names``) the model does not use (tolerated, reported)."""
         known = {c.name for c in self.schema.columns} | {self.schema.target}
-        return [c for c in table.column_names if c not in known]
+        return [c for c in names if c not in known]
 
     # -- prediction ---------------------------------------------------------------------------
     def run(self, enc: EncodedInputs) -> dict[str, np.ndarray]:
