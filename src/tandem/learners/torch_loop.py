@@ -76,12 +76,16 @@ class LoopConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-5
     seed: int = 0
-    schedule: str = "constant"  # or "cosine": one warm-up epoch, then the rate decays to 0 at the horizon
+    # "constant"; "cosine": one warm-up epoch, then the rate decays to 0 at the horizon; "linear": from lr in the
+    # first epoch down to lr / horizon in the last (a short run that must end at a low rate, no warm-up)
+    schedule: str = "constant"
     precision: str = "fp32"  # on CPU: "fp32", "bf16" (autocast), or "auto" (bf16 when the CPU has it natively)
 
     def lr_at(self, epoch: int, horizon: int) -> float:
         """The learning rate of ``epoch`` (1-based) for a run of ``horizon`` epochs: a function of these alone,
         so a resumed run matches."""
+        if self.schedule == "linear":
+            return self.lr * max(horizon - epoch + 1, 1) / max(horizon, 1)
         if self.schedule != "cosine":
             return self.lr
         if epoch <= 1:

@@ -26,7 +26,10 @@ ENCODER_BUDGET_SHARE = 0.25  # "auto" embeds the rows only when that costs at mo
 # No time is kept to refit these on all rows (or for their learning curve): a fine-tuned backbone's refit would
 # cost its whole fit again for a quarter more rows, time the next image network turns into an ensemble member.
 # They are refit only when time is left over.
+# Their fold model goes on CONTINUED_EPOCHS epochs over all rows instead (Learner.continued), and that is reserved.
 REFIT_NOT_RESERVED = ("efficientnet_finetune",)
+CONTINUED_EPOCHS = 3  # at most, for a member whose fold model goes on over all rows
+CONTINUED_MARGIN = 1.15  # an epoch over all rows: the fold fit's epoch, scaled by the rows, times this
 # The image networks plan their epochs to the time they are given: theirs say only that some time must be left.
 RELATIVE_COST = {"lightgbm": 1.0, "linear": 0.1, "mlp": 2.0, "efficientnet_finetune": 20.0, "cnn": 10.0,
                  "efficientnet_linear": 1.0}
@@ -111,21 +114,30 @@ class Plan:
 
     reserve_fraction = 0.15
 
-    def __init__(self, clock: Clock, export_seconds: float):
+    def __init__(self, clock: Clock, export_seconds: float, rows_scale: float = 1.0):
         self.clock = clock
         self.export_seconds = export_seconds
+        self.rows_scale = rows_scale  # all rows / a fold's training rows: what a refit costs more than a fold fit
+
+    def continued_seconds(self, fold_model: object, epochs: int = CONTINUED_EPOCHS) -> float | None:
+        """What ``epochs`` more epochs of ``fold_model`` over all rows should take (None: it cannot go on)."""
+        per_epoch = fold_model.epoch_seconds()
+        return epochs * CONTINUED_MARGIN * self.rows_scale * per_epoch if per_epoch else None
 
     def search_left(self, candidates: list[Candidate], metric: str, n_active_folds: int, *,
                     learning_curve: bool = True) -> float:
         """Seconds the search may still spend: the clock less the reserve for refitting the best three
-        candidates, the export and (with ``learning_curve``) the report's learning curve."""
-        best = sorted((c for c in candidates if c.oof is not None and c.family not in REFIT_NOT_RESERVED),
-                      key=lambda c: c.loss(metric, n_active_folds))[:3]
-        refit_est = sum(1.3 * float(np.mean(c.fit_seconds)) for c in best)
+        candidates (or continuing, for a family in REFIT_NOT_RESERVED), the export and (with ``learning_curve``)
+        the report's learning curve."""
+        ranked = sorted((c for c in candidates if c.oof is not None), key=lambda c: c.loss(metric, n_active_folds))
+        best = ranked[:3]
+        refit_est = sum((self.continued_seconds(c.fold_models[0]) or 0.0) if c.family in REFIT_NOT_RESERVED
+                        else 1.3 * float(np.mean(c.fit_seconds)) for c in best)
         # the export's one-row runs (its latency check and the metered predictions) at the ensemble's latency
         refit_est += EXPORT_ONE_ROW_RUNS * 1e-6 * sum(c.latency_us for c in best if c.latency_us == c.latency_us)
-        if best and learning_curve:  # the report's learning curve refits the best one on shares of its rows
-            refit_est += 1.3 * float(best[0].fit_seconds[0]) * sum(LEARNING_FRACTIONS)
+        refitted = [c for c in ranked if c.family not in REFIT_NOT_RESERVED]
+        if refitted and learning_curve:  # the report's learning curve refits the best one on shares of its rows
+            refit_est += 1.3 * float(refitted[0].fit_seconds[0]) * sum(LEARNING_FRACTIONS)
         reserve = max(self.reserve_fraction * self.clock.time_limit, refit_est + self.export_seconds)
         return self.clock.left() - reserve
 

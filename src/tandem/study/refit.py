@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tandem.learners import TEXT_ENCODER_VIEWS, Learner, learner_class
-from tandem.study.plan import Clock, Plan, Recorder
+from tandem.study.plan import CONTINUED_EPOCHS, Plan, Recorder
 from tandem.study.prepare import Prepared
 from tandem.study.result import Candidate, Progress, StudyConfig
 
@@ -22,17 +22,15 @@ class Refit:
     complete: bool  # False: some keep their first-fold model
 
 
-CONTINUED_EPOCHS = 2  # at most, for a member whose fold model goes on over all rows
-
-
-def _continued(name: str, cand: Candidate, fitted: Learner, prep: Prepared, clock: Clock, export_seconds: float,
-               scale: float, recorder: Recorder, say: Progress) -> Learner:
+def _continued(name: str, cand: Candidate, fitted: Learner, prep: Prepared, plan: Plan, recorder: Recorder,
+               say: Progress) -> Learner:
     """When a refit from scratch does not fit the time left: ``fitted`` (the fold model) trained a few more epochs
     over all rows, when its family can and one epoch fits before the export's reserve; else ``fitted``."""
-    per_epoch = fitted.epoch_seconds()
-    if not per_epoch:
+    one_epoch = plan.continued_seconds(fitted, 1)
+    if not one_epoch:
         return fitted
-    epochs = min(CONTINUED_EPOCHS, int((clock.left() - export_seconds) / (1.3 * scale * per_epoch)))
+    clock, export_seconds = plan.clock, plan.export_seconds
+    epochs = min(CONTINUED_EPOCHS, int((clock.left() - export_seconds) / one_epoch))
     if epochs < 1:
         return fitted
     say(f"{name}: {epochs} more epoch(s) over all rows (a refit from scratch does not fit the time left)")
@@ -71,7 +69,7 @@ def refit_members(prep: Prepared, plan: Plan, config: StudyConfig, usable: list[
             if learner.stopped_by_deadline:
                 learner, refit_all = fitted, False
         else:
-            learner = _continued(name, cand, fitted, prep, clock, export_seconds, scale, recorder, say)
+            learner = _continued(name, cand, fitted, prep, plan, recorder, say)
             refit_all = refit_all and learner is not fitted
         members.append((cand, learner, w))
     if not refit_all:

@@ -35,7 +35,8 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
     clock = Clock.start(config, started, meter)
     recorder = Recorder(meter)
     prep = prepare(table, config, clock, say)
-    plan = Plan(clock, export_seconds(prep.n, prep.encoder, len(prep.portfolio), clock.time_limit))
+    plan = Plan(clock, export_seconds(prep.n, prep.encoder, len(prep.portfolio), clock.time_limit),
+                rows_scale=prep.n / len(prep.folds[0][0]))
 
     search = Search(prep, plan, config, recorder, say)
     recorder.phase("prepare")

@@ -26,7 +26,7 @@ class Search:
         self.bagged = config.bagging == "yes"
         self.active_folds = list(range(len(prep.folds))) if self.bagged else [0]
         self.timing_rows = prep.enc.take(prep.folds[0][1][:64])
-        self.scale_rows = prep.n / len(prep.folds[0][0])
+        self.scale_rows = plan.rows_scale
         self.cluster = None
         if config.cluster:  # the folds' fits as Ray tasks (tandem.study.cluster)
             from tandem.study.cluster import RayCluster
