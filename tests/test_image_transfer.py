@@ -18,6 +18,8 @@ import tandem
 from tandem.data.readers import read_table
 from tandem.errors import ConfigError, DataError
 from tandem.features import efficientnet
+from tandem.study.plan import CONTINUED_EPOCHS, CONTINUED_MARGIN, Clock, Plan
+from tandem.study.result import Candidate
 
 GTSRB = Path(__file__).resolve().parents[2] / "shared" / "data" / "gtsrb_subset" / "gtsrb_test_subset_32x32.npz"
 SIGNS = {1: "speed_30", 14: "stop", 17: "no_entry"}  # three GTSRB classes of different shapes and colours
@@ -190,10 +192,29 @@ def test_a_number_is_learned_from_images_by_the_frozen_backbone_alone(tmp_path, 
         tandem.train(frame, "brightness", time_limit=10, home=tmp_path / "home", name="bright2")
 
 
+def test_averaged_weights_are_the_mean_of_each_weight_and_buffer_with_integer_buffers_from_the_first():
+    import torch
+
+    from tandem.learners.efficientnet import average_weights
+
+    torch.manual_seed(0)
+    nets = [torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2)) for _ in range(3)]
+    for i, net in enumerate(nets):
+        net[1].running_mean.fill_(float(i))
+        net[1].num_batches_tracked.fill_(10 + i)
+    soup = average_weights(nets)
+    assert soup not in nets and average_weights(nets[:1]) is nets[0]
+    weights = torch.stack([net[0].weight.detach() for net in nets])
+    assert torch.allclose(soup[0].weight, weights.mean(0))
+    assert torch.equal(soup[1].running_mean, torch.ones(2)) and int(soup[1].num_batches_tracked) == 10
+    assert torch.equal(nets[2][1].running_mean, torch.full((2,), 2.0))  # the nets left as they were
+
+
 def test_a_fitted_network_goes_on_over_all_rows_as_a_new_learner(tmp_path, signs):
     """When a refit from scratch does not fit the time, the study trains the fold model a few more epochs on all
-    rows (tandem.study.refit): a new learner at a tenth of the rate, the fold model untouched, saved and reloaded
-    with its count of extra epochs; a family that cannot go on answers None."""
+    rows (tandem.study.refit): a new learner at a falling rate, the fold model untouched, saved and reloaded
+    with its count of extra epochs; a family that cannot go on answers None. The search reserves the time of those
+    epochs for a fine-tuned candidate (tandem.study.plan), as it reserves a refit for the others."""
     import time
 
     import torch
@@ -219,6 +240,21 @@ def test_a_fitted_network_goes_on_over_all_rows_as_a_new_learner(tmp_path, signs
     more.save(tmp_path)
     again = EfficientNetLearner.load(tmp_path, task="multiclass", n_classes=3)
     assert again.continued_epochs == 1 and np.allclose(again.predict(X), proba, atol=1e-5)
+    # four epochs: two runs of two from the fold model, their weights averaged (a model soup)
+    soup = fold.continued(X, y, epochs=4, deadline=time.monotonic() + 300)
+    assert (soup.continued_epochs, soup.continued_runs) == (2, 2)
+    assert soup.describe()["continued_runs_averaged"] == 2 and not np.allclose(soup.predict(X), proba, atol=1e-3)
+    soup.save(tmp_path)
+    assert EfficientNetLearner.load(tmp_path, task="multiclass", n_classes=3).continued_runs == 2
     linear = LinearLearner({}, task="multiclass", n_classes=3, seed=0).fit(X.reshape(60, -1)[:40], y[:40])
     assert linear.epoch_seconds() is None and linear.continued(X.reshape(60, -1), y, epochs=1,
                                                                 deadline=time.monotonic() + 60) is None
+
+    plan = Plan(Clock(100.0, time.monotonic()), export_seconds=1.0, rows_scale=1.5)
+    expected = CONTINUED_EPOCHS * CONTINUED_MARGIN * 1.5 * fold.epoch_seconds()
+    assert plan.continued_seconds(fold) == pytest.approx(expected) and plan.continued_seconds(linear) is None
+    candidate = Candidate("efficientnet_finetune", "efficientnet_finetune", {}, fold_models=[fold],
+                          oof=np.zeros((60, 3)), fit_seconds=[fold.fit_seconds], val_score=0.9)
+    plan.reserve_fraction = 0.0  # the reserve is what is reserved for the candidates and the export alone
+    left_without, left_with = plan.search_left([], "accuracy", 1), plan.search_left([candidate], "accuracy", 1)
+    assert left_without - left_with == pytest.approx(expected, abs=0.05)

@@ -133,3 +133,16 @@ def test_bf16_autocast_on_cpu_trains_in_bf16_and_auto_follows_the_cpu():
     cpu = torch.device("cpu")
     assert autocast_dtype(LoopConfig(precision="fp32"), cpu) is None
     assert autocast_dtype(LoopConfig(precision="auto"), cpu) == (torch.bfloat16 if cpu_has_native_bf16() else None)
+
+
+def test_the_linear_schedule_falls_from_the_rate_to_a_step_above_zero_and_the_others_keep_theirs():
+    """"linear" (a fitted network going on over all rows) starts at the full rate, with no warm-up, and ends at
+    lr / horizon; "constant" is flat; "cosine" warms up at 0.3 of the rate and then decays."""
+    from tandem.learners.torch_loop import LoopConfig
+
+    linear = LoopConfig(lr=3e-4, schedule="linear")
+    assert [round(linear.lr_at(e, 3), 10) for e in (1, 2, 3)] == [3e-4, 2e-4, 1e-4]
+    assert linear.lr_at(1, 1) == 3e-4
+    assert [LoopConfig(lr=1e-3).lr_at(e, 5) for e in (1, 5)] == [1e-3, 1e-3]
+    cosine = LoopConfig(lr=1e-3, schedule="cosine")
+    assert cosine.lr_at(1, 10) == pytest.approx(3e-4) and cosine.lr_at(2, 10) > cosine.lr_at(9, 10) > 0

@@ -28,7 +28,7 @@ ENCODER_BUDGET_SHARE = 0.25  # "auto" embeds the rows only when that costs at mo
 # They are refit only when time is left over.
 # Their fold model goes on CONTINUED_EPOCHS epochs over all rows instead (Learner.continued), and that is reserved.
 REFIT_NOT_RESERVED = ("efficientnet_finetune",)
-CONTINUED_EPOCHS = 3  # at most, for a member whose fold model goes on over all rows
+CONTINUED_EPOCHS = 4  # at most (all runs together), for a member whose fold model goes on over all rows
 CONTINUED_MARGIN = 1.15  # an epoch over all rows: the fold fit's epoch, scaled by the rows, times this
 # The image networks plan their epochs to the time they are given: theirs say only that some time must be left.
 RELATIVE_COST = {"lightgbm": 1.0, "linear": 0.1, "mlp": 2.0, "efficientnet_finetune": 20.0, "cnn": 10.0,

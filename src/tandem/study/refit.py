@@ -39,8 +39,12 @@ def _continued(name: str, cand: Candidate, fitted: Learner, prep: Prepared, plan
     recorder.span(name, cand.family, "refit", start)
     if learner is None:
         return fitted
-    prep.notes.append(f"{name} was not refit from scratch (the time limit): its fold model went on {epochs} more "
-                      "epoch(s) over all rows, the validation rows included")
+    runs = getattr(learner, "continued_runs", 1)
+    how = f"{getattr(learner, 'continued_epochs', epochs)} more epoch(s) over all rows"
+    if runs > 1:
+        how += f" in each of {runs} runs from it, their weights averaged"
+    prep.notes.append(f"{name} was not refit from scratch (the time limit): its fold model went on {how}, the "
+                      "validation rows included")
     return learner
 
 
