@@ -18,6 +18,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from tandem.bundle.delimiters import sniff_delimiter
 from tandem.bundle.inputs import EncodedInputs
 from tandem.bundle.values import ARROW
 from tandem.errors import ConfigError, DataError, need
@@ -291,14 +292,8 @@ def _csv_rows(path: Path, what: str) -> Iterator[tuple[int, dict]]:
             head = fh.read(_SNIFF_BYTES)
     except OSError as exc:
         raise DataError(f"{what} cannot be read ({exc.strerror or exc})") from None
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    try:
-        sample = head.decode("utf-8-sig", errors="ignore")
-        sniffed = csv.Sniffer().sniff(sample[: max(sample.rfind("\n"), 0)] or sample, delimiters=",;\t|").delimiter
-        if sniffed in sample.splitlines()[0]:
-            delimiter = sniffed
-    except (csv.Error, IndexError):
-        pass
+    delimiter = sniff_delimiter(head.decode("utf-8-sig", errors="ignore"),
+                                default="\t" if path.suffix.lower() == ".tsv" else ",")
     try:
         with open(path, encoding="utf-8-sig", newline="") as fh:
             reader = csv.reader(fh, delimiter=delimiter, strict=True)

@@ -16,7 +16,7 @@ Modules: :mod:`~tandem.data.readers.dispatch` (the entry points below), :mod:`~t
 and :mod:`~tandem.data.readers.tables` (batches cast and re-cut).
 """
 
-from tandem.data.readers.delimited import CANDIDATE_DELIMITERS, sniff_delimiter
+from tandem.bundle.delimiters import CANDIDATE_DELIMITERS, sniff_delimiter
 from tandem.data.readers.dispatch import (
     ARRAY_SUFFIXES,
     READ_ERRORS_KEY,

@@ -13,6 +13,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from tandem.bundle.delimiters import sniff_delimiter
 from tandem.bundle.frames import READ_ERRORS, check_columns, column_names, one_line
 from tandem.data.readers.files import (
     _MIN_BLOCK_BYTES,
@@ -30,34 +31,6 @@ from tandem.data.readers.files import (
 )
 from tandem.errors import DataError
 
-CANDIDATE_DELIMITERS = ",;\t|"
-
-
-def sniff_delimiter(sample: str, default: str = ",") -> str:
-    """The delimiter of CSV text ``sample``: one of ``,`` ``;`` TAB ``|``.
-
-    Uses :class:`csv.Sniffer` restricted to those delimiters on the complete lines of the sample; the
-    answer must occur in the first (header) line, otherwise the candidate most frequent in the header line
-    wins; with no candidate at all (a single column) ``default`` is returned (pass ``"\\t"`` for ``.tsv``).
-    """
-    text = sample.lstrip("\ufeff")
-    cut = max(text.rfind("\n"), text.rfind("\r"))
-    if cut > 0:
-        text = text[: cut + 1]
-    header = _first_record_text(text)
-    guess: str | None
-    try:
-        guess = csv.Sniffer().sniff(text, delimiters=CANDIDATE_DELIMITERS).delimiter
-    except csv.Error:
-        guess = None
-    if guess is not None and guess in header:
-        return guess
-    counts = {d: header.count(d) for d in CANDIDATE_DELIMITERS}
-    if default in counts and counts[default] > 0 and counts[default] == max(counts.values()):
-        return default
-    best = max(CANDIDATE_DELIMITERS, key=lambda d: counts[d])
-    return best if counts[best] > 0 else default
-
 
 @dataclass
 class _CsvPlan:
@@ -65,17 +38,6 @@ class _CsvPlan:
     header: list[str]  # as parsed by Python's csv from the first 64 KiB (raw, unstripped)
     avg_line_bytes: float
     raw_by_name: dict[str, str] = field(default_factory=dict)
-
-
-def _first_record_text(text: str) -> str:
-    """The first record of CSV text (quoted newlines kept inside it)."""
-    in_quotes = False
-    for i, ch in enumerate(text):
-        if ch == '"':
-            in_quotes = not in_quotes
-        elif ch in "\r\n" and not in_quotes:
-            return text[:i]
-    return text
 
 
 def _csv_plan(f: _File) -> _CsvPlan:
