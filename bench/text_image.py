@@ -227,6 +227,11 @@ def _tandem_images(images, labels, tr, te, budget: float, name: str, families: l
     acc = float((model.predict(str(folder / "test.npz")) == labels[te].astype(str)).mean())
     return {"accuracy": round(acc, 4), "train_seconds": round(train_s, 1),
             "ensemble": {e["model"]: round(e["weight"], 3) for e in model.manifest["ensemble"]},
+            # how the members came to all rows: refit from scratch, or the fold model went on (runs averaged)
+            "members": {e["model"]: {k: e.get(k) for k in ("refit_on_all_rows", "continued_epochs_on_all_rows",
+                                                           "continued_runs_averaged")}
+                        for e in model.manifest["ensemble"]},
+            "validation_accuracy": model.manifest["metrics"]["validation"].get("accuracy"),
             "leaderboard": {r["model"]: {k: r.get(k) for k in ("val_log_loss", "epochs", "side", "fit_seconds",
                                                                 "predict_1row_us")} for r in model.leaderboard()},
             "predict_1row_us_p50": model.manifest["latency"]["predict_1row_us_p50"],
