@@ -23,6 +23,8 @@ SCRIPT = textwrap.dedent('''
 
     out, checkpoint, epochs, dropout, pause = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), \\
         float(sys.argv[5])
+    deadline = time.monotonic() + float(sys.argv[6]) if len(sys.argv) > 6 else None
+    rank = int(os.environ.get("RANK", "0"))
     if "WORLD_SIZE" in os.environ:
         torch.distributed.init_process_group("gloo")
     rng = np.random.default_rng(0)
@@ -33,8 +35,7 @@ SCRIPT = textwrap.dedent('''
     build = lambda: nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Dropout(dropout), nn.Linear(32, 2))
     result = fit(build, X, y, Xv, yv, nn.CrossEntropyLoss(), LoopConfig(max_epochs=epochs, patience=None,
                  batch_size=64, seed=3), checkpoint=None if checkpoint == "-" else checkpoint,
-                 on_epoch=lambda *_: time.sleep(pause))
-    rank = int(os.environ.get("RANK", "0"))
+                 on_epoch=lambda *_: time.sleep(pause * (1 + rank)), deadline=deadline)
     torch.save({k: v for k, v in result.net.state_dict().items()}, f"{out}.rank{rank}.pt")
     print("resumed_from", result.resumed_from, "epochs_run", result.epochs_run, flush=True)
     if "WORLD_SIZE" in os.environ:
@@ -111,6 +112,38 @@ def test_two_processes_with_gloo_train_the_same_model_as_one(script, tmp_path):
     single = weights(tmp_path / "single.rank0.pt")
     for k in single:  # and it is the model one process trains on the whole batches (to float rounding)
         torch.testing.assert_close(rank0[k], single[k], atol=1e-5, rtol=1e-4)
+
+
+def test_processes_that_read_the_deadline_at_different_times_stop_together(script, tmp_path):
+    """Each process reads its own clock, here 0.2 s apart every epoch (rank 1 is slower): they agree to stop at the
+    first epoch where any of them is past the deadline, instead of one leaving the others in a collective."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                           f"--master_port={free_port()}", str(script), str(tmp_path / "ddp"), "-", "1000", "0.0",
+                           "0.2", "3.0"], capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = [int(line.split()[-1]) for line in proc.stdout.splitlines() if "epochs_run" in line]
+    assert len(runs) == 2 and runs[0] == runs[1] and 1 <= runs[0] < 1000, proc.stdout
+    assert same(weights(tmp_path / "ddp.rank0.pt"), weights(tmp_path / "ddp.rank1.pt"))
+
+
+def test_a_failed_run_is_told_by_the_workers_own_error_not_torchrun_s_summary():
+    from tandem.learners.distributed import workers_error
+
+    output = "\n".join([
+        "[rank1]: terminate called after throwing an instance of 'gloo::IoException'",
+        "[rank1]:   what():  [../gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:29500",
+        "E1207 torch/distributed/elastic/multiprocessing/api.py: failed (exitcode: -6) local_rank: 1",
+        "torch.distributed.elastic.multiprocessing.errors.ChildFailedError:",
+        "============================================================",
+        "tandem.learners.ddp_worker FAILED",
+        "  error_file: <N/A>",
+        "  traceback : Signal 6 (SIGABRT) received by PID 15701",
+        "============================================================"])
+    said = workers_error(output)
+    assert said.startswith("[rank1]: terminate called after throwing an instance of 'gloo::IoException'")
+    assert "Connection closed by peer" in said and "error_file" not in said
+    assert workers_error("one\ntwo\nthree\nfour") == "two | three | four"  # nothing named: the last lines
 
 
 def test_bf16_autocast_on_cpu_trains_in_bf16_and_auto_follows_the_cpu():

@@ -26,7 +26,7 @@ def main(folder: Path) -> None:
         learner._fit(X, y, X_val, y_val, spec["deadline"])
         if torch.distributed.get_rank() == 0:
             out = folder / "out"
-            out.mkdir()
+            out.mkdir(exist_ok=True)
             learner.save(out)
             (out / "fit.json").write_text(json.dumps(learner.fit_state()))
     finally:

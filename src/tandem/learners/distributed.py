@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,15 @@ OVERHEAD_S = 120.0  # starting the workers (torch's import, the rendezvous) on t
 
 class DistributedTrainingError(TandemError):
     """The torchrun workers failed; the message carries the end of what they said."""
+
+
+def workers_error(output: str) -> str:
+    """What the workers said of their failure, in one line: the lines that name an error (a Python exception, a
+    C++ ``terminate``/``what()``) before torchrun's own summary, else the last three lines."""
+    lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
+    summary = next((i for i, line in enumerate(lines) if "ChildFailedError" in line or set(line) == {"="}), len(lines))
+    named = [line for line in lines[:summary] if re.search(r"Error|terminate called|what\(\)|Abort|Killed", line)]
+    return " | ".join(named[-3:] or lines[-3:])[-600:]
 
 
 def fit_on_devices(learner: object, devices: int, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None,
@@ -54,8 +64,7 @@ def fit_on_devices(learner: object, devices: int, X: np.ndarray, y: np.ndarray, 
                                            f"{timeout:.0f} s") from None
         out = folder / "out"
         if proc.returncode != 0 or not (out / "fit.json").exists():
-            tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])[-600:]
             raise DistributedTrainingError(f"training {learner.family} on {devices} devices failed "
-                                           f"(exit {proc.returncode}): {tail}")
+                                           f"(exit {proc.returncode}): {workers_error(proc.stderr or proc.stdout)}")
         learner._load(out)
         learner.restore_fit_state(json.loads((out / "fit.json").read_text()))

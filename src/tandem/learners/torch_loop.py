@@ -175,15 +175,17 @@ def fit(build: Callable[[], nn.Module], X: np.ndarray, y: torch.Tensor, X_val: n
         state["epoch"] = epoch
         if epoch == 1 and deadline is not None and config.schedule == "cosine":  # plan the run to fit the budget
             per_epoch = max(time.monotonic() - started, 1e-6)
-            state["horizon"] = int(min(config.max_epochs, max(2, (deadline - started) / per_epoch * 0.95)))
+            horizon = int(min(config.max_epochs, max(2, (deadline - started) / per_epoch * 0.95)))
+            state["horizon"] = _agreed(horizon, world, device, "min")
         if on_epoch is not None:
             on_epoch(epoch, train_loss, val_loss)
         done = has_val and config.patience is not None and epoch - state["best_epoch"] >= config.patience
+        done = bool(_agreed(int(done), world, device, "max"))
         if path is not None and rank == 0:
             _save(path, identity, net, opt, scaler, gen, state)
         if done:
             break
-        if deadline is not None and time.monotonic() >= deadline:
+        if deadline is not None and _agreed(int(time.monotonic() >= deadline), world, device, "max"):
             stopped = True
             break
     if state["best_state"] is not None:
@@ -195,6 +197,18 @@ def fit(build: Callable[[], nn.Module], X: np.ndarray, y: torch.Tensor, X_val: n
     return LoopResult(net=net.to("cpu").eval(), best_epoch=state["best_epoch"] if has_val else ran,
                       epochs_run=ran, curve=curve, stopped_by_deadline=stopped, resumed_from=resumed,
                       precision={torch.float16: "fp16", torch.bfloat16: "bf16"}.get(cast, "fp32"))
+
+
+def _agreed(value: int, world: int, device: torch.device, how: str) -> int:
+    """``value`` as every process of a data-parallel run agrees on it (the smallest or the largest of theirs): each
+    times its own epochs and reads its own clock, and one that stops or plans differently from the others would
+    leave them waiting in a collective that never comes. ``value`` itself when training alone."""
+    if world == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    ops = torch.distributed.ReduceOp
+    torch.distributed.all_reduce(t, op=ops.MIN if how == "min" else ops.MAX)
+    return int(t.item())
 
 
 def _distributed() -> tuple[int, int]:
