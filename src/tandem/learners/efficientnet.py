@@ -116,12 +116,16 @@ class EfficientNetLearner(Learner):
         result = fit(lambda: _net(self.n_outputs, self.side, self.dropout, self.freeze_blocks, True), X,
                      torch.as_tensor(y, dtype=torch.long), X_val,
                      None if y_val is None else torch.as_tensor(y_val, dtype=torch.long),
-                     nn.CrossEntropyLoss(label_smoothing=float(self.params.get("label_smoothing", 0.1))),
+                     self._loss(),
                      self._config(), deadline=deadline, checkpoint=self.params.get("checkpoint"),
                      curve_metric="cross-entropy", augment=augmentation_from(self.params))
         self.net, self.best_epoch, self.curve = result.net, result.best_epoch, result.curve
         self.stopped_by_deadline, self.precision = result.stopped_by_deadline, result.precision
         self.epochs_run, self.continued_epochs, self.continued_runs = result.epochs_run, 0, 0
+
+    def _loss(self) -> nn.Module:
+        """The fit's loss, the continuation's too: cross-entropy with the params' label smoothing."""
+        return nn.CrossEntropyLoss(label_smoothing=float(self.params.get("label_smoothing", 0.1)))
 
     def epoch_seconds(self) -> float | None:
         return self.fit_seconds / self.epochs_run if getattr(self, "epochs_run", 0) else None
@@ -147,7 +151,7 @@ class EfficientNetLearner(Learner):
             config = dataclasses.replace(base, max_epochs=per_run, patience=None, lr=base.lr * CONTINUE_RATE,
                                          schedule="linear", seed=self.seed + run)
             result = fit(lambda net=net: net, X, torch.as_tensor(y, dtype=torch.long), None, None,
-                         nn.CrossEntropyLoss(label_smoothing=float(self.params.get("label_smoothing", 0.1))), config,
+                         self._loss(), config,
                          deadline=deadline, augment=augmentation_from(self.params))
             if result.epochs_run < per_run:  # cut short: its rate never came down
                 break

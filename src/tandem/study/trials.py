@@ -26,7 +26,6 @@ class Search:
         self.bagged = config.bagging == "yes"
         self.active_folds = list(range(len(prep.folds))) if self.bagged else [0]
         self.timing_rows = prep.enc.take(prep.folds[0][1][:64])
-        self.scale_rows = plan.rows_scale
         self.cluster = None
         if config.cluster:  # the folds' fits as Ray tasks (tandem.study.cluster)
             from tandem.study.cluster import RayCluster
@@ -116,7 +115,7 @@ class Search:
         cand.overfit = _overfits(metric, cand.train_score, cand.val_score)
         graph = build_graph(p.pre, p.task, p.labels, [(cand.fold_models[0], 1.0)], 0.5)
         seconds, _ = single_row_seconds(graph, self.timing_rows, rows=32)
-        grows = self.scale_rows if cls.view == "tree" else 1.0  # boosting rounds grow with the refit's rows
+        grows = self.plan.rows_scale if cls.view == "tree" else 1.0  # boosting rounds grow with the refit's rows
         cand.latency_us, cand.onnx_bytes = seconds * 1e6 * grows, graph.ByteSize()
         return cand
 
