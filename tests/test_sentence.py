@@ -143,7 +143,7 @@ def test_the_cli_takes_the_encoder_options(tmp_path):
     sms(300).to_csv(data, index=False)
     out = tmp_path / "bundle"
     run = subprocess.run([sys.executable, "-m", "tandem.cli", "train", str(data), "--target", "Label",
-                          "--time-limit", "20", "--families", "minilm_linear", "--text-encoder", "minilm",
+                          "--time-limit", "10", "--families", "minilm_linear", "--text-encoder", "minilm",
                           "--encoder-layers", "2", "--out", str(out)], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     manifest = json.loads((out / "manifest.json").read_text())
@@ -159,12 +159,12 @@ def test_fine_tuning_trains_the_encoder_and_serves_what_it_validated(tmp_path):
     from sklearn.metrics import f1_score
 
     frame = sms(500)
-    tuned = [{"name": "tuned", "family": "minilm_finetune", "params": {"layers": 2, "epochs": 2, "patience": 1}}]
+    tuned = [{"name": "tuned", "family": "minilm_finetune", "params": {"layers": 1, "epochs": 2, "patience": 1}}]
     model = tandem.train(frame.iloc[:400], "Label", time_limit=90, path=tmp_path / "tuned", configs=tuned,
                          text_encoder="minilm", bagging="no")
     manifest = model.manifest
     assert [m["family"] for m in manifest["ensemble"]] == ["minilm_finetune"]
-    assert manifest["ensemble"][0]["encoder_layers"] == 2 and manifest["ensemble"][0]["epochs"] >= 1
+    assert manifest["ensemble"][0]["encoder_layers"] == 1 and manifest["ensemble"][0]["epochs"] >= 1
     curve = manifest["curves"]["training"]["tuned"]
     assert curve["unit"] == "epoch" and len(curve["valid"]) >= 1
     assert manifest["parity"]["max_abs_diff"] <= manifest["parity"]["tolerance"]
