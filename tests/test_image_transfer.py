@@ -75,7 +75,7 @@ def test_an_image_folder_trains_both_ways_of_transfer_learning(tmp_path, signs):
     # turn however fast this machine is today
     finetune = {"side": "auto", "lr": 0.002, "batch_size": 32, "epochs": 200, "patience": 15, "freeze_blocks": 3,
                 "dropout": 0.2, "budget_share": 0.6}
-    model = tandem.train(str(folder), "label", time_limit=40, home=tmp_path / "home", name="signs",
+    model = tandem.train(str(folder), "label", time_limit=25, home=tmp_path / "home", name="signs",
                          configs=[{"name": "efficientnet_finetune", "family": "efficientnet_finetune",
                                    "params": finetune},
                                   {"name": "efficientnet_linear", "family": "efficientnet_linear",
