@@ -87,7 +87,7 @@ def test_a_message_s_fields():
 
 
 def test_a_mail_folder_trains_with_a_clear_error_for_the_broken_file(mail_dir, tmp_path, run_cli):
-    proc = run_cli(["train", mail_dir, "--target", "label", "--time-limit", "15", "--name", "mail"],
+    proc = run_cli(["train", mail_dir, "--target", "label", "--time-limit", "8", "--name", "mail"],
                    home=tmp_path / "home", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "1 file(s) could not be read and were left out: mail/ham/broken.eml: not an e-mail message" in proc.stdout
