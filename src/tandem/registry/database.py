@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -115,7 +116,7 @@ class SqliteIndex(LazySchemaIndex):
             conn.execute("ROLLBACK")
 
     def _init_schema(self, conn: sqlite3.Connection) -> None:
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = self._use_wal(conn)
         if str(mode).lower() != "wal":  # pragma: no cover - filesystems without shared memory
             raise RegistryError(
                 f"registry database {self.db_path} cannot use WAL journal mode (got {mode!r}): "
@@ -138,6 +139,23 @@ class SqliteIndex(LazySchemaIndex):
         except BaseException:
             self._rollback(conn)
             raise
+
+    @staticmethod
+    def _use_wal(conn: sqlite3.Connection) -> str:
+        """Put the database in WAL mode; return the journal mode it is in. SQLite answers a change of journal
+        mode with 'database is locked' at once, not after its busy timeout, while another connection holds a lock
+        (several first writers of a new registry, say): so that is retried here, for up to the busy timeout."""
+        deadline = time.monotonic() + _BUSY_TIMEOUT_S
+        pause = 0.002
+        while True:
+            try:
+                return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            except sqlite3.OperationalError as exc:
+                if getattr(exc, "sqlite_errorcode", sqlite3.SQLITE_BUSY) != sqlite3.SQLITE_BUSY or \
+                        time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(2 * pause, 0.1)
 
     def _driver_errors(self) -> tuple[type[BaseException], ...]:
         return (sqlite3.DatabaseError,)
