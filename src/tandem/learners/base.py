@@ -31,6 +31,8 @@ class Learner(ABC):
         self.fit_seconds = 0.0
         self.stopped_by_deadline = False
         self.curve: dict | None = None  # training vs validation loss per round or epoch (fits with a validation set)
+        # set on a learner that :meth:`continued` made: its epochs over all rows, and the runs averaged into it
+        self.continued_epochs, self.continued_runs = 0, 0
 
     @property
     def n_outputs(self) -> int:

@@ -121,7 +121,7 @@ class EfficientNetLearner(Learner):
                      curve_metric="cross-entropy", augment=augmentation_from(self.params))
         self.net, self.best_epoch, self.curve = result.net, result.best_epoch, result.curve
         self.stopped_by_deadline, self.precision = result.stopped_by_deadline, result.precision
-        self.epochs_run, self.continued_epochs, self.continued_runs = result.epochs_run, 0, 0
+        self.epochs_run = result.epochs_run
 
     def _loss(self) -> nn.Module:
         """The fit's loss, the continuation's too: cross-entropy with the params' label smoothing."""
@@ -215,8 +215,8 @@ class EfficientNetLearner(Learner):
         save_file(state, str(folder / "efficientnet.safetensors"))
         meta = {"side": self.side, "input_side": self.input_side, "dropout": self.dropout,
                 "freeze_blocks": self.freeze_blocks, "epochs": self.best_epoch, "training_precision": self.precision,
-                "continued_epochs": getattr(self, "continued_epochs", 0),
-                "continued_runs": getattr(self, "continued_runs", 0)}
+                "continued_epochs": self.continued_epochs,
+                "continued_runs": self.continued_runs}
         (folder / "efficientnet.json").write_text(json.dumps(meta))
         return ["efficientnet.safetensors", "efficientnet.json"]
 
@@ -234,7 +234,7 @@ class EfficientNetLearner(Learner):
     def describe(self) -> dict:
         out = {"epochs": self.best_epoch, "side": self.side, "frozen_blocks": self.freeze_blocks,
                "parameters": int(sum(p.numel() for p in self.net.parameters())), "training_precision": self.precision}
-        if getattr(self, "continued_epochs", 0):
+        if self.continued_epochs:
             out["continued_epochs_on_all_rows"] = self.continued_epochs
             out["continued_runs_averaged"] = self.continued_runs
         return out

@@ -39,17 +39,16 @@ def _continued(name: str, cand: Candidate, fitted: Learner, prep: Prepared, plan
     recorder.span(name, cand.family, "refit", start)
     if learner is None:
         return fitted
-    runs = getattr(learner, "continued_runs", 1)
-    how = f"{getattr(learner, 'continued_epochs', epochs)} more epoch(s) over all rows"
-    if runs > 1:
-        how += f" in each of {runs} runs from it, their weights averaged"
+    how = f"{learner.continued_epochs} more epoch(s) over all rows"
+    if learner.continued_runs > 1:
+        how += f" in each of {learner.continued_runs} runs from it, their weights averaged"
     prep.notes.append(f"{name} was not refit from scratch (the time limit): its fold model went on {how}, the "
                       "validation rows included")
     return learner
 
 
 def refit_members(prep: Prepared, plan: Plan, config: StudyConfig, usable: list[Candidate],
-                  weights: dict[str, float], active_folds: list[int], recorder: Recorder, say: Progress) -> Refit:
+                  weights: dict[str, float], recorder: Recorder, say: Progress) -> Refit:
     """Refit each weighted member on all rows when its estimated fit time (scaled up from its fold fits) fits
     before the export's reserve; a member that does not fit, or whose refit hits the deadline, keeps its
     first-fold model. Drops the sentence encoder from ``prep`` when no member reads it."""
@@ -57,7 +56,7 @@ def refit_members(prep: Prepared, plan: Plan, config: StudyConfig, usable: list[
     members: list[tuple[Candidate, Learner, float]] = []
     refit_all = True
     clock, export_seconds = plan.clock, plan.export_seconds
-    scale = prep.n / float(np.mean([len(prep.folds[f][0]) for f in active_folds]))
+    scale = plan.rows_scale
     for name, w in sorted(weights.items(), key=lambda kv: -kv[1]):
         cand = by_name[name]
         est = 1.3 * scale * float(np.mean(cand.fit_seconds))

@@ -50,7 +50,7 @@ def run_study(table: pa.Table, config: StudyConfig, *, progress: Progress | None
                           f"{clock.time_limit:.0f} s, from the {config.time_limit:g} s time limit")
 
     ens = choose_ensemble(prep, config, usable, search.rows(), say, meter)
-    refit = refit_members(prep, plan, config, usable, ens.weights, search.active_folds, recorder, say)
+    refit = refit_members(prep, plan, config, usable, ens.weights, recorder, say)
     holdout_rows = prep.folds[0][1][:2000]
     recorder.phase("refit")
 
