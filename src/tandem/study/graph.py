@@ -74,6 +74,14 @@ def single_row_seconds(model: onnx.ModelProto, enc: EncodedInputs, *, rows: int 
     return float(np.median(times)), sess
 
 
+def graph_shape(model: onnx.ModelProto) -> tuple:
+    """What a graph's one-row latency depends on, its weights' values aside: its size, its operators in order and
+    its weights' shapes. Two configurations of one family that differ only in a weight's value (a linear model's
+    regularisation, say) have the same shape, and so the same latency."""
+    g = model.graph
+    return (model.ByteSize(), tuple(n.op_type for n in g.node), tuple(tuple(t.dims) for t in g.initializer))
+
+
 def session(model: onnx.ModelProto, *, threads: int = 1) -> ort.InferenceSession:
     """``model`` in ONNX Runtime on the CPU, on ``threads`` threads."""
     opts = ort.SessionOptions()
