@@ -2,16 +2,50 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+
+# -- two at a time (``pytest -n 2``, pytest-xdist, one file per worker) ------------------------------------------
+#: Files whose tests may run beside another file's: servers, registries, readers, refusals, imports. Their checks
+#: hold on a shared CPU (answers, errors, exact sums, generous deadlines). Every other test runs alone, holding both
+#: workers: a study's accuracy at a time limit, a fit's deadline, a latency or a timeout measured to the second
+#: needs the whole machine. A test here can still ask to run alone with ``@pytest.mark.solo``.
+SHARED_FILES = frozenset({
+    "test_serve.py", "test_serve_app_hardening.py", "test_serve_fuzz.py", "test_serve_http.py",
+    "test_serve_routes.py", "test_registry.py", "test_registry_hygiene.py", "test_cli.py", "test_cli_hardening.py",
+    "test_bad_inputs.py", "test_signing.py", "test_import.py", "test_import_formats.py", "test_import_frameworks.py",
+    "test_foreign_tensorflow.py", "test_foreign_boosters.py", "test_installs.py", "test_layering.py",
+    "test_readers_limits.py", "test_data_readers.py", "test_bundle_integrity.py", "test_batching.py",
+    "test_deploy.py", "test_drift.py", "test_mlflow.py", "test_tensor_columns.py", "test_quality.py",
+    "test_explain.py", "test_fairness.py"})
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """Under xdist, a test of a shared file takes a shared lock for its setup, call and teardown (its module's
+    fixtures included), any other test an exclusive one: it waits for the other worker's test and runs alone."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if not run:  # one process: nothing runs beside anything
+        yield
+        return
+    alone = item.path.name not in SHARED_FILES or item.get_closest_marker("solo") is not None
+    with open(Path(tempfile.gettempdir()) / f"tandem-tests-{run}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
 
 FEATURES = ["x1", "x2", "color"]
 TARGETS = {"binary": "income", "multiclass": "tier", "regression": "price"}
