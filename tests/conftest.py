@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,11 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-# -- two at a time (``pytest -n 2``, pytest-xdist, one file per worker) ------------------------------------------
+# -- two at a time where that is safe ------------------------------------------------------------------------------
 #: Files whose tests may run beside another file's: servers, registries, readers, refusals, imports. Their checks
-#: hold on a shared CPU (answers, errors, exact sums, generous deadlines). Every other test runs alone, holding both
-#: workers: a study's accuracy at a time limit, a fit's deadline, a latency or a timeout measured to the second
-#: needs the whole machine. A test here can still ask to run alone with ``@pytest.mark.solo``.
+#: hold on a shared CPU (answers, errors, exact sums, generous deadlines). The test command runs them first on two
+#: pytest-xdist workers (``-m shared``), then every other test one by one: a study's accuracy at a time limit, a
+#: fit's deadline, a latency or a timeout measured to the second needs the whole machine. A test in one of these
+#: files can still ask to run with the others, alone, with ``@pytest.mark.solo``.
 SHARED_FILES = frozenset({
     "test_serve.py", "test_serve_app_hardening.py", "test_serve_fuzz.py", "test_serve_http.py",
     "test_serve_routes.py", "test_registry.py", "test_registry_hygiene.py", "test_cli.py", "test_cli_hardening.py",
@@ -30,21 +29,11 @@ SHARED_FILES = frozenset({
     "test_explain.py", "test_fairness.py"})
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
-    """Under xdist, a test of a shared file takes a shared lock for its setup, call and teardown (its module's
-    fixtures included), any other test an exclusive one: it waits for the other worker's test and runs alone."""
-    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
-    if not run:  # one process: nothing runs beside anything
-        yield
-        return
-    alone = item.path.name not in SHARED_FILES or item.get_closest_marker("solo") is not None
-    with open(Path(tempfile.gettempdir()) / f"tandem-tests-{run}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark ``shared`` the tests of SHARED_FILES that do not ask to run alone (``solo``)."""
+    for item in items:
+        if item.path.name in SHARED_FILES and item.get_closest_marker("solo") is None:
+            item.add_marker(pytest.mark.shared)
 
 
 FEATURES = ["x1", "x2", "color"]

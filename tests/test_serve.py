@@ -304,7 +304,7 @@ def _burst(port: int, path: str, bodies: list[dict]) -> list[tuple[int, dict, st
             conn.close()
 
 
-@pytest.mark.solo  # requests 3 ms apart at most, or they are not merged
+@pytest.mark.solo  # requests 3 ms apart at most, or they are not merged: not beside another test
 def test_micro_batching_merges_concurrent_requests_and_bounds_its_queue(tmp_path):
     home = tmp_path / "home"
     frame = mixed_frame(400, task="binary", seed=0)
