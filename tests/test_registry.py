@@ -370,24 +370,29 @@ def test_not_a_database_is_a_registry_error(tmp_path: Path) -> None:
         Registry(tmp_path).list()
 
 
-def test_threads_adding_concurrently_get_distinct_versions(reg: Registry) -> None:
+def _add_from_threads(reg: Registry, threads: int, adds: int) -> list[BaseException]:
+    """``threads`` threads, started together, each adding ``adds`` versions of 'shared'; the errors they met."""
     errors: list[BaseException] = []
-    barrier = threading.Barrier(4)
+    barrier = threading.Barrier(threads)
 
     def worker() -> None:
         try:
             barrier.wait()
-            for _ in range(5):
+            for _ in range(adds):
                 reg.add("shared", write_tiny_bundle)
-        except BaseException as exc:  # pragma: no cover - reported below
+        except BaseException as exc:  # pragma: no cover - reported by the caller
             errors.append(exc)
 
-    threads = [threading.Thread(target=worker) for _ in range(4)]
-    for t in threads:
+    started = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in started:
         t.start()
-    for t in threads:
+    for t in started:
         t.join()
-    assert errors == []
+    return errors
+
+
+def test_threads_adding_concurrently_get_distinct_versions(reg: Registry) -> None:
+    assert _add_from_threads(reg, 4, 5) == []
     records = reg.list("shared")
     assert [r.version for r in records] == list(range(1, 21))
     assert all((r.path / "manifest.json").is_file() for r in records)
@@ -399,22 +404,7 @@ def test_first_writers_of_a_new_registry_wait_for_each_other(tmp_path: Path) -> 
     before the retry, about one start in seven failed (seen in CI)."""
     for attempt in range(30):
         reg = Registry(tmp_path / f"home{attempt}")
-        errors: list[BaseException] = []
-        barrier = threading.Barrier(4)
-
-        def worker(reg: Registry = reg, errors: list = errors, barrier: threading.Barrier = barrier) -> None:
-            try:
-                barrier.wait()
-                reg.add("shared", write_tiny_bundle)
-            except BaseException as exc:  # pragma: no cover - reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=worker) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert errors == [], (attempt, errors)
+        assert _add_from_threads(reg, 4, 1) == [], attempt
         assert [r.version for r in reg.list("shared")] == [1, 2, 3, 4]
 
 
